@@ -1,0 +1,110 @@
+"""A thin Gymnasium adapter for dm_control composer environments.
+
+Shared by every task in the package: flat float32 observations keyed as
+dm_control names them (alphabetical order), seeding of dm_control's random
+state from ``reset(seed=...)``, and dm_control's discount mapped onto
+Gymnasium's flags (discount 0 at the last step: ``terminated``; otherwise a
+last step is ``truncated``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+DEFAULT_CAMERA = "walker/side"
+
+
+class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """Base class: subclasses build ``self._dm_env`` and call :meth:`_setup_spaces`."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+
+    def __init__(
+        self,
+        *,
+        act_noise: float = 0.0,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; choose None or 'rgb_array'.")
+        if act_noise < 0:
+            raise ValueError(f"act_noise must be >= 0, got {act_noise}.")
+        self.act_noise = float(act_noise)
+        self.render_mode = render_mode
+        self.width, self.height, self.camera = width, height, camera
+        self._dm_env = None
+
+    def _setup_spaces(self, observable_keys: Sequence[str]) -> None:
+        self.observable_keys = tuple(sorted(observable_keys))
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self._dm_env.control_timestep()}
+        spec = self._dm_env.action_spec()
+        self.action_space = spaces.Box(
+            np.asarray(spec.minimum, np.float32), np.asarray(spec.maximum, np.float32), spec.shape, np.float32
+        )
+        obs_spec = self._dm_env.observation_spec()
+        missing = [k for k in self.observable_keys if k not in obs_spec]
+        if missing:
+            raise ValueError(f"the task has no observable(s) {missing}; it has {', '.join(sorted(obs_spec))}.")
+        self.observation_space = spaces.Dict(
+            {
+                key: spaces.Box(-np.inf, np.inf, (int(np.prod(obs_spec[key].shape, dtype=int)),), np.float32)
+                for key in self.observable_keys
+            }
+        )
+
+    @property
+    def physics(self):
+        """dm_control's ``mjcf.Physics`` of the current episode."""
+        return self._dm_env.physics
+
+    @property
+    def random_state(self) -> np.random.RandomState:
+        """dm_control's random state: episode initialisation and action noise draw from it."""
+        return self._dm_env.random_state
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._dm_env.random_state.seed(seed)
+        timestep = self._dm_env.reset()
+        self._after_reset()
+        return self._observation(timestep.observation), self._info()
+
+    def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}.")
+        if self.act_noise > 0:
+            action = action + self._dm_env.random_state.normal(scale=self.act_noise, size=action.shape)
+        action = np.clip(action, self.action_space.low, self.action_space.high)
+        timestep = self._dm_env.step(action)
+        terminated = bool(timestep.last() and timestep.discount == 0.0)
+        truncated = bool(timestep.last() and not terminated)
+        return self._observation(timestep.observation), float(timestep.reward), terminated, truncated, self._info()
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self.physics.render(height=self.height, width=self.width, camera_id=self.camera)
+
+    def close(self):
+        if self._dm_env is not None:
+            self._dm_env.close()
+            self._dm_env = None
+
+    def _observation(self, observation) -> dict[str, np.ndarray]:
+        return {key: np.asarray(observation[key], dtype=np.float32).reshape(-1) for key in self.observable_keys}
+
+    def _after_reset(self) -> None:
+        """Hook for subclasses, called after dm_control's reset."""
+
+    def _info(self) -> dict[str, Any]:
+        return {"physics_state": self.physics.get_state().copy()}

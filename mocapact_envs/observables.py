@@ -1,0 +1,106 @@
+"""MoCapAct's observation sets, by the names dm_control gives each observable.
+
+Sizes in the comments are for reference steps 1..5 where a reference appears.
+Observations are dictionaries whose keys are always in alphabetical order, the
+order MoCapAct concatenates them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Base proprioception, 205 dims: what a low-level policy sees.
+BASE = (
+    "walker/actuator_activation",
+    "walker/end_effectors_pos",
+    "walker/joints_pos",
+    "walker/joints_vel",
+    "walker/sensors_gyro",
+    "walker/sensors_torque",
+    "walker/sensors_touch",
+    "walker/sensors_velocimeter",
+    "walker/world_zaxis",
+)
+#: Clip experts' observations, 206 dims.
+TIME_INDEX = BASE + ("walker/time_in_clip",)
+#: The GPT policy's observations, 206 dims.
+HIGH_LEVEL_SANS_REFERENCE = BASE + ("walker/body_height",)
+#: The NPMP encoder's observations, 1291 dims.
+HIGH_LEVEL = HIGH_LEVEL_SANS_REFERENCE + (
+    "walker/reference_rel_bodies_pos_local",
+    "walker/reference_rel_bodies_quats",
+)
+#: dm_control's CMU humanoid proprioception, 224 dims: transfer tasks.
+CMU_HUMANOID = (
+    "walker/actuator_activation",
+    "walker/appendages_pos",
+    "walker/body_height",
+    "walker/end_effectors_pos",
+    "walker/joints_pos",
+    "walker/joints_vel",
+    "walker/sensors_accelerometer",
+    "walker/sensors_gyro",
+    "walker/sensors_torque",
+    "walker/sensors_touch",
+    "walker/sensors_velocimeter",
+    "walker/world_zaxis",
+)
+#: Everything a multi-clip policy may see but the clip id, 2847 dims.
+MULTI_CLIP_SANS_ID = CMU_HUMANOID + (
+    "walker/gyro_control",
+    "walker/joints_vel_control",
+    "walker/velocimeter_control",
+    "walker/time_in_clip",
+    "walker/reference_rel_joints",
+    "walker/reference_rel_bodies_pos_global",
+    "walker/reference_rel_bodies_quats",
+    "walker/reference_rel_bodies_pos_local",
+    "walker/reference_ego_bodies_quats",
+    "walker/reference_rel_root_quat",
+    "walker/reference_rel_root_pos_local",
+    "walker/reference_appendages_pos",
+)
+MULTI_CLIP = MULTI_CLIP_SANS_ID + ("walker/clip_id",)
+#: Walker observables no policy set uses but MoCapAct's rollouts log, 21 dims.
+EXTRA_LOGGED = (
+    "walker/gyro_anticlockwise_spin",
+    "walker/gyro_backward_roll",
+    "walker/gyro_rightward_roll",
+    "walker/head_height",
+    "walker/orientation",
+    "walker/position",
+    "walker/torso_xvel",
+    "walker/torso_yvel",
+    "walker/veloc_forward",
+    "walker/veloc_strafe",
+    "walker/veloc_up",
+)
+#: Every proprioceptive observable MoCapAct logs in rollouts, 2868 dims.
+ALL_PROPRIOCEPTIVE = tuple(sorted(set(MULTI_CLIP_SANS_ID) | set(HIGH_LEVEL) | set(EXTRA_LOGGED)))
+
+OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
+    "base": BASE,
+    "time_index": TIME_INDEX,
+    "high_level_sans_reference": HIGH_LEVEL_SANS_REFERENCE,
+    "high_level": HIGH_LEVEL,
+    "cmu_humanoid": CMU_HUMANOID,
+    "multi_clip_sans_id": MULTI_CLIP_SANS_ID,
+    "multi_clip": MULTI_CLIP,
+    "all_proprioceptive": ALL_PROPRIOCEPTIVE,
+}
+
+def resolve_observables(observables: str | Sequence[str]) -> tuple[str, ...]:
+    """A set name from :data:`OBSERVATION_SETS`, or explicit keys, as sorted keys."""
+    if isinstance(observables, str):
+        if observables not in OBSERVATION_SETS:
+            raise ValueError(
+                f"unknown observation set {observables!r}; choose one of {', '.join(OBSERVATION_SETS)} "
+                "or pass a list of observable keys such as 'walker/joints_pos'."
+            )
+        return tuple(sorted(OBSERVATION_SETS[observables]))
+    keys = tuple(observables)
+    known = set(ALL_PROPRIOCEPTIVE) | set(MULTI_CLIP)
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise ValueError(f"unknown observable(s) {unknown}; known keys: {', '.join(sorted(known))}.")
+    return tuple(sorted(set(keys)))

@@ -1,0 +1,23 @@
+"""Gymnasium registration of every ``mocapact/`` environment id."""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+TRACKING_ENTRY_POINT = "mocapact_envs.tracking_env:MocapTrackingEnv"
+
+
+def tracking_env_id(clip_id: str) -> str:
+    return f"mocapact/MocapTracking-{clip_id}-v0"
+
+
+def register_envs() -> None:
+    """Registers the tracking task for each clip of dm_control's ``ALL`` and a generic one."""
+    from mocapact_envs.mocap.ids import dm_control_subset
+
+    if "mocapact/MocapTracking-v0" in registry:
+        return
+    # No TimeLimit: an episode ends at the snippet's end or on tracking failure.
+    register(id="mocapact/MocapTracking-v0", entry_point=TRACKING_ENTRY_POINT)
+    for clip_id in dm_control_subset("ALL"):
+        register(id=tracking_env_id(clip_id), entry_point=TRACKING_ENTRY_POINT, kwargs={"clips": clip_id})

@@ -1,0 +1,152 @@
+"""``MocapTracking``: MoCapAct's clip-tracking task as a Gymnasium environment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.mocap.source import ClipSet, get_source
+from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.tracking import build_tracking_environment
+
+BACKENDS = ("dm_control",)
+
+
+class MocapTrackingEnv(DmControlEnv):
+    """Track motion-capture clips with dm_control's CMU humanoid, as in MoCapAct.
+
+    The walker is ``CMUHumanoidPositionControlledV2020`` (56 position actuators
+    with activation dynamics) on an 8 m x 8 m floor. Each episode picks a snippet
+    and a start step (uniformly over the snippet's possible starts, or the snippet
+    start) and sets the walker exactly to the reference pose there.
+
+    Action space:
+        ``Box(-1, 1, (56,), float32)``: normalised actuator targets, in the
+        walker's (alphabetical) actuator order. With ``act_noise > 0`` the
+        environment adds Gaussian noise of that standard deviation before
+        clipping to [-1, 1], as MoCapAct's experts were trained and rolled out.
+
+    Observation space:
+        ``Dict`` of float32 ``Box`` es keyed as dm_control names the observables
+        (``"walker/joints_pos"``, ...), in alphabetical key order. ``observables``
+        chooses a set: ``"time_index"`` (206 dims, experts), ``"base"`` (205),
+        ``"high_level_sans_reference"`` (206, GPT), ``"high_level"`` (1291 with
+        reference steps 1..5, NPMP encoder), ``"cmu_humanoid"`` (224),
+        ``"multi_clip_sans_id"`` (2847), ``"multi_clip"`` (2848) or
+        ``"all_proprioceptive"`` (2868, what rollouts log); or explicit keys.
+
+    Reward:
+        dm_control's ``comic`` reward (at most 1.45 a step):
+        ``0.5 * (1 - error / threshold) + 0.5 * (0.1 exp(-10 d_com^2) +
+        exp(-0.1 d_jointvel^2) + 0.15 exp(-40 d_appendages^2) + 0.65 exp(-2 d_quat^2))``
+        where ``error = 0.5 * mean |body position error| + 0.5 * mean |joint error|``.
+
+    Episode end:
+        ``terminated`` when the tracking error exceeds
+        ``termination_error_threshold`` (dm_control's discount 0); ``truncated``
+        at the snippet's last trackable step, ``end - max(ref_steps)`` (discount 1).
+        There is no other time limit.
+
+    Info:
+        ``time_in_clip`` (0 at the snippet start, 1 at its end),
+        ``start_time_in_clip``, ``last_time_in_clip`` (the value at truncation),
+        ``snippet_id``, ``tracking_error`` and ``physics_state`` (MuJoCo's
+        ``qpos, qvel, act``, copied).
+
+    Args:
+        clips: a clip id (``"CMU_016_22"``), a snippet id (``"CMU_016_22-0-82"``),
+            a dm_control collection (``"WALK_TINY"``), a text file of ids, or a
+            list of any of these.
+        mocap_path: the reference source (a dm_control-format HDF5 file or a folder
+            of ``.amc`` files); defaults to ``$MOCAPACT_MOCAP_PATH``, then to
+            dm_control's official file.
+        observables: an observation set name or a list of observable keys.
+        ref_steps: which future reference steps the reference observables show.
+        random_start: start anywhere in the snippet (True) or at its start.
+        min_steps: the fewest steps a random start leaves before the snippet end.
+        termination_error_threshold: tracking error that ends an episode.
+        act_noise: standard deviation of Gaussian action noise.
+        physics_timestep: MuJoCo's step in seconds.
+        control_timestep: seconds per environment step; must match the clips.
+        reward_type: a dm_control ``reference_pose.rewards`` reward name.
+        skip_missing_clips: use the clips the source has instead of failing on
+            those it lacks.
+        render_mode: ``None`` or ``"rgb_array"`` (adds the reference ghost).
+        width, height, camera: the rendered image and the camera's name or id.
+        backend: ``"dm_control"`` (composer, the reference implementation).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+
+    def __init__(
+        self,
+        clips: str | Sequence[str] = "CMU_016_22",
+        *,
+        mocap_path: str | Path | None = None,
+        observables: str | Sequence[str] = "time_index",
+        ref_steps: Sequence[int] = (0,),
+        random_start: bool = True,
+        min_steps: int = 10,
+        termination_error_threshold: float = 0.3,
+        act_noise: float = 0.0,
+        physics_timestep: float = 0.005,
+        control_timestep: float = 0.03,
+        reward_type: str = "comic",
+        skip_missing_clips: bool = False,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+        backend: str = "dm_control",
+    ):
+        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+        ref_steps = tuple(int(s) for s in ref_steps)
+        if not ref_steps or min(ref_steps) < 0:
+            raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
+        self.clip_set: ClipSet = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
+        self.ref_steps = ref_steps
+        self.backend = backend
+        observable_keys = resolve_observables(observables)
+        self._dm_env = build_tracking_environment(
+            self.clip_set,
+            observable_keys,
+            ref_steps=ref_steps,
+            random_start=random_start,
+            min_steps=min_steps,
+            termination_error_threshold=termination_error_threshold,
+            reward_type=reward_type,
+            physics_timestep=physics_timestep,
+            control_timestep=control_timestep,
+            with_ghost=render_mode is not None,
+        )
+        self._task = self._dm_env.task
+        self._setup_spaces(observable_keys)
+        self._start_time_in_clip = 0.0
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _after_reset(self) -> None:
+        self._start_time_in_clip = self._time_in_clip()
+
+    def _time_in_clip(self) -> float:
+        return float(self._task.get_normalized_time_in_clip(self.physics)[0])
+
+    @property
+    def snippet_id(self) -> str:
+        return self.clip_set.snippets[self._task._current_clip_index].id
+
+    def _info(self) -> dict[str, Any]:
+        task = self._task
+        clip = task._current_clip
+        return {
+            "time_in_clip": self._time_in_clip(),
+            "start_time_in_clip": self._start_time_in_clip,
+            "last_time_in_clip": task._last_step * clip.dt / clip.duration,
+            "snippet_id": self.snippet_id,
+            "tracking_error": float(task._termination_error),
+            "physics_state": self.physics.get_state().copy(),
+        }
