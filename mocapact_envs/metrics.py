@@ -84,9 +84,7 @@ class EpisodeTracker:
             last = np.broadcast_to(np.asarray(info["last_time_in_clip"], dtype=float), (self.num_envs,))
             for i in np.flatnonzero(done):
                 finished.append(
-                    episode_metrics(
-                        self._returns[i], self._lengths[i], self._start[i], end[i], last[i], terminated[i]
-                    )
+                    episode_metrics(self._returns[i], self._lengths[i], self._start[i], end[i], last[i], terminated[i])
                 )
         return finished
 

@@ -89,6 +89,7 @@ OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
     "all_proprioceptive": ALL_PROPRIOCEPTIVE,
 }
 
+
 def resolve_observables(observables: str | Sequence[str]) -> tuple[str, ...]:
     """A set name from :data:`OBSERVATION_SETS`, or explicit keys, as sorted keys."""
     if isinstance(observables, str):

@@ -96,8 +96,8 @@ def _suite_physics():
     return humanoid_CMU.Physics.from_xml_string(*humanoid_CMU.get_model_and_assets())
 
 
-class _WalkerPoser:
-    """A compiled V2020 walker to read pose features from (qpos, qvel)."""
+class WalkerPoser:
+    """A compiled V2020 walker on a floor, posed from (qpos, qvel) or reference features."""
 
     def __init__(self):
         from dm_control import mjcf
@@ -117,10 +117,15 @@ class _WalkerPoser:
         self.physics.forward()
         return self._utils.get_features(self.physics, self.walker)
 
+    def set_features(self, features: dict[str, np.ndarray]) -> None:
+        """Poses the walker as one step of reference features (a kinematic replay)."""
+        self._utils.set_walker_from_features(self.physics, self.walker, features)
+        self.physics.forward()
+
 
 @functools.cache
-def _walker_poser() -> _WalkerPoser:
-    return _WalkerPoser()
+def _walker_poser() -> WalkerPoser:
+    return WalkerPoser()
 
 
 def convert_amc(path: str | Path, clip_id: str, dt: float = DEFAULT_DT) -> ConvertedClip:
@@ -144,7 +149,7 @@ def convert_amc(path: str | Path, clip_id: str, dt: float = DEFAULT_DT) -> Conve
     qvel[:, :3] *= V2020_SCALE
 
     poser = _walker_poser()
-    steps = [poser.features(p, v) for p, v in zip(qpos, qvel)]
+    steps = [poser.features(p, v) for p, v in zip(qpos, qvel, strict=True)]
     features = {name: np.stack([s[name] for s in steps]) for name in WALKER_POSE_FIELDS}
     joints = qpos[:, 7:]
     low, high = poser.joint_range[:, 0], poser.joint_range[:, 1]

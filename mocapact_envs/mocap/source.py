@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from mocapact_envs.mocap import amc
 from mocapact_envs.mocap.ids import Snippet, amc_file_clip_id, resolve_snippets, suggest
@@ -44,7 +45,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_h5_write(target: Path, fill) -> None:
+def atomic_h5_write(target: Path, fill) -> None:
     """Writes an HDF5 file under a temporary name, then renames it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -75,6 +76,21 @@ class ClipSet:
     @property
     def end_steps(self) -> tuple[int, ...]:
         return tuple(s.end for s in self.snippets)  # type: ignore[misc]
+
+    def reference_features(self, index: int) -> dict[str, np.ndarray]:
+        """Reference features of snippet ``index``, each shaped (steps, ...), as dm_control's
+        ``Trajectory.as_dict`` gives them (without its ``walker/`` prefix)."""
+        snippet = self.snippets[index]
+        with h5py.File(self.hdf5_path, "r") as h5:
+            walker = h5[f"{snippet.clip_id}/walkers/walker_0"]
+            features = {}
+            for name in amc.WALKER_POSE_FIELDS:
+                values = np.asarray(walker[name][:, snippet.start : snippet.end + 1]).T
+                width = 4 if name in ("quaternion", "body_quaternions") else 3
+                if name in ("end_effectors", "appendages", "body_positions", "body_quaternions"):
+                    values = values.reshape(len(values), -1, width)
+                features[name] = values
+        return features
 
     def clip_collection(self):
         """The dm_control ``ClipCollection`` of these snippets."""
@@ -226,7 +242,7 @@ class AMCFolderSource(MocapSource):
         target = self.cached_clip_path(clip_id)
         if not target.exists():
             clip = amc.convert_amc(self.files[clip_id], clip_id, self.dt)
-            _atomic_h5_write(target, lambda h5: amc.write_clip(h5, clip))
+            atomic_h5_write(target, lambda h5: amc.write_clip(h5, clip))
         return target
 
     def num_steps(self, clip_id: str) -> int:
@@ -244,7 +260,7 @@ class AMCFolderSource(MocapSource):
                 for clip_id, path in clip_files.items():
                     h5[clip_id] = h5py.ExternalLink(str(path), clip_id)
 
-            _atomic_h5_write(target, fill)
+            atomic_h5_write(target, fill)
         return target
 
 
