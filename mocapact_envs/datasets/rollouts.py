@@ -1,0 +1,259 @@
+"""MoCapAct's rollout files: one HDF5 file per clip, read and written here.
+
+Layout, exactly as MoCapAct documents it::
+
+    n_rsi_rollouts, n_start_rollouts, ref_steps
+    observable_indices/walker/<name>      indices into the proprioceptive vector
+    stats/{act_mean, act_var, mean_act_mean, mean_act_var,
+           proprio_mean, proprio_var, count}          statistics of this file
+    <snippet id>/early_termination         (episodes,) bool
+    <snippet id>/start_metrics/{episode_returns, episode_lengths,
+                                norm_episode_returns, norm_episode_lengths}
+    <snippet id>/rsi_metrics/...           the same, for random-start episodes
+    <snippet id>/<episode>/observations/proprioceptive   (T + 1, D) float32
+    <snippet id>/<episode>/{actions, mean_actions}       (T, 56) float32
+    <snippet id>/<episode>/{rewards, values, advantages} (T,) float32
+
+Episodes ``0 .. S-1`` start at the snippet start, ``S .. S+R-1`` at random steps.
+Statistics in ``stats`` are per file; :func:`write_dataset_metrics` writes the
+dataset-wide ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mocapact_envs.mocap.ids import SNIPPET_ID_PATTERN
+
+METRIC_NAMES = ("episode_returns", "episode_lengths", "norm_episode_returns", "norm_episode_lengths")
+
+
+def generalized_advantages(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """GAE(lambda) of one episode, bootstrapping 0 after its last step (as MoCapAct does)."""
+    advantages = np.zeros(len(rewards), dtype=np.float64)
+    last = 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(values) else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        advantages[t] = last
+    return advantages
+
+
+@dataclass
+class Episode:
+    """One rollout: ``observations`` has one row more than the actions."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    mean_actions: np.ndarray
+    rewards: np.ndarray
+    values: np.ndarray
+    advantages: np.ndarray
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class SnippetRollouts:
+    """All episodes of one snippet, start episodes first, with their metrics."""
+
+    snippet_id: str
+    episodes: list[Episode]
+    early_termination: np.ndarray
+    start_metrics: dict[str, np.ndarray]
+    rsi_metrics: dict[str, np.ndarray]
+
+
+def _moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = rows.astype(np.float64)
+    return rows.sum(0), np.square(rows).sum(0)
+
+
+def write_clip_file(
+    path: str | Path,
+    snippets: Sequence[SnippetRollouts],
+    *,
+    observable_indices: Mapping[str, np.ndarray],
+    ref_steps: Sequence[int],
+    n_start_rollouts: int,
+    n_rsi_rollouts: int,
+) -> None:
+    """Writes one clip's rollouts under a temporary name, then renames it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sums = {"proprio": 0.0, "act": 0.0, "mean_act": 0.0}
+    squares = dict(sums)
+    count = 0
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5["n_start_rollouts"] = n_start_rollouts
+            h5["n_rsi_rollouts"] = n_rsi_rollouts
+            h5["ref_steps"] = np.asarray(ref_steps, dtype=np.int64)
+            for key, indices in observable_indices.items():
+                h5[f"observable_indices/{key}"] = np.asarray(indices, dtype=np.int64)
+            for snippet in snippets:
+                group = h5.create_group(snippet.snippet_id)
+                group["early_termination"] = np.asarray(snippet.early_termination, dtype=bool)
+                for name, metrics in (("start_metrics", snippet.start_metrics), ("rsi_metrics", snippet.rsi_metrics)):
+                    for metric in METRIC_NAMES:
+                        group[f"{name}/{metric}"] = np.asarray(metrics[metric])
+                for index, episode in enumerate(snippet.episodes):
+                    episode_group = group.create_group(str(index))
+                    episode_group["observations/proprioceptive"] = episode.observations.astype(np.float32)
+                    for camera, frames in episode.images.items():
+                        episode_group[f"observations/{camera}"] = frames.astype(np.uint8)
+                    for name in ("actions", "mean_actions", "rewards", "values", "advantages"):
+                        episode_group[name] = np.asarray(getattr(episode, name), dtype=np.float32)
+                    for key, rows in (
+                        ("proprio", episode.observations),
+                        ("act", episode.actions),
+                        ("mean_act", episode.mean_actions),
+                    ):
+                        total, square = _moments(rows)
+                        sums[key] = sums[key] + total
+                        squares[key] = squares[key] + square
+                    count += len(episode.observations)
+            for key in sums:
+                # MoCapAct divides action sums by the observation count too.
+                mean = sums[key] / count
+                h5[f"stats/{key}_mean"] = mean.astype(np.float32)
+                h5[f"stats/{key}_var"] = np.maximum(squares[key] / count - mean**2, 0).astype(np.float32)
+            h5["stats/count"] = count
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """Where one episode lives: file, group and what it belongs to."""
+
+    file_index: int
+    group: str
+    snippet_id: str
+    is_start: bool
+    length: int
+    early_termination: bool
+
+
+class RolloutFiles:
+    """An index over rollout files, ours or MoCapAct's published ones.
+
+    Args:
+        paths: the per-clip HDF5 files.
+        snippet_ids: keep only these snippets (clip ids keep all their snippets).
+        n_start_rollouts, n_rsi_rollouts: the most start / random-start episodes a
+            snippet contributes (-1: all).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        snippet_ids: Sequence[str] | None = None,
+        n_start_rollouts: int = -1,
+        n_rsi_rollouts: int = -1,
+    ):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no rollout files given.")
+        wanted = set(snippet_ids) if snippet_ids is not None else None
+        self.episodes: list[EpisodeRef] = []
+        self.snippet_norm_returns: dict[str, float] = {}
+        stats_parts = []
+        for file_index, path in enumerate(self.paths):
+            if not path.is_file():
+                raise FileNotFoundError(f"rollout file {path} does not exist.")
+            with h5py.File(path, "r") as h5:
+                if file_index == 0:
+                    self.ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
+                    self.observable_indices = {
+                        f"walker/{name}": np.asarray(h5[f"observable_indices/walker/{name}"][...])
+                        for name in h5["observable_indices/walker"]
+                    }
+                    self.proprio_size = int(h5[f"{self._snippets_in(h5)[0]}/0/observations/proprioceptive"].shape[1])
+                stats_parts.append({name: np.asarray(h5[f"stats/{name}"][...]) for name in h5["stats"]})
+                file_start, file_rsi = int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...])
+                take_start = file_start if n_start_rollouts < 0 else min(n_start_rollouts, file_start)
+                take_rsi = file_rsi if n_rsi_rollouts < 0 else min(n_rsi_rollouts, file_rsi)
+                for snippet_id in self._snippets_in(h5):
+                    clip_id = snippet_id.split("-")[0]
+                    if wanted is not None and snippet_id not in wanted and clip_id not in wanted:
+                        continue
+                    group = h5[snippet_id]
+                    early = np.asarray(group["early_termination"][...], dtype=bool)
+                    lengths = np.concatenate(
+                        [group["start_metrics/episode_lengths"][...], group["rsi_metrics/episode_lengths"][...]]
+                    ).astype(int)
+                    chosen = list(range(take_start)) + list(range(file_start, file_start + take_rsi))
+                    for episode in chosen:
+                        self.episodes.append(
+                            EpisodeRef(
+                                file_index,
+                                f"{snippet_id}/{episode}",
+                                snippet_id,
+                                episode < file_start,
+                                int(lengths[episode]),
+                                bool(early[episode]),
+                            )
+                        )
+                    norm_returns = np.concatenate(
+                        [
+                            group["start_metrics/norm_episode_returns"][...],
+                            group["rsi_metrics/norm_episode_returns"][...],
+                        ]
+                    )
+                    self.snippet_norm_returns[snippet_id] = float(np.mean(norm_returns))
+        if not self.episodes:
+            raise ValueError(f"the rollout files hold none of the snippets {sorted(wanted or [])}.")
+        self.stats = merge_stats(stats_parts)
+
+    @staticmethod
+    def _snippets_in(h5: h5py.File) -> list[str]:
+        return sorted(key for key in h5.keys() if SNIPPET_ID_PATTERN.match(key))
+
+    def indices_of(self, observables: Sequence[str]) -> np.ndarray:
+        """Column indices of these observables in the proprioceptive vector, in the given order."""
+        missing = [k for k in observables if k not in self.observable_indices]
+        if missing:
+            raise ValueError(
+                f"the rollouts do not log {missing}; they log {', '.join(sorted(self.observable_indices))}."
+            )
+        return np.concatenate([self.observable_indices[k] for k in observables]).astype(np.int64)
+
+
+def merge_stats(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Dataset-wide means and variances from per-file ones, weighted by their counts."""
+    counts = np.array([float(p["count"]) for p in parts])
+    total = counts.sum()
+    merged: dict[str, np.ndarray] = {"count": np.asarray(total)}
+    for key in ("proprio", "act", "mean_act"):
+        means = np.stack([p[f"{key}_mean"] for p in parts]).astype(np.float64)
+        variances = np.stack([p[f"{key}_var"] for p in parts]).astype(np.float64)
+        mean = (counts[:, None] * means).sum(0) / total
+        second_moment = (counts[:, None] * (variances + means**2)).sum(0) / total
+        merged[f"{key}_mean"] = mean.astype(np.float32)
+        merged[f"{key}_var"] = np.maximum(second_moment - mean**2, 0).astype(np.float32)
+    return merged
+
+
+def write_dataset_metrics(paths: Sequence[str | Path], output: str | Path) -> dict[str, np.ndarray]:
+    """Writes ``dataset_metrics.npz``: global statistics and per-snippet mean normalized return.
+
+    Pickle-free, unlike MoCapAct's: snippet ids and returns are parallel arrays.
+    """
+    files = RolloutFiles(paths)
+    metrics = dict(files.stats)
+    metrics["snippet_ids"] = np.array(list(files.snippet_norm_returns), dtype=str)
+    metrics["snippet_returns"] = np.array(list(files.snippet_norm_returns.values()), dtype=np.float64)
+    output = Path(output)
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **metrics)
+    os.replace(tmp, output)
+    return metrics
