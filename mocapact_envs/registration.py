@@ -12,12 +12,27 @@ def tracking_env_id(clip_id: str) -> str:
 
 
 def register_envs() -> None:
-    """Registers the tracking task for each clip of dm_control's ``ALL`` and a generic one."""
+    """Registers the tracking task for each clip of dm_control's ``ALL`` and a generic one, and the transfer tasks."""
     from mocapact_envs.mocap.ids import dm_control_subset
 
+    register_transfer_envs()
     if "mocapact/MocapTracking-v0" in registry:
         return
     # No TimeLimit: an episode ends at the snippet's end or on tracking failure.
     register(id="mocapact/MocapTracking-v0", entry_point=TRACKING_ENTRY_POINT)
     for clip_id in dm_control_subset("ALL"):
         register(id=tracking_env_id(clip_id), entry_point=TRACKING_ENTRY_POINT, kwargs={"clips": clip_id})
+
+
+TRANSFER_ENTRY_POINTS = {
+    "mocapact/GoToTarget-v0": "mocapact_envs.transfer_envs:make_go_to_target_env",
+    "mocapact/VelocityControl-v0": "mocapact_envs.transfer_envs:make_velocity_control_env",
+}
+
+
+def register_transfer_envs() -> None:
+    """Registers MoCapAct's transfer tasks; ``low_level_policy=`` in ``gym.make`` wraps them."""
+    for env_id, entry_point in TRANSFER_ENTRY_POINTS.items():
+        # No TimeLimit: the environments end episodes at their own episode_steps.
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)

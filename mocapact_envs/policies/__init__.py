@@ -1,0 +1,1 @@
+"""Policy networks shared by the trainers, evaluation, rollout collection and loaders."""

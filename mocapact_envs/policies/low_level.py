@@ -1,0 +1,231 @@
+"""The NPMP low-level policy (decoder) and its pickle-free file format.
+
+MoCapAct's NPMP decoder maps the 205-dim base proprioception and a latent motor
+intention ``z`` to the mean of the 56 actuator targets: the observation is
+normalised with dataset statistics, concatenated with ``z``, and passed through an
+MLP whose hidden layers are Linear -> LayerNorm -> ELU, with a linear output (no
+tanh). A transfer-task policy then chooses ``z`` instead of actions.
+
+A saved policy is a directory:
+
+* ``model.safetensors``: the MLP weights and the normaliser's ``observation_mean``
+  and ``observation_std`` buffers;
+* ``config.json``: the format name and version and the architecture (observation
+  keys and size, latent size, action size, hidden sizes, activation, layer norm).
+
+Each file is written under a temporary name and renamed into place, the config
+last, so a reader never sees a half-written policy. Nothing is pickled: MoCapAct's
+pickled checkpoints stopped loading on torch >= 2.6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mocapact_envs.observables import BASE
+
+FORMAT_NAME = "mocapact_envs.low_level_policy"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+#: MoCapAct's latent sizes: the general decoder and the one distilled from locomotion clips.
+GENERAL_LATENT_SIZE, LOCOMOTION_LATENT_SIZE = 60, 20
+
+
+@dataclass(frozen=True)
+class LowLevelPolicyConfig:
+    """The decoder's architecture; everything needed to rebuild it before loading weights."""
+
+    latent_size: int = GENERAL_LATENT_SIZE
+    observation_keys: tuple[str, ...] = tuple(sorted(BASE))
+    """The observables the decoder reads, concatenated in this order."""
+    observation_size: int = 205
+    action_size: int = 56
+    hidden_sizes: tuple[int, ...] = (1024, 1024, 1024)
+    activation: str = "elu"
+    layer_norm: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts a trainer records (data, seed, ...); not read by the policy."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "observation_keys", tuple(self.observation_keys))
+        object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        for name in ("latent_size", "observation_size", "action_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if any(size < 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        if not self.observation_keys or len(set(self.observation_keys)) != len(self.observation_keys):
+            raise ValueError(f"observation_keys must be distinct and not empty, got {self.observation_keys}.")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["observation_keys"] = list(self.observation_keys)
+        data["hidden_sizes"] = list(self.hidden_sizes)
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any], source: str = "the config") -> LowLevelPolicyConfig:
+        data = dict(data)
+        if data.pop("format", None) != FORMAT_NAME:
+            raise ValueError(f"{source} is not a low-level policy config: its 'format' is not {FORMAT_NAME!r}.")
+        version = data.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{source} has format_version {version!r}; this package reads version {FORMAT_VERSION}.")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source} has unknown field(s) {unknown}; known fields: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Writes through ``write(tmp_path)`` and renames, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class LowLevelPolicy(nn.Module):
+    """The NPMP decoder: ``action mean = MLP(concat((obs - mean) / std, z))``.
+
+    Args:
+        config: the architecture; a ``LowLevelPolicyConfig`` or its fields as a mapping.
+
+    The normaliser starts as the identity (mean 0, std 1); a trainer sets it with
+    :meth:`set_observation_statistics`.
+    """
+
+    def __init__(self, config: LowLevelPolicyConfig | Mapping[str, Any] | None = None):
+        super().__init__()
+        if config is None:
+            config = LowLevelPolicyConfig()
+        elif not isinstance(config, LowLevelPolicyConfig):
+            config = LowLevelPolicyConfig(**config)
+        self.config = config
+        self.register_buffer("observation_mean", torch.zeros(config.observation_size))
+        self.register_buffer("observation_std", torch.ones(config.observation_size))
+        layers: list[nn.Module] = []
+        in_size = config.observation_size + config.latent_size
+        for size in config.hidden_sizes:
+            layers.append(nn.Linear(in_size, size))
+            if config.layer_norm:
+                layers.append(nn.LayerNorm(size))
+            layers.append(ACTIVATIONS[config.activation]())
+            in_size = size
+        layers.append(nn.Linear(in_size, config.action_size))
+        self.mlp = nn.Sequential(*layers)
+        self.eval()
+
+    @property
+    def latent_size(self) -> int:
+        return self.config.latent_size
+
+    def set_observation_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Sets the normaliser; ``std`` must be positive (add the trainer's epsilon first)."""
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        size = self.config.observation_size
+        if mean.shape != (size,) or std.shape != (size,):
+            raise ValueError(f"mean and std must have shape ({size},), got {mean.shape} and {std.shape}.")
+        if not np.all(std > 0):
+            raise ValueError("std must be positive everywhere.")
+        self.observation_mean.copy_(torch.from_numpy(mean))
+        self.observation_std.copy_(torch.from_numpy(std))
+
+    def forward(self, observation: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Action means from ``(..., observation_size)`` observations and ``(..., latent_size)`` latents."""
+        normalized = (observation - self.observation_mean) / self.observation_std
+        return self.mlp(torch.cat([normalized, latent], dim=-1))
+
+    @torch.no_grad()
+    def act(self, observation: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        """The deterministic action (the mean, unclipped) for one ``(D,)`` or a batch ``(B, D)`` of inputs."""
+        observation = np.asarray(observation, np.float32)
+        latent = np.asarray(latent, np.float32)
+        size, latent_size = self.config.observation_size, self.config.latent_size
+        if observation.shape[-1:] != (size,) or observation.ndim not in (1, 2):
+            raise ValueError(f"observation must have shape ({size},) or (B, {size}), got {observation.shape}.")
+        if latent.shape[-1:] != (latent_size,) or latent.shape[:-1] != observation.shape[:-1]:
+            raise ValueError(
+                f"latent must have shape {observation.shape[:-1] + (latent_size,)} to match the observation, "
+                f"got {latent.shape}."
+            )
+        device = self.observation_mean.device
+        action = self(torch.from_numpy(observation).to(device), torch.from_numpy(latent).to(device))
+        return action.cpu().numpy()
+
+    def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Concatenates the decoder's observation keys from an environment's (or a batch's) dict observation.
+
+        Raises ``KeyError`` naming the keys ``observation`` lacks.
+        """
+        keys = self.config.observation_keys
+        missing = [key for key in keys if key not in observation]
+        if missing:
+            raise KeyError(
+                f"the observation lacks {missing}, which the low-level policy reads; it has {sorted(observation)}."
+            )
+        parts = [np.asarray(observation[key], np.float32) for key in keys]
+        if parts[0].ndim <= 1:
+            flat = np.concatenate([p.reshape(-1) for p in parts])
+        else:
+            flat = np.concatenate([p.reshape(len(p), -1) for p in parts], axis=-1)
+        if flat.shape[-1] != self.config.observation_size:
+            raise ValueError(
+                f"the observables {list(keys)} hold {flat.shape[-1]} values; the policy expects "
+                f"{self.config.observation_size}."
+            )
+        return flat
+
+    def save(self, directory: str | Path) -> Path:
+        """Saves the policy into ``directory`` (created if needed); returns the directory."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        _replace_atomically(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+        config = json.dumps(self.config.to_json_dict(), indent=2) + "\n"
+        _replace_atomically(directory / CONFIG_FILE, lambda p: p.write_text(config))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> LowLevelPolicy:
+        """Loads a policy saved by :meth:`save`, in evaluation mode."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{directory} is not a saved low-level policy: it lacks {', '.join(missing)} "
+                f"(a policy directory holds {CONFIG_FILE} and {WEIGHTS_FILE})."
+            )
+        config = LowLevelPolicyConfig.from_json_dict(json.loads(config_path.read_text()), source=str(config_path))
+        policy = cls(config)
+        policy.load_state_dict(load_file(str(weights_path)))
+        return policy.to(device).eval()
+
+
+def as_low_level_policy(policy_or_path: LowLevelPolicy | str | Path) -> LowLevelPolicy:
+    """A policy as given, or loaded from its directory."""
+    if isinstance(policy_or_path, LowLevelPolicy):
+        return policy_or_path
+    if isinstance(policy_or_path, (str, os.PathLike)):
+        return LowLevelPolicy.load(policy_or_path)
+    raise TypeError(f"expected a LowLevelPolicy or the path of a saved one, got {type(policy_or_path).__name__}.")

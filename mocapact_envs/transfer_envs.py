@@ -1,0 +1,280 @@
+"""MoCapAct's transfer tasks, ``GoToTarget`` and ``VelocityControl``, as Gymnasium environments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+
+from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.go_to_target import TARGET_OBSERVABLE, build_go_to_target_environment
+from mocapact_envs.tasks.standing_start import (
+    DEFAULT_STANDING_POSE_CLIP,
+    DEFAULT_STANDING_POSE_STEP,
+    load_standing_qpos,
+)
+from mocapact_envs.tasks.velocity_control import (
+    TORSO_VELOCITY_OBSERVABLES,
+    VELOCITY_COMMAND_OBSERVABLE,
+    build_velocity_control_environment,
+)
+
+if TYPE_CHECKING:  # torch loads only when a low-level policy is used
+    from mocapact_envs.policies.low_level import LowLevelPolicy
+
+#: MoCapAct's episode lengths: 25 s and 60 s at 0.03 s a step.
+GO_TO_TARGET_EPISODE_STEPS = 833
+VELOCITY_CONTROL_EPISODE_STEPS = 2000
+
+
+def _check_common(episode_steps: int, arena_size: Sequence[float]) -> tuple[float, float]:
+    if int(episode_steps) != episode_steps or episode_steps < 1:
+        raise ValueError(f"episode_steps must be a positive integer, got {episode_steps!r}.")
+    size = tuple(float(s) for s in arena_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"arena_size must be two positive lengths (x, y) in metres, got {arena_size!r}.")
+    return size  # type: ignore[return-value]
+
+
+class GoToTargetEnv(DmControlEnv):
+    """Walk to a target that moves once reached, as in MoCapAct's transfer tasks.
+
+    dm_control's ``GoToTarget`` task with ``moving_target=True`` and MoCapAct's
+    walker, ``CMUHumanoidPositionControlledV2020`` (56 position actuators with
+    activation dynamics), on an 8 m x 8 m floor. Each episode the target and the
+    walker spawn uniformly on the floor; the walker starts at rest in a standing
+    pose from a real clip (see ``mocapact_envs.tasks.standing_start``) with its yaw
+    zeroed, so it faces the same way every episode (along -y for the default pose).
+
+    Action space:
+        ``Box(-1, 1, (56,), float32)``: normalised actuator targets in the walker's
+        (alphabetical) actuator order. ``act_noise > 0`` adds Gaussian noise of that
+        standard deviation before clipping. Wrap with
+        :class:`~mocapact_envs.wrappers.low_level.LowLevelActionWrapper` (or pass
+        ``low_level_policy=`` to ``gym.make``) to act through an NPMP decoder instead.
+
+    Observation space:
+        ``Dict`` of float32 ``Box`` es in alphabetical key order: the CMU humanoid
+        proprioception (``proprioception="cmu_humanoid"``, 224 dims) and
+        ``walker/target``, the target's position in the walker's egocentric frame
+        (3 dims); 227 dims in all.
+
+    Reward:
+        1 while the walker's root is within ``distance_tolerance`` (1 m) of the
+        target in the ground plane, else 0. After ``steps_before_moving_target``
+        (10) rewarded steps the target respawns uniformly on the floor.
+
+    Episode end:
+        ``terminated`` when any walker geom other than the feet touches the floor
+        (dm_control's discount 0); ``truncated`` after ``episode_steps`` steps
+        (833, 25 s at 0.03 s a step).
+
+    Info:
+        ``distance_to_target`` (m), ``target_position`` (x, y) and ``physics_state``
+        (MuJoCo's ``qpos, qvel, act``, copied).
+
+    Args:
+        mocap_path: where the standing pose's clip is read; defaults to
+            ``$MOCAPACT_MOCAP_PATH``, then to dm_control's official file.
+        standing_pose_clip: the clip the standing start pose comes from (MoCapAct
+            used ``"CMU_040_12"``, which the offline clips lack).
+        standing_pose_step: the step of that clip.
+        proprioception: an observation set name (``"cmu_humanoid"``, ``"base"``, ...)
+            or walker observable keys; the task's observable is always added.
+        arena_size: the floor's x and y extent in metres; spawn positions are uniform on it.
+        moving_target: respawn the target after it has been reached.
+        steps_before_moving_target: rewarded steps before the target respawns.
+        distance_tolerance: the root-to-target distance (m) that earns reward.
+        episode_steps: steps before the episode is truncated.
+        act_noise: standard deviation of Gaussian action noise.
+        physics_timestep: MuJoCo's step in seconds.
+        control_timestep: seconds per environment step, a multiple of ``physics_timestep``.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width, height, camera: the rendered image and the camera's name or id.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+
+    def __init__(
+        self,
+        *,
+        mocap_path: str | Path | None = None,
+        standing_pose_clip: str = DEFAULT_STANDING_POSE_CLIP,
+        standing_pose_step: int = DEFAULT_STANDING_POSE_STEP,
+        proprioception: str | Sequence[str] = "cmu_humanoid",
+        arena_size: tuple[float, float] = (8.0, 8.0),
+        moving_target: bool = True,
+        steps_before_moving_target: int = 10,
+        distance_tolerance: float = 1.0,
+        episode_steps: int = GO_TO_TARGET_EPISODE_STEPS,
+        act_noise: float = 0.0,
+        physics_timestep: float = 0.005,
+        control_timestep: float = 0.03,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+    ):
+        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
+        arena_size = _check_common(episode_steps, arena_size)
+        if steps_before_moving_target < 1:
+            raise ValueError(f"steps_before_moving_target must be >= 1, got {steps_before_moving_target}.")
+        if not distance_tolerance > 0:
+            raise ValueError(f"distance_tolerance must be > 0, got {distance_tolerance}.")
+        self.episode_steps = int(episode_steps)
+        observable_keys = resolve_observables(proprioception) + (TARGET_OBSERVABLE,)
+        self._dm_env = build_go_to_target_environment(
+            load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
+            observable_keys,
+            arena_size=arena_size,
+            moving_target=moving_target,
+            steps_before_moving_target=steps_before_moving_target,
+            distance_tolerance=distance_tolerance,
+            episode_steps=self.episode_steps,
+            physics_timestep=physics_timestep,
+            control_timestep=control_timestep,
+        )
+        self._task = self._dm_env.task
+        self._setup_spaces(observable_keys)
+
+    def _info(self) -> dict[str, Any]:
+        physics = self.physics
+        return {
+            "distance_to_target": self._task.distance_to_target(physics),
+            "target_position": self._task.target_position(physics)[:2].copy(),
+            "physics_state": physics.get_state().copy(),
+        }
+
+
+class VelocityControlEnv(DmControlEnv):
+    """Move at a commanded speed and heading that change every 10 s, as in MoCapAct's transfer tasks.
+
+    MoCapAct's walker, ``CMUHumanoidPositionControlledV2020``, starts at rest in a
+    standing pose from a real clip (see ``mocapact_envs.tasks.standing_start``) at
+    the origin, facing the same way every episode (along -y for the default pose).
+    The command, a speed from U(0, ``max_speed``) and a world-frame heading from
+    U(0, 2 pi), is drawn at the start and every ``steps_before_changing_velocity``
+    steps.
+
+    Action space:
+        ``Box(-1, 1, (56,), float32)``, as in :class:`GoToTargetEnv`.
+
+    Observation space:
+        ``Dict`` of float32 ``Box`` es in alphabetical key order: the CMU humanoid
+        proprioception (224 dims), ``walker/torso_xvel`` and ``walker/torso_yvel``
+        (the torso's world-frame velocity, 1 dim each) and ``task/velocity_command``
+        (4 dims: target speed, sin and cos of the target heading, and the fraction
+        of the command's period that has passed); 230 dims in all.
+
+    Reward:
+        ``exp(-((speed - |v|) / reward_margin)^2) * ((cos(heading error) + 1) / 2)^direction_exponent``
+        with ``v`` the torso's horizontal velocity (the direction term is 1 while
+        ``v`` is zero); in [0, 1]. A step is rewarded for the command the walker
+        followed during it, also the step after which a new command is drawn.
+
+    Episode end:
+        ``terminated`` when any walker geom other than the feet touches the floor
+        (dm_control's discount 0); ``truncated`` after ``episode_steps`` steps
+        (2000, 60 s at 0.03 s a step).
+
+    Info:
+        ``target_speed`` (m/s) and ``target_heading`` (rad) of the command in force
+        for the next step, ``torso_velocity`` (x, y) and ``physics_state`` (MuJoCo's ``qpos, qvel, act``, copied).
+
+    Args:
+        mocap_path, standing_pose_clip, standing_pose_step, proprioception: as in
+            :class:`GoToTargetEnv`.
+        arena_size: the floor's rendered x and y extent in metres (the floor plane
+            itself is unbounded for contacts).
+        max_speed: the largest commanded speed in m/s.
+        reward_margin: the speed error (m/s) at which the speed term is exp(-1).
+        direction_exponent: the power of the direction term (MoCapAct published 7;
+            its code's default was 1).
+        steps_before_changing_velocity: steps between command draws (MoCapAct
+            published 333, 10 s; its code's default was 166).
+        episode_steps, act_noise, physics_timestep, control_timestep, render_mode,
+            width, height, camera: as in :class:`GoToTargetEnv`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+
+    def __init__(
+        self,
+        *,
+        mocap_path: str | Path | None = None,
+        standing_pose_clip: str = DEFAULT_STANDING_POSE_CLIP,
+        standing_pose_step: int = DEFAULT_STANDING_POSE_STEP,
+        proprioception: str | Sequence[str] = "cmu_humanoid",
+        arena_size: tuple[float, float] = (8.0, 8.0),
+        max_speed: float = 4.5,
+        reward_margin: float = 0.75,
+        direction_exponent: float = 7.0,
+        steps_before_changing_velocity: int = 333,
+        episode_steps: int = VELOCITY_CONTROL_EPISODE_STEPS,
+        act_noise: float = 0.0,
+        physics_timestep: float = 0.005,
+        control_timestep: float = 0.03,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+    ):
+        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
+        arena_size = _check_common(episode_steps, arena_size)
+        self.episode_steps = int(episode_steps)
+        observable_keys = (
+            resolve_observables(proprioception) + TORSO_VELOCITY_OBSERVABLES + (VELOCITY_COMMAND_OBSERVABLE,)
+        )
+        self._dm_env = build_velocity_control_environment(
+            load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
+            observable_keys,
+            arena_size=arena_size,
+            max_speed=max_speed,
+            reward_margin=reward_margin,
+            direction_exponent=direction_exponent,
+            steps_before_changing_velocity=steps_before_changing_velocity,
+            episode_steps=self.episode_steps,
+            physics_timestep=physics_timestep,
+            control_timestep=control_timestep,
+        )
+        self._task = self._dm_env.task
+        self._setup_spaces(observable_keys)
+
+    def _info(self) -> dict[str, Any]:
+        physics = self.physics
+        return {
+            "target_speed": float(self._task.target_speed),
+            "target_heading": float(self._task.target_heading),
+            "torso_velocity": self._task.torso_velocity(physics),
+            "physics_state": physics.get_state().copy(),
+        }
+
+
+def _maybe_wrap(env: gym.Env, low_level_policy: LowLevelPolicy | str | Path | None, max_latent: float) -> gym.Env:
+    if low_level_policy is None:
+        return env
+    from mocapact_envs.wrappers.low_level import LowLevelActionWrapper
+
+    return LowLevelActionWrapper(env, low_level_policy, max_latent=max_latent)
+
+
+def make_go_to_target_env(
+    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
+) -> gym.Env:
+    """:class:`GoToTargetEnv`; with ``low_level_policy`` (a policy or its directory) acting through its latent space."""
+    return _maybe_wrap(GoToTargetEnv(**kwargs), low_level_policy, max_latent)
+
+
+def make_velocity_control_env(
+    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
+) -> gym.Env:
+    """:class:`VelocityControlEnv`; with ``low_level_policy`` (a policy or its directory) acting through its latent space."""
+    return _maybe_wrap(VelocityControlEnv(**kwargs), low_level_policy, max_latent)
+
+
+# gym.make reads an entry point's metadata to check render_mode.
+make_go_to_target_env.metadata = GoToTargetEnv.metadata  # type: ignore[attr-defined]
+make_velocity_control_env.metadata = VelocityControlEnv.metadata  # type: ignore[attr-defined]

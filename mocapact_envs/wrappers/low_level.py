@@ -1,0 +1,101 @@
+"""Acting through a low-level policy: the agent picks latent intentions, a decoder picks actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from mocapact_envs.policies.low_level import LowLevelPolicy, as_low_level_policy
+
+#: MoCapAct bounds each latent dimension to [-3, 3] for the high-level policy.
+DEFAULT_MAX_LATENT = 3.0
+
+
+class LowLevelActionWrapper(gym.Wrapper):
+    """Replaces an environment's actions with a low-level policy's latent space, as MoCapAct's transfer tasks do.
+
+    Each step the decoder reads the wrapped environment's current base
+    proprioception (the policy's ``observation_keys``, by default the 9 ``BASE``
+    observables, 205 dims) and the latent ``z``; its deterministic action, clipped
+    to the environment's action bounds ([-1, 1]), is what the environment steps
+    with. Works with every environment whose observation holds those keys: the
+    transfer tasks and ``MocapTrackingEnv`` with the ``time_index``, ``base``,
+    ``cmu_humanoid`` or any larger observation set.
+
+    Action space:
+        ``Box(-max_latent, max_latent, (latent_size,), float32)``: 60 dims for a
+        general policy, 20 for a locomotion one. Latents outside the box are clipped.
+
+    Observation space:
+        The wrapped environment's, unchanged.
+
+    Info:
+        The wrapped environment's, plus ``low_level_action``: the clipped action applied.
+
+    Args:
+        env: the environment to control; its observation space must be a ``Dict``.
+        policy_or_path: a :class:`~mocapact_envs.policies.low_level.LowLevelPolicy` or
+            the directory of a saved one.
+        max_latent: the bound of each latent dimension.
+    """
+
+    def __init__(
+        self, env: gym.Env, policy_or_path: LowLevelPolicy | str | Path, max_latent: float = DEFAULT_MAX_LATENT
+    ):
+        super().__init__(env)
+        if not max_latent > 0:
+            raise ValueError(f"max_latent must be > 0, got {max_latent}.")
+        self.policy = as_low_level_policy(policy_or_path)
+        config = self.policy.config
+        observation_space = env.observation_space
+        if not isinstance(observation_space, spaces.Dict):
+            raise TypeError(
+                f"LowLevelActionWrapper needs a Dict observation space holding {list(config.observation_keys)}; "
+                f"the environment has {type(observation_space).__name__}."
+            )
+        missing = [key for key in config.observation_keys if key not in observation_space.spaces]
+        if missing:
+            raise ValueError(
+                f"the low-level policy reads {missing}, which the environment's observation lacks (it has "
+                f"{', '.join(observation_space.spaces)}). Build the environment with an observation set that "
+                "includes them, such as 'cmu_humanoid' or, for the tracking task, 'time_index'."
+            )
+        size = sum(int(np.prod(observation_space[key].shape)) for key in config.observation_keys)
+        if size != config.observation_size:
+            raise ValueError(
+                f"the observables {list(config.observation_keys)} hold {size} values here; the low-level policy "
+                f"expects {config.observation_size}."
+            )
+        action_space = env.action_space
+        if not isinstance(action_space, spaces.Box) or action_space.shape != (config.action_size,):
+            raise ValueError(
+                f"the low-level policy outputs {config.action_size} actions; the environment's action space is "
+                f"{action_space}."
+            )
+        self.max_latent = float(max_latent)
+        self.action_space = spaces.Box(-self.max_latent, self.max_latent, (config.latent_size,), np.float32)
+        self._action_low = np.asarray(action_space.low, np.float32)
+        self._action_high = np.asarray(action_space.high, np.float32)
+        self._observation: dict[str, np.ndarray] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._observation = observation
+        return observation, info
+
+    def step(self, latent: np.ndarray):
+        if self._observation is None:
+            raise RuntimeError("call reset() before step(): the low-level policy acts on the current observation.")
+        latent = np.asarray(latent, np.float32)
+        if latent.shape != self.action_space.shape:
+            raise ValueError(f"the latent action must have shape {self.action_space.shape}, got {latent.shape}.")
+        latent = np.clip(latent, -self.max_latent, self.max_latent)
+        action = self.policy.act(self.policy.flatten_observation(self._observation), latent)
+        action = np.clip(action, self._action_low, self._action_high)
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._observation = observation
+        return observation, reward, terminated, truncated, {**info, "low_level_action": action}
