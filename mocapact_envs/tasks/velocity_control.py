@@ -21,6 +21,7 @@ import numpy as np
 from dm_control import composer
 from dm_control.composer.observation import observable
 
+from mocapact_envs.tasks.falling import NonFootGroundContact
 from mocapact_envs.tasks.standing_start import keep_only_observables, standing_walker
 
 #: The command, 4 dims: target speed (m/s), sin and cos of the target heading, and
@@ -56,6 +57,7 @@ class VelocityControl(composer.Task):
         self._walker = walker
         self._arena = arena
         self._walker.create_root_joints(self._arena.attach(self._walker))
+        self._fallen = NonFootGroundContact(walker, arena)
         self._max_speed = float(max_speed)
         self._reward_margin = float(reward_margin)
         self._direction_exponent = float(direction_exponent)
@@ -106,24 +108,13 @@ class VelocityControl(composer.Task):
         self._walker.reinitialize_pose(physics, random_state)
         self._draw_command(random_state)
         self._failure_termination = False
-        foot_geoms = set(self._walker.ground_contact_geoms)
-        nonfoot_geoms = [geom for geom in self._walker.mjcf_model.find_all("geom") if geom not in foot_geoms]
-        self._walker_nonfoot_geomids = np.array(physics.bind(nonfoot_geoms).element_id)
-        self._ground_geomids = np.array(physics.bind(self._arena.ground_geoms).element_id)
-
-    def _nonfoot_touches_ground(self, physics) -> bool:
-        """Whether any walker geom but the feet is in contact with the floor (MoCapAct's fall)."""
-        contact = physics.data.contact
-        geom1, geom2 = np.asarray(contact.geom1), np.asarray(contact.geom2)
-        walker, ground = self._walker_nonfoot_geomids, self._ground_geomids
-        touching = (np.isin(geom1, walker) & np.isin(geom2, ground)) | (np.isin(geom1, ground) & np.isin(geom2, walker))
-        return bool(touching.any())
+        self._fallen.bind(physics)
 
     def before_step(self, physics, action, random_state):
         self._walker.apply_action(physics, action, random_state)
 
     def after_step(self, physics, random_state):
-        self._failure_termination = self._nonfoot_touches_ground(physics)
+        self._failure_termination = self._fallen(physics)
         # The step is rewarded for the command the walker was following. MoCapAct's
         # code rewarded the step that ends a period against the next command, which
         # the walker could not have seen.
