@@ -22,6 +22,6 @@ from mocapact_envs.tracking_env import MocapTrackingEnv  # noqa: E402
 from mocapact_envs.transfer_envs import GoToTargetEnv, VelocityControlEnv  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["GoToTargetEnv", "MocapTrackingEnv", "VelocityControlEnv", "register_envs", "__version__"]
+__all__ = ["GoToTargetEnv", "MocapTrackingEnv", "VelocityControlEnv", "register_envs", "__version__", "load_expert"]
 
 register_envs()

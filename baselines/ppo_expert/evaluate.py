@@ -1,0 +1,233 @@
+"""Evaluate a clip expert as MoCapAct does, film it, and plot its learning curve.
+
+    .venv/bin/python baselines/ppo_expert/evaluate.py runs/experts/CMU_016_22-0-82/0
+
+The expert is a run folder, an ``eval_rsi``/``eval_start`` folder or a model
+folder, ours or MoCapAct's (``best_model.zip`` + ``vecnormalize.pkl``). Prints the
+metrics of random-start episodes (action noise 0.1) and start-of-snippet episodes
+(noise 0.01), deterministic actions, and writes to ``--out-dir``:
+``metrics.json``, ``video.mp4`` (the humanoid with the reference ghost) and
+``learning_curve.png`` (normalized episode length and return against env steps
+and training minutes, from the run's TensorBoard logs).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from mocapact_envs.envs import make_tracking_env
+from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
+from mocapact_envs.experts import find_model_dir, load_expert
+from mocapact_envs.metrics import EpisodeMetrics, summarize
+
+
+@dataclass
+class Args:
+    expert: tyro.conf.Positional[str]
+    """run folder (<root>/<clip>-<start>-<end>/<seed>), eval_rsi/eval_start folder or model folder"""
+    clip: str | None = None
+    """clip or snippet id to evaluate on; unset: the expert's own (clip_info.json or its config)"""
+    rsi_episodes: int = 100
+    """random-start episodes (MoCapAct: 1000)"""
+    start_episodes: int = 10
+    """start-of-snippet episodes (MoCapAct: 100)"""
+    num_envs: int = 2
+    """parallel environments per evaluation"""
+    backend: str | None = None
+    """tracking env backend for the metrics; unset: "fast" where available, else "dm_control" """
+    vectorization_mode: Literal["sync", "async", "vector_entry_point"] | None = None
+    """how sub-environments run; unset: the native vector env with the fast backend, else sync"""
+    seed: int = 0
+    """seed of the evaluation episodes"""
+    out_dir: str | None = None
+    """where outputs go; unset: <run folder>/evaluation, or ./expert_evaluation without a run folder"""
+    video: bool = True
+    """film one episode from the snippet start (noise 0.01) to video.mp4"""
+    video_backend: str = "dm_control"
+    """backend that renders the video (dm_control draws the reference ghost)"""
+    video_size: tuple[int, int] = (640, 480)
+    """video width and height"""
+    plot: bool = True
+    """plot the learning curve from the run's TensorBoard logs (needs a run folder)"""
+
+
+def find_run_dir(model_dir: Path) -> Path | None:
+    """The run folder (holding clip_info.json) a model folder belongs to, if any."""
+    for folder in (model_dir, *list(model_dir.parents)[:3]):
+        if (folder / "clip_info.json").is_file():
+            return folder
+    return None
+
+
+def expert_clip(args: Args, expert, run_dir: Path | None) -> str:
+    if args.clip:
+        return args.clip
+    if run_dir is not None:
+        return json.loads((run_dir / "clip_info.json").read_text())["snippet_id"]
+    snippet_id = getattr(expert, "snippet_id", None)
+    if snippet_id:
+        return snippet_id
+    raise SystemExit("error: the expert does not say which clip it tracks; pass --clip CMU_xxx_yy[-start-end].")
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    table = Table(title="expert evaluation (deterministic actions)")
+    for column in ("evaluation", "episodes", "return", "episode length", "norm. return", "norm. episode length"):
+        table.add_column(column, justify="right")
+    for kind, s in results.items():
+        table.add_row(
+            kind,
+            str(s["episodes"]),
+            f"{s['mean_episode_return']:.2f}",
+            f"{s['mean_episode_length']:.1f}",
+            f"{s['mean_norm_episode_return']:.3f}",
+            f"{s['mean_norm_episode_length']:.3f}",
+        )
+    Console().print(table)
+
+
+def record_video(expert, clip: str, path: Path, args: Args) -> int:
+    """One start-of-snippet episode, as eval_start runs it, rendered with the reference ghost."""
+    import imageio
+
+    setting = EVAL_SETTINGS["eval_start"]
+    width, height = args.video_size
+    env = make_tracking_env(
+        clip,
+        args.video_backend,
+        random_start=False,
+        act_noise=setting.act_noise,
+        render_mode="rgb_array",
+        width=width,
+        height=height,
+    )
+    observation, _ = env.reset(seed=args.seed)
+    frames = [env.render()]
+    done = False
+    while not done:
+        action, _ = expert.predict(observation, deterministic=True)
+        observation, _, terminated, truncated, _ = env.step(action)
+        frames.append(env.render())
+        done = terminated or truncated
+    env.close()
+    imageio.mimsave(path, frames, fps=env.metadata["render_fps"], macro_block_size=1)
+    return len(frames)
+
+
+def read_scalars(tb_dir: Path, tags: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(steps, values) of each tag found in a TensorBoard log folder."""
+    import logging
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)  # purge notices of resumed runs are expected
+    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    found = set(accumulator.Tags()["scalars"])
+    scalars = {}
+    for tag in tags:
+        if tag in found:
+            events = accumulator.Scalars(tag)
+            scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+    return scalars
+
+
+def plot_learning_curve(run_dir: Path, path: Path) -> bool:
+    """Normalized episode length and return (both evaluations) against env steps and training minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("mean_norm_episode_length", "mean_norm_episode_return")
+    tags = [f"{kind}/{m}" for kind in EVAL_SETTINGS for m in (*metrics, "training_minutes")]
+    if not (run_dir / "tb").is_dir():
+        return False
+    scalars = read_scalars(run_dir / "tb", tags)
+    if not any(tag in scalars for tag in tags):
+        return False
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
+    for row, metric in enumerate(metrics):
+        for kind in EVAL_SETTINGS:
+            if f"{kind}/{metric}" not in scalars:
+                continue
+            steps, values = scalars[f"{kind}/{metric}"]
+            _, minutes = scalars[f"{kind}/training_minutes"]
+            axes[row, 0].plot(steps, values, marker=".", label=kind)
+            axes[row, 1].plot(minutes, values, marker=".", label=kind)
+        label = metric.removeprefix("mean_").replace("_", " ")
+        axes[row, 0].set_ylabel(label)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[1, 0].set_xlabel("env steps")
+    axes[1, 1].set_xlabel("training minutes")
+    figure.suptitle(f"learning curve: {run_dir.parent.name} seed {run_dir.name}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def main(args: Args) -> int:
+    try:
+        model_dir = find_model_dir(args.expert)
+        expert = load_expert(model_dir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    run_dir = find_run_dir(model_dir)
+    clip = expert_clip(args, expert, run_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else (run_dir / "evaluation" if run_dir else Path("expert_evaluation"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"expert {model_dir} on {clip}")
+
+    def act(observation):
+        return expert.predict(observation, deterministic=True)[0]
+
+    results: dict[str, dict[str, float]] = {}
+    episodes: dict[str, list[EpisodeMetrics]] = {}
+    for kind, num_episodes in (("eval_rsi", args.rsi_episodes), ("eval_start", args.start_episodes)):
+        if num_episodes <= 0:
+            continue
+        try:
+            envs = make_eval_vec_env(clip, kind, args.num_envs, args.backend, args.vectorization_mode)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        episodes[kind] = run_episodes(envs, act, num_episodes, seed=args.seed + (kind == "eval_start"))
+        envs.close()
+        results[kind] = summarize(episodes[kind])
+    if results:
+        print_table(results)
+    metrics = {
+        "expert": str(model_dir),
+        "clip": clip,
+        "summary": results,
+        "episodes": {kind: [e.as_dict() for e in eps] for kind, eps in episodes.items()},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"metrics: {out_dir / 'metrics.json'}")
+
+    if args.video:
+        frames = record_video(expert, clip, out_dir / "video.mp4", args)
+        print(f"video: {out_dir / 'video.mp4'} ({frames} frames)")
+    if args.plot:
+        if run_dir is not None and plot_learning_curve(run_dir, out_dir / "learning_curve.png"):
+            print(f"learning curve: {out_dir / 'learning_curve.png'}")
+        else:
+            print("learning curve: skipped (no run folder with TensorBoard evaluation logs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))

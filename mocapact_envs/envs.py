@@ -1,0 +1,116 @@
+"""Creating tracking environments for one snippet: the one place vector envs are built.
+
+Trainers, evaluation and rollout collection call :func:`make_tracking_vec_env`
+so the backend and the vectorisation mode are chosen the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mocapact_envs.mocap.ids import Snippet
+
+GENERIC_TRACKING_ID = "mocapact/MocapTracking-v0"
+VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
+
+
+def available_backends() -> tuple[str, ...]:
+    from mocapact_envs.tracking_env import BACKENDS
+
+    return tuple(BACKENDS)
+
+
+def default_backend() -> str:
+    """``"fast"`` where the tracking env has it, else the dm_control reference backend."""
+    return "fast" if "fast" in available_backends() else "dm_control"
+
+
+def check_backend(backend: str | None) -> str:
+    backend = backend or default_backend()
+    if backend not in available_backends():
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(available_backends())}.")
+    return backend
+
+
+def resolve_snippet(clip: str, mocap_path: str | None = None) -> Snippet:
+    """The one snippet a clip id (``CMU_016_22``) or snippet id (``CMU_016_22-0-82``) names, ``end`` resolved.
+
+    Raises ``ValueError`` naming the bad id (and close ids) when the source lacks it.
+    """
+    from mocapact_envs.mocap.source import get_source
+
+    snippets = get_source(mocap_path).clip_set(clip).snippets
+    if len(snippets) != 1:
+        raise ValueError(f"{clip!r} names {len(snippets)} snippets; an expert tracks one clip or snippet id.")
+    return snippets[0]
+
+
+def clamp_min_steps(snippet: Snippet, min_steps: int, ref_steps: tuple[int, ...] = (0,)) -> int:
+    """``min_steps`` lowered for short snippets so a random start still has somewhere to start.
+
+    dm_control draws starts from ``[start, end - max(ref_steps) - min_steps)``; MoCapAct's
+    rollouts use ``min(30, end - start - 5)`` for the same reason.
+    """
+    room = snippet.end - snippet.start - max(ref_steps) - 5  # type: ignore[operator]
+    return max(1, min(int(min_steps), room))
+
+
+def resolve_vectorization_mode(vectorization_mode: str | None, backend: str) -> str:
+    """``None`` picks the native vector env for the fast backend when registered, else ``"sync"``."""
+    if vectorization_mode is None:
+        native = gym.spec(GENERIC_TRACKING_ID).vector_entry_point is not None
+        return "vector_entry_point" if native and backend == "fast" else "sync"
+    if vectorization_mode not in VECTORIZATION_MODES:
+        raise ValueError(
+            f"unknown vectorization mode {vectorization_mode!r}; choose one of {', '.join(VECTORIZATION_MODES)}."
+        )
+    if vectorization_mode == "vector_entry_point" and gym.spec(GENERIC_TRACKING_ID).vector_entry_point is None:
+        raise ValueError(
+            f"{GENERIC_TRACKING_ID} has no native vector env (vector_entry_point) yet; use 'sync' or 'async'."
+        )
+    return vectorization_mode
+
+
+def make_tracking_env(clip: str, backend: str | None = None, **kwargs: Any) -> gym.Env:
+    """One tracking env for ``clip`` (a clip or snippet id); ``kwargs`` go to :class:`MocapTrackingEnv`."""
+    return gym.make(GENERIC_TRACKING_ID, clips=clip, backend=check_backend(backend), **kwargs)
+
+
+def make_tracking_vec_env(
+    clip: str,
+    num_envs: int,
+    backend: str | None = None,
+    vectorization_mode: str | None = None,
+    **kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """A Gymnasium vector env of ``num_envs`` tracking envs for ``clip``.
+
+    Args:
+        clip: a clip id or snippet id.
+        num_envs: sub-environments.
+        backend: a name from ``mocapact_envs.tracking_env.BACKENDS``; ``None`` picks
+            :func:`default_backend`.
+        vectorization_mode: ``"sync"`` (one process), ``"async"`` (a process each),
+            ``"vector_entry_point"`` (the env's native batched implementation), or
+            ``None`` for the native one where it exists with the fast backend.
+        kwargs: :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` arguments.
+
+    The result autoresets in Gymnasium's default next-step mode: the step after an
+    episode ends returns the reset observation with reward 0.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    backend = check_backend(backend)
+    mode = resolve_vectorization_mode(vectorization_mode, backend)
+    return gym.make_vec(
+        GENERIC_TRACKING_ID, num_envs=num_envs, vectorization_mode=mode, clips=clip, backend=backend, **kwargs
+    )
+
+
+def batched_observation(observation: Mapping[str, Any], num_envs: int) -> dict[str, np.ndarray]:
+    """A vector env's Dict observation as ``(num_envs, size)`` arrays, whatever shape a 1-env vector env gives."""
+    return {key: np.asarray(value).reshape(num_envs, -1) for key, value in observation.items()}

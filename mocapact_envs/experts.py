@@ -1,0 +1,318 @@
+"""Clip experts on disk: saving ours, loading ours and MoCapAct's published ones.
+
+Our format, one folder (``<run>/eval_rsi/model/``):
+
+* ``config.json``: format name and version, the network's arguments, the
+  observation keys in concatenation order with their sizes, the action std,
+  the normalisers' settings and the snippet the expert tracks;
+* ``model.safetensors``: the actor-critic's weights (``log_std`` included);
+* ``normalizer.safetensors``: the observation statistics (``obs_mean``,
+  ``obs_var``, ``obs_count``) and the reward scaler's return statistics
+  (``return_mean``, ``return_var``, ``return_count``), which undo the critic's
+  reward scaling.
+
+Nothing is pickled. MoCapAct's experts (stable-baselines3 ``best_model.zip`` plus
+``vecnormalize.pkl``, written with gym < 0.24 and SB3 1.x) load through
+stable-baselines3 without any object in them being unpickled by cloudpickle:
+every serialized entry of the zip is replaced, and ``vecnormalize.pkl`` is read
+by a restricted unpickler that knows only the classes such a file holds.
+
+Assumed about MoCapAct's policy class: it is SB3's ``MultiInputPolicy`` with
+``mocapact.sb3.features_extractor.CmuHumanoidFeaturesExtractor``, which has no
+weights and concatenates the observation keys of its ``observable_keys``
+argument in that order (MoCapAct's ``TIME_INDEX_OBSERVABLES`` unless the zip
+says otherwise). ``policies.sb3_compat.ConcatKeysExtractor`` does the same. Observations are
+normalised with ``vecnormalize.pkl``'s statistics as ``VecNormalize`` did during
+training (clipped at its ``clip_obs``); MoCapAct's own loader skipped the clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+# torch (and SB3) load on first use: importing the package stays light.
+if TYPE_CHECKING:
+    from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RunningMeanStd
+
+FORMAT_NAME = "mocapact-envs-expert"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, NORMALIZER_FILE = "config.json", "model.safetensors", "normalizer.safetensors"
+SB3_MODEL_FILE, SB3_VECNORMALIZE_FILE = "best_model.zip", "vecnormalize.pkl"
+
+# -- our format --------------------------------------------------------------------
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Writes through ``write(tmp_path)`` and renames, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; an expert zoo is read by others
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_expert(
+    model_dir: str | Path,
+    policy: ExpertActorCritic,
+    obs_normalizer: ObservationNormalizer,
+    observation_keys: Sequence[str],
+    observation_sizes: Sequence[int],
+    return_rms: RunningMeanStd | None = None,
+    reward_normalization: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Saves an expert in our pickle-free format; ``config.json`` is written last."""
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import save_file as save_torch
+
+    from mocapact_envs.policies.expert import RunningMeanStd
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    _replace_atomically(model_dir / WEIGHTS_FILE, lambda p: save_torch(weights, str(p)))
+    obs_state = obs_normalizer.rms.state_dict()
+    stats = {f"obs_{k}": v for k, v in obs_state.items()}
+    return_state = (return_rms or RunningMeanStd(())).state_dict()
+    stats.update({f"return_{k}": np.atleast_1d(v) for k, v in return_state.items()})
+    _replace_atomically(model_dir / NORMALIZER_FILE, lambda p: save_numpy(stats, str(p)))
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "network": policy.config(),
+        "observation_keys": list(observation_keys),
+        "observation_sizes": [int(s) for s in observation_sizes],
+        "action_std": policy.log_std.exp().tolist(),
+        "obs_normalization": obs_normalizer.config(),
+        "reward_normalization": dict(reward_normalization or {"enabled": False}),
+        **dict(metadata or {}),
+    }
+    _replace_atomically(model_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    return model_dir
+
+
+class Expert:
+    """One of our experts: ``predict`` maps a Dict observation to actions as SB3's ``predict`` does."""
+
+    def __init__(
+        self,
+        policy: ExpertActorCritic,
+        obs_normalizer: ObservationNormalizer,
+        observation_keys: Sequence[str],
+        value_scale: float = 1.0,
+        config: Mapping[str, Any] | None = None,
+        path: Path | None = None,
+    ):
+        self.policy = policy.eval()
+        self.obs_normalizer = obs_normalizer
+        self.observation_keys = tuple(observation_keys)
+        self.value_scale = float(value_scale)
+        self.config = dict(config or {})
+        self.path = path
+
+    @property
+    def snippet_id(self) -> str | None:
+        return self.config.get("snippet_id")
+
+    @property
+    def action_std(self) -> np.ndarray:
+        return self.policy.log_std.detach().exp().numpy()
+
+    def _normalized(self, observation: Mapping[str, Any]):
+        import torch
+
+        from mocapact_envs.policies.expert import flatten_observation
+
+        flat = flatten_observation(observation, self.observation_keys)
+        single = flat.ndim == 1
+        return torch.as_tensor(self.obs_normalizer(flat[None] if single else flat)), single
+
+    def predict(
+        self,
+        observation: Mapping[str, Any],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        """Actions clipped to [-1, 1] for one observation (``(56,)``) or a batch (``(B, 56)``), and ``state``."""
+        import torch
+
+        x, single = self._normalized(observation)
+        with torch.no_grad():
+            action = np.clip(self.policy.act(x, deterministic=deterministic).numpy(), -1.0, 1.0)
+        return (action[0] if single else action), state
+
+    def value(self, observation: Mapping[str, Any]) -> np.ndarray | float:
+        """The critic's value in reward units (the reward scaling undone)."""
+        import torch
+
+        x, single = self._normalized(observation)
+        with torch.no_grad():
+            value = self.policy.value(x).numpy() * self.value_scale
+        return float(value[0]) if single else value
+
+
+def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
+    from safetensors.numpy import load_file as load_numpy
+    from safetensors.torch import load_file as load_torch
+
+    from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer
+
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{model_dir / CONFIG_FILE} is not a {FORMAT_NAME} v{FORMAT_VERSION} expert "
+            f"(format {config.get('format')!r}, version {config.get('format_version')!r})."
+        )
+    policy = ExpertActorCritic.from_config(config["network"])
+    policy.load_state_dict(load_torch(str(model_dir / WEIGHTS_FILE), device=device))
+    norm_config = config["obs_normalization"]
+    obs_normalizer = ObservationNormalizer(
+        sum(config["observation_sizes"]), norm_config["clip"], norm_config["epsilon"], norm_config["enabled"]
+    )
+    stats = load_numpy(str(model_dir / NORMALIZER_FILE))
+    obs_normalizer.rms.load_state_dict({k: stats[f"obs_{k}"] for k in ("mean", "var", "count")})
+    reward_config = config.get("reward_normalization", {})
+    value_scale = 1.0
+    if reward_config.get("enabled"):
+        value_scale = math.sqrt(float(stats["return_var"].reshape(-1)[0]) + float(reward_config["epsilon"]))
+    return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir)
+
+
+# -- stable-baselines3 format (MoCapAct's published experts) ------------------------
+
+
+class SB3Expert:
+    """A stable-baselines3 PPO expert with its ``VecNormalize`` statistics; same ``predict`` as :class:`Expert`."""
+
+    def __init__(self, model, vec_normalize=None, path: Path | None = None):
+        self.model = model
+        self.vec_normalize = vec_normalize
+        self.path = path
+        space = model.observation_space
+        self.observation_keys = tuple(space.spaces) if hasattr(space, "spaces") else None
+
+    def normalize(self, observation: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The observation's keys the model uses, normalised as ``VecNormalize`` did in training."""
+        observation = {k: np.asarray(observation[k], np.float32) for k in self.observation_keys}
+        if self.vec_normalize is None:
+            return observation
+        return self.vec_normalize.normalize_obs(observation)
+
+    def predict(
+        self,
+        observation: Mapping[str, Any],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        return self.model.predict(self.normalize(observation), state, episode_start, deterministic)
+
+    def value(self, observation: Mapping[str, Any]) -> np.ndarray | float:
+        """The critic's value in reward units (``VecNormalize``'s reward scaling undone)."""
+        import torch
+
+        obs_tensor, vectorized = self.model.policy.obs_to_tensor(self.normalize(observation))
+        with torch.no_grad():
+            value = self.model.policy.predict_values(obs_tensor).cpu().numpy().reshape(-1)
+        vn = self.vec_normalize
+        if vn is not None and getattr(vn, "norm_reward", False):
+            value = value * np.sqrt(vn.ret_rms.var + vn.epsilon)
+        return value if vectorized else float(value[0])
+
+
+def load_sb3_expert(model_dir: Path, device: str = "cpu") -> SB3Expert:
+    """Loads ``best_model.zip`` (+ ``vecnormalize.pkl``) with ``PPO.load``, unpickling nothing from the zip."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+    from mocapact_envs.policies.sb3_compat import (
+        MOCAPACT_TIME_INDEX_KEYS,
+        load_vecnormalize,
+        policy_kwargs_from_saved,
+    )
+
+    zip_path = model_dir / SB3_MODEL_FILE
+    vecnormalize_path = model_dir / SB3_VECNORMALIZE_FILE
+    vec_normalize = load_vecnormalize(vecnormalize_path) if vecnormalize_path.is_file() else None
+    with zipfile.ZipFile(zip_path) as archive:
+        data = json.loads(archive.read("data").decode())
+    policy_kwargs = policy_kwargs_from_saved(data.get("policy_kwargs", {}))
+
+    # The spaces: from the normalisation statistics (one per key), else MoCapAct's known sizes.
+    obs_rms = getattr(vec_normalize, "obs_rms", None)
+    if isinstance(obs_rms, dict):
+        sizes = {k: int(np.prod(rms.mean.shape)) for k, rms in obs_rms.items()}
+    else:
+        keys = policy_kwargs.get("features_extractor_kwargs", {}).get("observable_keys", MOCAPACT_TIME_INDEX_KEYS)
+        unknown = [k for k in keys if k not in MOCAPACT_TIME_INDEX_KEYS]
+        if unknown:
+            raise ValueError(f"{zip_path}: no vecnormalize.pkl to tell the sizes of observation keys {unknown}.")
+        sizes = {k: MOCAPACT_TIME_INDEX_KEYS[k] for k in keys}
+    observation_space = gym.spaces.Dict(
+        {k: gym.spaces.Box(-np.inf, np.inf, (n,), np.float32) for k, n in sizes.items()}
+    )
+    action_shape = data.get("action_space", {}).get("_shape") or data.get("action_space", {}).get("shape") or [56]
+    action_space = gym.spaces.Box(-1.0, 1.0, tuple(action_shape), np.float32)
+
+    # Every cloudpickled entry is replaced: nothing of the old gym or mocapact is needed.
+    custom_objects: dict[str, Any] = {
+        key: None for key, item in data.items() if isinstance(item, dict) and ":serialized:" in item
+    }
+    custom_objects.update(
+        policy_class=MultiInputActorCriticPolicy,
+        policy_kwargs=policy_kwargs,
+        observation_space=observation_space,
+        action_space=action_space,
+        lr_schedule=lambda _: 0.0,
+        learning_rate=0.0,
+        clip_range=0.0,
+    )
+    model = PPO.load(zip_path, device=device, custom_objects=custom_objects)
+    return SB3Expert(model, vec_normalize, model_dir)
+
+
+# -- one entry point -----------------------------------------------------------------
+
+
+def find_model_dir(path: str | Path) -> Path:
+    """The model folder under ``path``: a run (seed) folder, ``eval_rsi``/``eval_start`` or the model folder.
+
+    A run folder prefers ``eval_rsi`` (MoCapAct published those); a file inside a
+    model folder stands for its folder.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no expert at {path}: the path does not exist.")
+    if path.is_file():
+        path = path.parent
+    for candidate in (path, path / "model", path / "eval_rsi" / "model", path / "eval_start" / "model"):
+        if (candidate / CONFIG_FILE).is_file() or (candidate / SB3_MODEL_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no expert under {path}: looked for {CONFIG_FILE} (ours) or {SB3_MODEL_FILE} (stable-baselines3) in it, "
+        "in model/, eval_rsi/model/ and eval_start/model/."
+    )
+
+
+def load_expert(path: str | Path, device: str = "cpu") -> Expert | SB3Expert:
+    """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
+
+    The result has ``predict(observation, deterministic=True) -> (action, state)``
+    for one Dict observation or a batch of them, and ``value(observation)``.
+    """
+    model_dir = find_model_dir(path)
+    if (model_dir / CONFIG_FILE).is_file():
+        return load_our_expert(model_dir, device)
+    return load_sb3_expert(model_dir, device)

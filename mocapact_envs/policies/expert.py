@@ -1,0 +1,205 @@
+"""Clip experts' actor-critic network and the running statistics that normalise them.
+
+MoCapAct's experts are stable-baselines3 PPO policies behind ``VecNormalize``:
+separate policy and value MLPs over the concatenated observation, a Gaussian
+policy whose state-independent log std is a parameter (frozen at log 0.1), and
+observations and rewards scaled by running statistics. The pieces here do the
+same in plain torch and numpy so the trainer, evaluation, rollout collection and
+the loader share one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def flatten_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray:
+    """Concatenates ``observation[key]`` in ``keys`` order: ``(D,)`` for one observation, ``(B, D)`` for a batch."""
+    missing = [key for key in keys if key not in observation]
+    if missing:
+        raise KeyError(f"the observation lacks {missing}; it has {sorted(observation)}.")
+    parts = [np.asarray(observation[key], dtype=np.float32) for key in keys]
+    if parts[0].ndim <= 1:
+        return np.concatenate([p.reshape(-1) for p in parts])
+    batch = parts[0].shape[0]
+    return np.concatenate([p.reshape(batch, -1) for p in parts], axis=1)
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream of arrays (Chan et al.'s parallel update), as SB3 keeps them."""
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        # A tiny starting count keeps the first update from dividing by zero.
+        self.count = float(epsilon)
+
+    def update(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch, np.float64).reshape((-1, *self.mean.shape))
+        if len(batch) == 0:
+            return
+        batch_mean, batch_var, batch_count = batch.mean(axis=0), batch.var(axis=0), len(batch)
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = float(total)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "mean": np.array(self.mean, np.float64),
+            "var": np.array(self.var, np.float64),
+            "count": np.array([self.count]),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.mean = np.asarray(state["mean"], np.float64).copy()
+        self.var = np.asarray(state["var"], np.float64).copy()
+        self.count = float(np.asarray(state["count"]).reshape(-1)[0])
+
+
+class ObservationNormalizer:
+    """``clip((x - mean) / sqrt(var + epsilon), -clip, clip)`` over flat observations, as SB3's VecNormalize."""
+
+    def __init__(self, size: int, clip: float = 10.0, epsilon: float = 1e-8, enabled: bool = True):
+        self.size, self.clip, self.epsilon, self.enabled = size, float(clip), float(epsilon), enabled
+        self.rms = RunningMeanStd((size,))
+
+    def update(self, flat_observation: np.ndarray) -> None:
+        if self.enabled:
+            self.rms.update(flat_observation)
+
+    def __call__(self, flat_observation: np.ndarray) -> np.ndarray:
+        if not self.enabled:
+            return np.asarray(flat_observation, np.float32)
+        scaled = (flat_observation - self.rms.mean) / np.sqrt(self.rms.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def config(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "clip": self.clip, "epsilon": self.epsilon}
+
+
+class RewardNormalizer:
+    """SB3 VecNormalize's reward scaling: rewards divided by the std of a running discounted return.
+
+    ``valid`` marks the sub-environments whose step is a real transition: with
+    Gymnasium's next-step autoreset the step after an episode end only resets,
+    and its reward (0) must not enter the statistics.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8, enabled: bool = True):
+        self.gamma, self.clip, self.epsilon, self.enabled = float(gamma), float(clip), float(epsilon), enabled
+        self.return_rms = RunningMeanStd(())
+        self.returns = np.zeros(num_envs)
+
+    @property
+    def scale(self) -> float:
+        """What a normalised reward (and so a critic's value) is multiplied by to undo the scaling."""
+        return float(np.sqrt(self.return_rms.var + self.epsilon)) if self.enabled else 1.0
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        rewards = np.asarray(rewards, np.float64)
+        if not self.enabled:
+            return rewards.astype(np.float32)
+        self.returns[valid] = self.returns[valid] * self.gamma + rewards[valid]
+        self.return_rms.update(self.returns[valid])
+        self.returns[np.asarray(dones, bool)] = 0.0
+        return np.clip(rewards / self.scale, -self.clip, self.clip).astype(np.float32)
+
+    def config(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "gamma": self.gamma, "clip": self.clip, "epsilon": self.epsilon}
+
+
+def _mlp(in_size: int, hidden_sizes: Sequence[int], out_size: int, activation: str, out_gain: float) -> nn.Sequential:
+    """An MLP with SB3's orthogonal initialisation: gain sqrt(2) inside, ``out_gain`` on the last layer."""
+    layers: list[nn.Module] = []
+    size = in_size
+    for hidden in hidden_sizes:
+        layers += [_orthogonal(nn.Linear(size, hidden), math.sqrt(2)), ACTIVATIONS[activation]()]
+        size = hidden
+    layers.append(_orthogonal(nn.Linear(size, out_size), out_gain))
+    return nn.Sequential(*layers)
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ExpertActorCritic(nn.Module):
+    """Separate policy and value MLPs over a normalised flat observation; Gaussian actions.
+
+    The policy's standard deviation is ``exp(log_std)``, one per action, independent
+    of the observation; MoCapAct keeps it frozen at 0.1 (``learn_log_std=False``).
+    """
+
+    def __init__(
+        self,
+        observation_size: int,
+        action_size: int,
+        policy_hidden_sizes: Sequence[int] = (1024, 1024, 1024),
+        value_hidden_sizes: Sequence[int] = (1024, 1024, 1024),
+        activation: str = "tanh",
+        log_std_init: float = math.log(0.1),
+        learn_log_std: bool = False,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        self.observation_size, self.action_size = int(observation_size), int(action_size)
+        self.policy_hidden_sizes = tuple(int(s) for s in policy_hidden_sizes)
+        self.value_hidden_sizes = tuple(int(s) for s in value_hidden_sizes)
+        self.activation = activation
+        self.learn_log_std = bool(learn_log_std)
+        # Small last-layer gains as SB3: near-zero mean actions and values at the start.
+        self.actor_mean = _mlp(observation_size, self.policy_hidden_sizes, action_size, activation, 0.01)
+        self.critic = _mlp(observation_size, self.value_hidden_sizes, 1, activation, 1.0)
+        self.log_std = nn.Parameter(torch.full((action_size,), float(log_std_init)), requires_grad=learn_log_std)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON (``log_std`` itself lives with the weights)."""
+        return {
+            "observation_size": self.observation_size,
+            "action_size": self.action_size,
+            "policy_hidden_sizes": list(self.policy_hidden_sizes),
+            "value_hidden_sizes": list(self.value_hidden_sizes),
+            "activation": self.activation,
+            "learn_log_std": self.learn_log_std,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ExpertActorCritic:
+        keys = ("observation_size", "action_size", "policy_hidden_sizes", "value_hidden_sizes", "activation")
+        return cls(**{k: config[k] for k in keys}, learn_log_std=bool(config.get("learn_log_std", False)))
+
+    def value(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.critic(observation).squeeze(-1)
+
+    def distribution(self, observation: torch.Tensor) -> Normal:
+        mean = self.actor_mean(observation)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def act(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Unclipped actions: the mean, or a sample."""
+        if deterministic:
+            return self.actor_mean(observation)
+        return self.distribution(observation).sample()
+
+    def action_and_value(self, observation: torch.Tensor, action: torch.Tensor | None = None):
+        """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs."""
+        distribution = self.distribution(observation)
+        if action is None:
+            action = distribution.sample()
+        log_prob = distribution.log_prob(action).sum(-1)
+        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
