@@ -72,7 +72,8 @@ class D4RLDataset(torch.utils.data.IterableDataset):
                 if ref.file_index not in handles:
                     handles[ref.file_index] = h5py.File(self.files.paths[ref.file_index], "r")
                 group = handles[ref.file_index][ref.group]
-                proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)[:, self._columns]
+                proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
+                proprio = np.ascontiguousarray(proprio[:, self._columns])  # column picks come out column-major
                 if self.normalize_obs:
                     proprio = (proprio - self.obs_mean) / self.obs_std
                 steps = len(proprio) - 1

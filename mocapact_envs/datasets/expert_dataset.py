@@ -36,6 +36,18 @@ def exponential_weights(energy: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp((energy - offset) / temperature)
 
 
+class WindowBatch(list):
+    """The ``(observation, action, weight)`` samples of a batch, which also keeps the stacked arrays.
+
+    The samples are views of ``arrays``, so torch's default collate still works;
+    :meth:`ExpertDataset.collate` uses ``arrays`` directly instead of stacking them again.
+    """
+
+    def __init__(self, observations: np.ndarray, actions: np.ndarray, weights: np.ndarray):
+        super().__init__(zip(observations, actions, weights, strict=True))
+        self.arrays = (observations, actions, weights)
+
+
 class ExpertDataset(torch.utils.data.Dataset):
     """Fixed-length windows of rollouts; each item is ``(observation, action, weight)``.
 
@@ -116,7 +128,8 @@ class ExpertDataset(torch.utils.data.Dataset):
         finally:
             for handle in handles:
                 handle.close()
-        self._observations = np.concatenate(observations)
+        # Row-major: picking columns above leaves column-major pieces, which made batch gathers ~4x slower.
+        self._observations = np.ascontiguousarray(np.concatenate(observations))
         if normalize_obs:
             self._observations = (self._observations - self.obs_mean) / self.obs_std
         self._actions = np.concatenate(actions)
@@ -173,7 +186,8 @@ class ExpertDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._obs_starts)
 
-    def _gather(self, indices: np.ndarray):
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Observations, actions and weights of many windows at once, stacked on axis 0."""
         obs_rows = self._obs_starts[indices][:, None] + self._window
         act_rows = self._act_starts[indices][:, None] + self._window
         observations, actions, weights = self._observations[obs_rows], self._actions[act_rows], self._weights[act_rows]
@@ -184,13 +198,26 @@ class ExpertDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} windows.")
-        observation, action, weight = self._gather(np.array([index]))
+        observation, action, weight = self.batch(np.array([index]))
         return observation[0], action[0], weight[0]
 
-    def __getitems__(self, indices: Sequence[int]):
-        """A batch in one gather; ``DataLoader`` collates the returned samples."""
-        observations, actions, weights = self._gather(np.asarray(indices))
-        return list(zip(observations, actions, weights, strict=True))
+    def __getitems__(self, indices: Sequence[int]) -> WindowBatch:
+        """A batch in one gather, as the samples ``DataLoader``'s collate function expects.
+
+        ``DataLoader(dataset, batch_size=..., collate_fn=ExpertDataset.collate)`` turns
+        the gathered arrays into tensors without stacking the samples again.
+        """
+        return WindowBatch(*self.batch(np.asarray(indices)))
+
+    @staticmethod
+    def collate(samples) -> tuple[torch.Tensor, ...] | object:
+        """``DataLoader`` collate function: the batch's gathered arrays as tensors, without copying.
+
+        Anything but a :class:`WindowBatch` goes to torch's ``default_collate``.
+        """
+        if isinstance(samples, WindowBatch):
+            return tuple(torch.from_numpy(array) for array in samples.arrays)
+        return torch.utils.data.default_collate(samples)
 
     def split_observation(self, observation: np.ndarray | torch.Tensor, keys: Sequence[str]):
         """The columns of ``keys`` from a concatenated observation, in the order given."""

@@ -22,7 +22,7 @@ dataset-wide ones.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,19 +75,33 @@ def _moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows.sum(0), np.square(rows).sum(0)
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Deletes the temporary files that killed writers of the clip file ``path`` left behind."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
 def write_clip_file(
     path: str | Path,
-    snippets: Sequence[SnippetRollouts],
+    snippets: Iterable[SnippetRollouts],
     *,
     observable_indices: Mapping[str, np.ndarray],
     ref_steps: Sequence[int],
     n_start_rollouts: int,
     n_rsi_rollouts: int,
 ) -> None:
-    """Writes one clip's rollouts under a temporary name, then renames it into place."""
+    """Writes one clip's rollouts under a temporary name, then renames it into place.
+
+    ``snippets`` may be a generator: each snippet is written as it is produced, so
+    only one snippet's episodes need to be in memory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
     sums = {"proprio": 0.0, "act": 0.0, "mean_act": 0.0}
     squares = dict(sums)
     count = 0
@@ -226,6 +240,27 @@ class RolloutFiles:
                 f"the rollouts do not log {missing}; they log {', '.join(sorted(self.observable_indices))}."
             )
         return np.concatenate([self.observable_indices[k] for k in observables]).astype(np.int64)
+
+
+def clip_files(folder: str | Path) -> list[Path]:
+    """The finished clip files (``CMU_*.hdf5``) of a rollout folder, in clip order."""
+    return sorted(Path(folder).glob("CMU_*.hdf5"))
+
+
+def expand_rollout_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Rollout files named directly or found in folders (their ``CMU_*.hdf5`` files)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = clip_files(path)
+            if not found:
+                raise FileNotFoundError(f"no CMU_*.hdf5 rollout files in {path}.")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"rollout path {path} does not exist.")
+    return files
 
 
 def merge_stats(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -1,0 +1,586 @@
+"""``mocapact-collect``: roll out clip experts into MoCapAct's per-clip HDF5 files.
+
+Finds every expert run under the given folders (a ``clip_info.json`` beside an
+``eval_rsi/model``), groups the snippets by clip and writes ``<clip>.hdf5`` per
+clip (layout in :mod:`mocapact_envs.datasets.rollouts`) and, at the end,
+``dataset_metrics.npz`` over every clip file in the output folder.
+
+As MoCapAct's ``rollout_experts.py``: per snippet expert, ``n_start_rollouts``
+episodes from the snippet start then ``n_rsi_rollouts`` from random starts
+(``min_steps = min(30, end - start - max(ref_steps)) - 1``); the executed action is
+the expert's mean plus N(0, act_noise) noise, clipped to [-1, 1] (``actions``),
+the mean itself is kept too (``mean_actions``); reference steps 1..5;
+termination error 0.3; values from the expert's critic in reward units;
+advantages by GAE(0.95, 0.95) with a zero bootstrap at every episode end.
+
+Each snippet's randomness (random starts and action noise) derives from
+``(--seed, snippet id)`` only, so the files do not depend on the number of workers
+or the order clips are done in. A finished clip file is skipped on a rerun, so an
+interrupted collection resumes where it stopped.
+
+Camera images (``--log-cameras``): after the reset and after every step the
+collector renders the walker's egocentric camera a second time, offscreen, at
+``--camera-size`` pixels square (64, as MoCapAct), and stores the frames as
+``<episode>/observations/walker/egocentric_camera`` (``(T + 1, H, W, 3)`` uint8);
+see :mod:`mocapact_envs.datasets.cameras`. Without a GPU a frame costs far more
+than a physics step.
+
+    mocapact-collect experts/ --output-dir rollouts/ --small --workers 2
+    python -m mocapact_envs.datasets.collect experts/ --output-dir rollouts/ --clips CMU_016_22
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mocapact_envs.datasets.cameras import CAMERA_OBSERVATION_KEY, DEFAULT_CAMERA_SIZE, render_egocentric
+from mocapact_envs.datasets.rollouts import (
+    METRIC_NAMES,
+    Episode,
+    SnippetRollouts,
+    clip_files,
+    generalized_advantages,
+    remove_stale_temporaries,
+    write_clip_file,
+    write_dataset_metrics,
+)
+from mocapact_envs.mocap.ids import Snippet, parse_snippet
+
+#: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
+PRESETS = {"large": (100, 100), "small": (10, 10)}
+#: What rollouts may log: everything proprioceptive (2868 dims) or what multi-clip policies see (2847).
+PROPRIO_SETS = ("all_proprioceptive", "multi_clip_sans_id")
+DATASET_METRICS_FILE = "dataset_metrics.npz"
+CLIP_INFO_FILE = "clip_info.json"
+#: Metric datasets of a clip file and the :class:`~mocapact_envs.metrics.EpisodeMetrics` field each holds.
+METRIC_ATTRIBUTES = dict(
+    zip(METRIC_NAMES, ("episode_return", "episode_length", "norm_episode_return", "norm_episode_length"), strict=True)
+)
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How each snippet expert is rolled out; the defaults are MoCapAct's large dataset's."""
+
+    n_start_rollouts: int = PRESETS["large"][0]
+    n_rsi_rollouts: int = PRESETS["large"][1]
+    act_noise: float = 0.1
+    ref_steps: tuple[int, ...] = (1, 2, 3, 4, 5)
+    min_steps: int = 30
+    termination_error_threshold: float = 0.3
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    observables: str = "all_proprioceptive"
+    log_cameras: bool = False
+    camera_size: int = DEFAULT_CAMERA_SIZE
+    seed: int = 0
+    backend: str | None = None
+    mocap_path: str | None = None
+
+    def __post_init__(self):
+        if self.observables not in PROPRIO_SETS:
+            raise ValueError(f"unknown observables {self.observables!r}; choose one of {', '.join(PROPRIO_SETS)}.")
+        if self.n_start_rollouts < 0 or self.n_rsi_rollouts < 0 or self.n_start_rollouts + self.n_rsi_rollouts == 0:
+            raise ValueError(
+                f"rollout counts must be >= 0 and not both 0, got n_start_rollouts={self.n_start_rollouts}, "
+                f"n_rsi_rollouts={self.n_rsi_rollouts}."
+            )
+        if self.act_noise < 0:
+            raise ValueError(f"act_noise must be >= 0, got {self.act_noise}.")
+        if self.min_steps < 1:
+            raise ValueError(f"min_steps must be >= 1, got {self.min_steps}.")
+        if self.camera_size < 1:
+            raise ValueError(f"camera_size must be >= 1, got {self.camera_size}.")
+
+    @property
+    def episodes_per_snippet(self) -> int:
+        return self.n_start_rollouts + self.n_rsi_rollouts
+
+
+@dataclass(frozen=True)
+class ExpertRun:
+    """One trained snippet expert: its run folder (``<root>/<snippet>/<seed>``) and snippet."""
+
+    snippet: Snippet
+    run_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "eval_rsi" / "model"
+
+
+@dataclass
+class ExpertSearch:
+    """What :func:`find_experts` found: runs by clip id (snippets in start order) and what it passed over."""
+
+    runs_by_clip: dict[str, list[ExpertRun]]
+    duplicates: list[tuple[ExpertRun, ExpertRun]] = field(default_factory=list)
+    without_model: list[Path] = field(default_factory=list)
+
+    @property
+    def num_snippets(self) -> int:
+        return sum(len(runs) for runs in self.runs_by_clip.values())
+
+
+def read_clip_info(path: Path) -> Snippet:
+    """The snippet a ``clip_info.json`` names (MoCapAct's ``clip_id``/``start_step``/``end_step``)."""
+    info = json.loads(path.read_text())
+    if "snippet_id" in info:
+        return parse_snippet(info["snippet_id"])
+    missing = [k for k in ("clip_id", "start_step", "end_step") if k not in info]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; it needs clip_id, start_step and end_step (or snippet_id).")
+    return parse_snippet(f"{info['clip_id']}-{int(info['start_step'])}-{int(info['end_step'])}")
+
+
+def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None) -> ExpertSearch:
+    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids.
+
+    Where several runs (seeds) track the same snippet, the first in path order is used.
+    """
+    chosen: dict[str, ExpertRun] = {}
+    search = ExpertSearch({})
+    for root in dirs:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"expert folder {root} does not exist.")
+        for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
+            run = ExpertRun(read_clip_info(info_path), info_path.parent)
+            if not run.model_dir.is_dir():
+                search.without_model.append(run.run_dir)
+                continue
+            if clips is not None and run.snippet.clip_id not in clips and run.snippet.id not in clips:
+                continue
+            if run.snippet.id in chosen:
+                search.duplicates.append((chosen[run.snippet.id], run))
+                continue
+            chosen[run.snippet.id] = run
+    for run in sorted(chosen.values(), key=lambda r: (r.snippet.clip_id, r.snippet.start, r.snippet.end)):
+        search.runs_by_clip.setdefault(run.snippet.clip_id, []).append(run)
+    return search
+
+
+def snippet_seed(seed: int, snippet_id: str) -> np.random.SeedSequence:
+    """The randomness of one snippet's rollouts: a function of the run's seed and the snippet id only."""
+    digest = hashlib.sha256(snippet_id.encode()).digest()
+    return np.random.SeedSequence([int(seed), int.from_bytes(digest[:8], "little")])
+
+
+def rollout_min_steps(snippet: Snippet, min_steps: int, ref_steps: Sequence[int]) -> int:
+    """MoCapAct's rollout ``min_steps``: ``min(min_steps, end - start - max(ref_steps)) - 1``."""
+    value = min(min_steps, snippet.end - snippet.start - max(ref_steps)) - 1
+    if value < 1:
+        raise ValueError(
+            f"snippet {snippet.id} is too short for reference steps {tuple(ref_steps)}: "
+            f"min_steps would be {value} (needs at least 1)."
+        )
+    return value
+
+
+def observable_layout(observation_space) -> dict[str, np.ndarray]:
+    """Column indices of each observable in the concatenated (alphabetical) proprioceptive vector."""
+    indices, offset = {}, 0
+    for key, space in observation_space.spaces.items():
+        size = int(np.prod(space.shape))
+        indices[key] = np.arange(offset, offset + size)
+        offset += size
+    return indices
+
+
+class SnippetRollout:
+    """Rolls out one snippet's expert in its own start and random-start environments."""
+
+    def __init__(self, run: ExpertRun, settings: RolloutSettings):
+        from mocapact_envs.envs import make_tracking_env, resolve_snippet
+        from mocapact_envs.experts import load_expert
+
+        self.run, self.settings = run, settings
+        self.snippet = resolve_snippet(run.snippet.id, settings.mocap_path)
+        self.expert = load_expert(run.model_dir)
+        min_steps = rollout_min_steps(self.snippet, settings.min_steps, settings.ref_steps)
+        self.envs = {
+            random_start: make_tracking_env(
+                self.snippet.id,
+                settings.backend,
+                mocap_path=settings.mocap_path,
+                observables=settings.observables,
+                ref_steps=settings.ref_steps,
+                random_start=random_start,
+                min_steps=min_steps,
+                termination_error_threshold=settings.termination_error_threshold,
+            )
+            for random_start in (False, True)
+        }
+        self.keys = tuple(self.envs[False].observation_space.spaces)
+        expert_keys = getattr(self.expert, "observation_keys", None) or ()
+        missing = [k for k in expert_keys if k not in self.keys]
+        if missing:
+            raise ValueError(f"expert {run.model_dir} observes {missing}, which the {settings.observables} set lacks.")
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+
+    def episode(self, random_start: bool, rng: np.random.Generator, env_seed: int | None):
+        """One episode: the :class:`Episode` and its :class:`~mocapact_envs.metrics.EpisodeMetrics`."""
+        from mocapact_envs.metrics import EpisodeTracker
+
+        env, settings = self.envs[random_start], self.settings
+        tracker = EpisodeTracker()
+        observation, info = env.reset(seed=env_seed)
+        tracker.on_reset(info)
+        observations = [np.concatenate([observation[k] for k in self.keys])]
+        frames = [render_egocentric(env, settings.camera_size)] if settings.log_cameras else []
+        actions, mean_actions, rewards, values = [], [], [], []
+        while True:
+            mean_action, _ = self.expert.predict(observation, deterministic=True)
+            mean_action = np.asarray(mean_action, dtype=np.float32)
+            noise = rng.normal(0.0, settings.act_noise, mean_action.shape) if settings.act_noise > 0 else 0.0
+            action = np.clip(mean_action + noise, -1.0, 1.0).astype(np.float32)
+            values.append(float(self.expert.value(observation)))
+            observation, reward, terminated, truncated, info = env.step(action)
+            finished = tracker.on_step(reward, terminated, truncated, info)
+            observations.append(np.concatenate([observation[k] for k in self.keys]))
+            if settings.log_cameras:
+                frames.append(render_egocentric(env, settings.camera_size))
+            actions.append(action)
+            mean_actions.append(mean_action)
+            rewards.append(float(reward))
+            if terminated or truncated:
+                break
+        rewards_array, values_array = np.asarray(rewards), np.asarray(values)
+        episode = Episode(
+            observations=np.stack(observations).astype(np.float32),
+            actions=np.stack(actions),
+            mean_actions=np.stack(mean_actions),
+            rewards=rewards_array.astype(np.float32),
+            values=values_array.astype(np.float32),
+            advantages=generalized_advantages(rewards_array, values_array, settings.gamma, settings.gae_lambda),
+            images={CAMERA_OBSERVATION_KEY: np.stack(frames)} if settings.log_cameras else {},
+        )
+        return episode, finished[0]
+
+    def collect(self, on_episode: Callable[[], None] | None = None) -> SnippetRollouts:
+        """Start episodes then random-start ones, seeded from ``(settings.seed, snippet id)``."""
+        settings = self.settings
+        start_seed, rsi_seed, noise_seed = snippet_seed(settings.seed, self.snippet.id).spawn(3)
+        rng = np.random.default_rng(noise_seed)
+        env_seeds = {False: int(start_seed.generate_state(1)[0]), True: int(rsi_seed.generate_state(1)[0])}
+        episodes, metrics = [], []
+        for index in range(settings.episodes_per_snippet):
+            random_start = index >= settings.n_start_rollouts
+            # Seeding the first reset of each env only: later resets continue its random state.
+            first = index == 0 or index == settings.n_start_rollouts
+            episode, episode_metrics = self.episode(random_start, rng, env_seeds[random_start] if first else None)
+            episodes.append(episode)
+            metrics.append(episode_metrics)
+            if on_episode is not None:
+                on_episode()
+
+        return SnippetRollouts(
+            snippet_id=self.snippet.id,
+            episodes=episodes,
+            early_termination=np.array([m.terminated for m in metrics], dtype=bool),
+            start_metrics=_metric_arrays(metrics[: settings.n_start_rollouts]),
+            rsi_metrics=_metric_arrays(metrics[settings.n_start_rollouts :]),
+        )
+
+
+def _metric_arrays(metrics) -> dict[str, np.ndarray]:
+    """The ``start_metrics`` / ``rsi_metrics`` arrays of some episodes' metrics."""
+    return {name: np.array([getattr(m, attribute) for m in metrics]) for name, attribute in METRIC_ATTRIBUTES.items()}
+
+
+def clip_file_path(output_dir: str | Path, clip_id: str) -> Path:
+    return Path(output_dir) / f"{clip_id}.hdf5"
+
+
+def finished_clip_matches(path: Path, runs: Sequence[ExpertRun], settings: RolloutSettings) -> str | None:
+    """``None`` when an existing clip file holds exactly what this run would write, else why not."""
+    with h5py.File(path, "r") as h5:
+        snippets = sorted(k for k in h5.keys() if k.startswith("CMU_"))
+        counts = (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...]))
+    wanted = sorted(run.snippet.id for run in runs)
+    if snippets != wanted:
+        return f"it holds snippets {snippets}, the experts found track {wanted}"
+    wanted_counts = (settings.n_start_rollouts, settings.n_rsi_rollouts)
+    if counts != wanted_counts:
+        return f"it holds {counts[0]} + {counts[1]} rollouts per snippet, not {wanted_counts[0]} + {wanted_counts[1]}"
+    return None
+
+
+def collect_clip(
+    clip_id: str,
+    runs: Sequence[ExpertRun],
+    settings: RolloutSettings,
+    output_dir: str | Path,
+    on_episode: Callable[[], None] | None = None,
+) -> Path:
+    """Rolls out every snippet expert of one clip into ``<output_dir>/<clip_id>.hdf5``.
+
+    Snippets are written as they finish, so at most one snippet's episodes are held
+    in memory; the file appears under its name only once complete.
+    """
+    import torch
+
+    torch.set_num_threads(1)  # one core per clip; parallelism comes from worker processes
+    path = clip_file_path(output_dir, clip_id)
+    remove_stale_temporaries(path)
+    rollouts = [SnippetRollout(run, settings) for run in runs]
+    try:
+        layout = observable_layout(rollouts[0].envs[False].observation_space)
+        write_clip_file(
+            path,
+            (rollout.collect(on_episode) for rollout in rollouts),
+            observable_indices=layout,
+            ref_steps=settings.ref_steps,
+            n_start_rollouts=settings.n_start_rollouts,
+            n_rsi_rollouts=settings.n_rsi_rollouts,
+        )
+    finally:
+        for rollout in rollouts:
+            rollout.close()
+    return path
+
+
+# -- running many clips -------------------------------------------------------------
+
+_progress_queue = None
+_parent_pid = None
+
+
+def _init_worker(progress_queue) -> None:
+    global _progress_queue, _parent_pid
+    _progress_queue, _parent_pid = progress_queue, os.getppid()
+
+
+def _report_episode() -> None:
+    # A worker whose parent died (killed collection) stops instead of running on orphaned.
+    if os.getppid() != _parent_pid:
+        raise SystemExit(f"collection parent {_parent_pid} is gone; stopping.")
+    _progress_queue.put(1)
+
+
+def _collect_clip_in_worker(clip_id, runs, settings, output_dir) -> str:
+    return str(collect_clip(clip_id, runs, settings, output_dir, _report_episode))
+
+
+def collect(
+    runs_by_clip: dict[str, list[ExpertRun]],
+    output_dir: str | Path,
+    settings: RolloutSettings,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_clip: Callable[[str, str], None] | None = None,
+) -> list[Path]:
+    """Collects every clip not already finished in ``output_dir``, then writes ``dataset_metrics.npz``.
+
+    ``progress(n)`` is called as episodes finish; ``on_clip(clip_id, status)`` when a
+    clip is done (``"written"``) or skipped (``"skipped"``). Returns the clip files.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress or (lambda n: None)
+    on_clip = on_clip or (lambda clip_id, status: None)
+    todo = {}
+    for clip_id, runs in runs_by_clip.items():
+        path = clip_file_path(output_dir, clip_id)
+        if path.exists() and not overwrite:
+            mismatch = finished_clip_matches(path, runs, settings)
+            if mismatch is not None:
+                raise ValueError(f"{path} exists but {mismatch}; pass --overwrite to collect it again.")
+            progress(len(runs) * settings.episodes_per_snippet)
+            on_clip(clip_id, "skipped")
+        else:
+            todo[clip_id] = runs
+
+    if workers == 1 or len(todo) <= 1:
+        for clip_id, runs in todo.items():
+            collect_clip(clip_id, runs, settings, output_dir, lambda: progress(1))
+            on_clip(clip_id, "written")
+    else:
+        _collect_in_pool(todo, output_dir, settings, min(workers, len(todo)), progress, on_clip)
+
+    paths = clip_files(output_dir)
+    if paths:
+        write_dataset_metrics(paths, output_dir / DATASET_METRICS_FILE)
+    return [clip_file_path(output_dir, clip_id) for clip_id in runs_by_clip]
+
+
+def _collect_in_pool(todo, output_dir, settings, workers, progress, on_clip) -> None:
+    context = multiprocessing.get_context("spawn")  # fork would copy MuJoCo/EGL and torch state
+    progress_queue = context.Queue()
+    with context.Pool(workers, initializer=_init_worker, initargs=(progress_queue,)) as pool:
+        pending = {
+            clip_id: pool.apply_async(_collect_clip_in_worker, (clip_id, runs, settings, output_dir))
+            for clip_id, runs in todo.items()
+        }
+        while pending:
+            try:
+                progress(progress_queue.get(timeout=0.2))
+                continue
+            except queue.Empty:
+                pass
+            for clip_id in [c for c, result in pending.items() if result.ready()]:
+                pending.pop(clip_id).get()  # re-raises a worker's error here
+                on_clip(clip_id, "written")
+        while not progress_queue.empty():
+            progress(progress_queue.get())
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mocapact_envs.envs import available_backends
+
+    parser = argparse.ArgumentParser(
+        prog="mocapact-collect",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("expert_dirs", nargs="+", type=Path, help="folders searched for <run>/clip_info.json")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where <clip>.hdf5 files go")
+    parser.add_argument("--small", action="store_true", help="MoCapAct's small dataset: 10 + 10 rollouts")
+    parser.add_argument("--n-start-rollouts", type=int, help="episodes from the snippet start (default 100)")
+    parser.add_argument("--n-rsi-rollouts", type=int, help="episodes from random starts (default 100)")
+    parser.add_argument("--act-noise", type=float, default=0.1, help="std of the Gaussian action noise")
+    parser.add_argument("--ref-steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="reference steps")
+    parser.add_argument("--min-steps", type=int, default=30, help="fewest steps a random start leaves")
+    parser.add_argument("--termination-error-threshold", type=float, default=0.3)
+    parser.add_argument(
+        "--observables",
+        choices=PROPRIO_SETS,
+        default="all_proprioceptive",
+        help="log every proprioceptive observable (2868) or multi-clip policies' set (2847)",
+    )
+    parser.add_argument("--log-cameras", action="store_true", help="also log egocentric camera frames")
+    parser.add_argument("--camera-size", type=int, default=64, help="camera frame height and width")
+    parser.add_argument("--clips", nargs="+", help="only these clip or snippet ids")
+    parser.add_argument("--workers", type=int, default=1, help="clips collected in parallel processes")
+    parser.add_argument("--seed", type=int, default=0, help="with each snippet id, seeds that snippet's rollouts")
+    parser.add_argument("--backend", choices=available_backends(), help="tracking env backend (default: fastest)")
+    parser.add_argument("--mocap-path", help="reference clips (default: $MOCAPACT_MOCAP_PATH)")
+    parser.add_argument("--overwrite", action="store_true", help="collect clips again even if their file exists")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> RolloutSettings:
+    n_start, n_rsi = PRESETS["small" if args.small else "large"]
+    return RolloutSettings(
+        n_start_rollouts=n_start if args.n_start_rollouts is None else args.n_start_rollouts,
+        n_rsi_rollouts=n_rsi if args.n_rsi_rollouts is None else args.n_rsi_rollouts,
+        act_noise=args.act_noise,
+        ref_steps=tuple(args.ref_steps),
+        min_steps=args.min_steps,
+        termination_error_threshold=args.termination_error_threshold,
+        observables=args.observables,
+        log_cameras=args.log_cameras,
+        camera_size=args.camera_size,
+        seed=args.seed,
+        backend=args.backend,
+        mocap_path=args.mocap_path,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    import mocapact_envs  # noqa: F401  (registers the environments)
+    from mocapact_envs.envs import default_backend
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        settings = settings_from_args(args)
+        if settings.backend is None:
+            settings = dataclasses.replace(settings, backend=default_backend())
+        search = find_experts(args.expert_dirs, args.clips)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        return 2
+    for run_dir in search.without_model:
+        console.print(f"[yellow]note:[/yellow] {run_dir} has no eval_rsi/model yet; skipped.")
+    for kept, other in search.duplicates:
+        console.print(f"[yellow]note:[/yellow] {other.run_dir} also tracks {kept.snippet.id}; using {kept.run_dir}.")
+    if not search.runs_by_clip:
+        where = ", ".join(str(d) for d in args.expert_dirs)
+        console.print(
+            f"[red]error:[/red] no expert with eval_rsi/model under {where}"
+            + (f" for clips {', '.join(args.clips)}" if args.clips else "")
+            + "."
+        )
+        return 2
+
+    console.print(
+        f"{len(search.runs_by_clip)} clips, {search.num_snippets} snippet experts; "
+        f"{settings.n_start_rollouts} start + {settings.n_rsi_rollouts} random-start rollouts each; "
+        f"{settings.observables}, backend {settings.backend}, {args.workers} worker(s) -> {args.output_dir}"
+    )
+    total = search.num_snippets * settings.episodes_per_snippet
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("Collecting", total=total)
+        clips_done = [0]
+
+        def on_clip(clip_id: str, status: str) -> None:
+            clips_done[0] += 1
+            bar.update(task, description=f"Collecting ({clips_done[0]}/{len(search.runs_by_clip)} clips)")
+            if status == "skipped":
+                bar.console.print(f"{clip_id}: already collected, skipped")
+
+        try:
+            paths = collect(
+                search.runs_by_clip,
+                args.output_dir,
+                settings,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                progress=lambda n: bar.advance(task, n),
+                on_clip=on_clip,
+            )
+        except ValueError as error:
+            console.print(f"[red]error:[/red] {error}")
+            return 2
+    console.print(
+        f"{len(paths)} clip files and {DATASET_METRICS_FILE} in {args.output_dir} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""``mocapact-minari``: expert rollout files as Minari datasets.
+
+One dataset per clip file (``mocapact/CMU_016_22/expert-v0``) or one for all the
+files given (``--collection locomotion``: ``mocapact/locomotion/expert-v0``).
+
+What is stored, per episode of the rollout files:
+
+* ``observations``: the logged proprioceptive observables, nested by key
+  (``obs["walker"]["joints_pos"]``, since Minari cannot store ``/`` in a key),
+  zero-size ones dropped; with ``--include-cameras`` also
+  ``obs["walker"]["egocentric_camera"]``; ``T + 1`` rows.
+* ``actions``: the executed (noisy, clipped) actions, or the experts' mean
+  actions with ``--action-key mean_actions``.
+* ``rewards``; ``terminations`` (the expert lost track: MoCapAct's
+  ``early_termination``) and ``truncations`` (the snippet's end), on the last step.
+* ``infos``: ``mean_actions``, ``values`` and ``advantages`` aligned with the
+  observations (row ``t`` belongs to observation ``t``), NaN on the final row.
+* episode metadata: ``snippet_id``, ``rollout`` (the episode's number in its
+  snippet group), ``random_start`` and ``source_file``.
+
+The dataset's ``env_spec`` (and ``eval_env_spec``) is the tracking env over the
+dataset's snippets with random starts, the logged observables and reference
+steps, wrapped in :class:`~mocapact_envs.datasets.nested_observation.NestedObservation`,
+so ``dataset.recover_environment()`` observes exactly the stored space.
+``ref_min_score`` is the mean return of a zero-action policy in that env,
+``ref_max_score`` the mean return of the dataset's episodes.
+
+    mocapact-minari rollouts/CMU_016_22.hdf5
+    mocapact-minari rollouts/ --collection walk --author "A. Person" --author-email a@example.org
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import h5py
+import numpy as np
+
+from mocapact_envs.datasets.cameras import CAMERA_OBSERVATION_KEY
+from mocapact_envs.datasets.collect import RolloutSettings, rollout_min_steps
+from mocapact_envs.datasets.nested_observation import WRAPPER_ENTRY_POINT, nest, nested_space
+from mocapact_envs.datasets.rollouts import RolloutFiles, expand_rollout_paths
+from mocapact_envs.mocap.ids import parse_snippet
+from mocapact_envs.observables import OBSERVATION_SETS
+
+NAMESPACE = "mocapact"
+DATASET_NAME = "expert"
+TRACKING_ENV_ID = "mocapact/MocapTracking-v0"
+TRACKING_ENTRY_POINT = "mocapact_envs.tracking_env:MocapTrackingEnv"
+ACTION_DESCRIPTIONS = {"actions": "executed (noisy) actions", "mean_actions": "experts' mean actions"}
+ACTION_KEYS = tuple(ACTION_DESCRIPTIONS)
+DATA_FORMATS = ("hdf5", "arrow", "parquet")
+INFO_KEYS = ("mean_actions", "values", "advantages")
+DEFAULT_AUTHOR = "mocapact-envs"
+ALGORITHM_NAME = "MoCapAct clip experts (PPO) rolled out with N(0, 0.1) action noise"
+
+
+def minari_dataset_id(name: str, version: int = 0) -> str:
+    """``mocapact/<name>/expert-v<version>``; ``name`` is a clip id or a collection name."""
+    if not name or "/" in name or "-" in name:
+        raise ValueError(f"dataset name {name!r} must be non-empty without '/' or '-' (e.g. CMU_016_22 or walk).")
+    return f"{NAMESPACE}/{name}/{DATASET_NAME}-v{version}"
+
+
+def observation_set_name(keys: Sequence[str]) -> str | list[str]:
+    """The observation set the logged keys form, else the keys themselves."""
+    for name in ("all_proprioceptive", "multi_clip_sans_id"):
+        if set(keys) == set(OBSERVATION_SETS[name]):
+            return name
+    return sorted(keys)
+
+
+def tracking_env_spec(files: RolloutFiles, camera_size: int | None) -> gym.envs.registration.EnvSpec:
+    """The env the files' episodes came from, observing what the Minari dataset stores."""
+    from gymnasium.envs.registration import EnvSpec, WrapperSpec
+
+    snippet_ids = sorted({ref.snippet_id for ref in files.episodes})
+    defaults = RolloutSettings()
+    # One min_steps valid for every snippet: the smallest of the collector's per-snippet values.
+    min_steps = min(rollout_min_steps(parse_snippet(s), defaults.min_steps, files.ref_steps) for s in snippet_ids)
+    kwargs = {
+        "clips": snippet_ids if len(snippet_ids) > 1 else snippet_ids[0],
+        "observables": observation_set_name(list(files.observable_indices)),
+        "ref_steps": list(files.ref_steps),
+        "random_start": True,
+        "min_steps": min_steps,
+        "termination_error_threshold": defaults.termination_error_threshold,
+    }
+    wrapper = WrapperSpec(
+        name="NestedObservation", entry_point=WRAPPER_ENTRY_POINT, kwargs={"camera_size": camera_size}
+    )
+    return EnvSpec(
+        id=TRACKING_ENV_ID,
+        entry_point=TRACKING_ENTRY_POINT,
+        kwargs=kwargs,
+        additional_wrappers=(wrapper,),
+        disable_env_checker=True,
+    )
+
+
+def zero_action_return(env_spec, episodes: int, seed: int = 0) -> float:
+    """Mean return of the all-zero action (hold the actuators' neutral targets) over random-start episodes."""
+    env = gym.make(env_spec)
+    try:
+        returns = []
+        env.reset(seed=seed)
+        action = np.zeros(env.action_space.shape, env.action_space.dtype)
+        for _ in range(episodes):
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+            env.reset()
+        return float(np.mean(returns))
+    finally:
+        env.close()
+
+
+def dataset_mean_return(files: RolloutFiles) -> float:
+    returns = []
+    for path in files.paths:
+        with h5py.File(path, "r") as h5:
+            for snippet_id in {ref.snippet_id for ref in files.episodes}:
+                if snippet_id in h5:
+                    for part in ("start_metrics", "rsi_metrics"):
+                        returns.append(np.asarray(h5[f"{snippet_id}/{part}/episode_returns"][...]))
+    return float(np.mean(np.concatenate(returns)))
+
+
+def describe(files: RolloutFiles, action_key: str, include_cameras: bool) -> str:
+    snippets = sorted({ref.snippet_id for ref in files.episodes})
+    clips = sorted({s.split("-")[0] for s in snippets})
+    shown = ", ".join(clips[:10]) + (f" and {len(clips) - 10} more" if len(clips) > 10 else "")
+    return (
+        f"MoCapAct-style expert rollouts of the CMU humanoid tracking {len(snippets)} snippets of "
+        f"{len(clips)} motion-capture clips ({shown}): {len(files.episodes)} episodes, start and random-start, "
+        f"each clip expert's mean action plus N(0, 0.1) noise, clipped to [-1, 1]. "
+        f"actions are the {ACTION_DESCRIPTIONS[action_key]}; "
+        f"observations are the {sum(len(v) for v in files.observable_indices.values())} logged proprioceptive "
+        f"dims (reference steps {list(files.ref_steps)}) nested by key"
+        + (" plus egocentric camera frames" if include_cameras else "")
+        + "; infos hold the experts' mean_actions, values (reward units) and GAE(0.95, 0.95) advantages per "
+        "observation (NaN on the final one); terminations mark lost tracking, truncations the snippet end. "
+        "Converted from per-clip HDF5 rollout files by mocapact_envs.datasets.minari_export."
+    )
+
+
+def _episode_buffers(
+    files: RolloutFiles, space, action_key: str, include_cameras: bool
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """``(EpisodeBuffer, episode metadata)`` for every episode, in file order."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    handles: dict[int, h5py.File] = {}
+    try:
+        for episode_id, ref in enumerate(files.episodes):
+            if ref.file_index not in handles:
+                handles[ref.file_index] = h5py.File(files.paths[ref.file_index], "r")
+            group = handles[ref.file_index][ref.group]
+            proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
+            flat = {key: proprio[:, columns] for key, columns in files.observable_indices.items()}
+            if include_cameras:
+                if f"observations/{CAMERA_OBSERVATION_KEY}" not in group:
+                    raise ValueError(
+                        f"{files.paths[ref.file_index]}:{ref.group} has no camera frames; "
+                        "collect with --log-cameras or export without --include-cameras."
+                    )
+                flat[CAMERA_OBSERVATION_KEY] = np.asarray(group[f"observations/{CAMERA_OBSERVATION_KEY}"][...])
+            steps = len(proprio) - 1
+            terminations = np.zeros(steps, dtype=bool)
+            truncations = np.zeros(steps, dtype=bool)
+            terminations[-1] = ref.early_termination
+            truncations[-1] = not ref.early_termination
+            infos = {}
+            for key in INFO_KEYS:
+                values = np.asarray(group[key][...], dtype=np.float32)
+                padding = np.full((1, *values.shape[1:]), np.nan, dtype=np.float32)
+                infos[key] = np.concatenate([values, padding])
+            buffer = EpisodeBuffer(
+                id=episode_id,
+                observations=nest(flat, space),
+                actions=np.asarray(group[action_key][...], dtype=np.float32),
+                rewards=np.asarray(group["rewards"][...], dtype=np.float64),
+                terminations=terminations,
+                truncations=truncations,
+                infos=infos,
+            )
+            metadata = {
+                "snippet_id": ref.snippet_id,
+                "rollout": int(ref.group.rsplit("/", 1)[1]),
+                "random_start": not ref.is_start,
+                "source_file": files.paths[ref.file_index].name,
+            }
+            yield buffer, metadata
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _check_consistent(paths: Sequence[Path], files: RolloutFiles) -> None:
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
+            keys = {f"walker/{name}" for name in h5["observable_indices/walker"]}
+        if ref_steps != files.ref_steps or keys != set(files.observable_indices):
+            raise ValueError(
+                f"{path} logs reference steps {ref_steps} and {len(keys)} observables, but {files.paths[0]} "
+                f"logs {files.ref_steps} and {len(files.observable_indices)}: export them as separate datasets."
+            )
+
+
+def export_to_minari(
+    paths: Sequence[str | Path],
+    dataset_id: str,
+    *,
+    action_key: str = "actions",
+    include_cameras: bool = False,
+    author: str = DEFAULT_AUTHOR,
+    author_email: str | None = None,
+    code_permalink: str | None = None,
+    ref_min_episodes: int = 10,
+    data_format: str = "hdf5",
+    jpeg_encoding: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+):
+    """Writes the rollout files' episodes as one Minari dataset; returns the ``MinariDataset``.
+
+    ``progress(n)`` is called as episodes are written.
+    """
+    import minari
+
+    if action_key not in ACTION_KEYS:
+        raise ValueError(f"unknown action_key {action_key!r}; choose one of {', '.join(ACTION_KEYS)}.")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"unknown data_format {data_format!r}; choose one of {', '.join(DATA_FORMATS)}.")
+    paths = [Path(p) for p in paths]
+    files = RolloutFiles(paths)
+    _check_consistent(paths, files)
+    if dataset_id in minari.list_local_datasets():
+        if not overwrite:
+            raise ValueError(f"Minari dataset {dataset_id} already exists; pass --overwrite to replace it.")
+        minari.delete_dataset(dataset_id)
+
+    camera_size = None
+    flat_spaces = {
+        key: gym.spaces.Box(-np.inf, np.inf, (len(columns),), np.float32)
+        for key, columns in files.observable_indices.items()
+    }
+    if include_cameras:
+        with h5py.File(paths[0], "r") as h5:
+            frames = h5[f"{files.episodes[0].group}/observations/{CAMERA_OBSERVATION_KEY}"]
+            camera_size = int(frames.shape[1])
+        flat_spaces[CAMERA_OBSERVATION_KEY] = gym.spaces.Box(0, 255, (camera_size, camera_size, 3), np.uint8)
+    observation_space = nested_space(flat_spaces)
+    env_spec = tracking_env_spec(files, camera_size)
+    action_space = gym.spaces.Box(-1.0, 1.0, (56,), np.float32)
+
+    progress = progress or (lambda n: None)
+    episodes = _episode_buffers(files, observation_space, action_key, include_cameras)
+    first_buffer, first_metadata = next(episodes)
+    version = importlib.metadata.version("mocapact-envs")
+    dataset = minari.create_dataset_from_buffers(
+        dataset_id,
+        [first_buffer],
+        env=env_spec,
+        eval_env=env_spec,
+        algorithm_name=ALGORITHM_NAME,
+        author=author,
+        author_email=author_email,
+        code_permalink=code_permalink or f"mocapact-envs {version}: mocapact_envs/datasets/collect.py",
+        action_space=action_space,
+        observation_space=observation_space,
+        ref_min_score=zero_action_return(env_spec, ref_min_episodes),
+        ref_max_score=dataset_mean_return(files),
+        description=describe(files, action_key, include_cameras),
+        data_format=data_format,
+        requirements=[f"mocapact-envs>={version}"],
+        jpeg_encoding=jpeg_encoding,
+    )
+    try:
+        metadata = [first_metadata]
+        progress(1)
+        batch: list = []
+        for buffer, episode_metadata in episodes:
+            batch.append(buffer)
+            metadata.append(episode_metadata)
+            if len(batch) == 64:  # bounded memory, few storage calls
+                dataset.update_dataset_from_buffer(batch)
+                progress(len(batch))
+                batch = []
+        if batch:
+            dataset.update_dataset_from_buffer(batch)
+            progress(len(batch))
+        dataset.storage.update_episode_metadata(metadata, range(len(metadata)))
+    except BaseException:
+        minari.delete_dataset(dataset_id)  # no half-written dataset under the id
+        raise
+    return dataset
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mocapact-minari",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("rollouts", nargs="+", type=Path, help="rollout files or folders of CMU_*.hdf5 files")
+    parser.add_argument(
+        "--collection", help="one dataset mocapact/<collection>/expert-vN of all files (default: one per clip file)"
+    )
+    parser.add_argument("--version", type=int, default=0, help="the datasets' version number")
+    parser.add_argument("--action-key", choices=ACTION_KEYS, default="actions", help="which actions to store")
+    parser.add_argument("--include-cameras", action="store_true", help="store egocentric camera frames too")
+    parser.add_argument("--author", default=DEFAULT_AUTHOR)
+    parser.add_argument("--author-email")
+    parser.add_argument("--code-permalink", help="link to the code that made the rollouts")
+    parser.add_argument("--ref-min-episodes", type=int, default=10, help="zero-action episodes for ref_min_score")
+    parser.add_argument("--data-format", choices=DATA_FORMATS, default="hdf5", help="Minari storage format")
+    parser.add_argument("--jpeg", action="store_true", help="JPEG-encode camera frames (lossy, smaller)")
+    parser.add_argument("--overwrite", action="store_true", help="replace datasets that already exist")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import mocapact_envs  # noqa: F401  (registers the environments)
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        paths = expand_rollout_paths(args.rollouts)
+        if args.collection:
+            jobs = [(minari_dataset_id(args.collection, args.version), paths)]
+        else:
+            jobs = [(minari_dataset_id(path.stem, args.version), [path]) for path in paths]
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        return 2
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        for name, job_paths in jobs:
+            total = len(RolloutFiles(job_paths).episodes)
+            task = bar.add_task(name, total=total)
+            try:
+                with warnings.catch_warnings():
+                    # An email is optional here; Minari warns about it on every dataset.
+                    warnings.filterwarnings("ignore", message="`author_email` is set to None")
+                    dataset = export_to_minari(
+                        job_paths,
+                        name,
+                        action_key=args.action_key,
+                        include_cameras=args.include_cameras,
+                        author=args.author,
+                        author_email=args.author_email,
+                        code_permalink=args.code_permalink,
+                        ref_min_episodes=args.ref_min_episodes,
+                        data_format=args.data_format,
+                        jpeg_encoding=args.jpeg,
+                        overwrite=args.overwrite,
+                        progress=lambda n, task=task: bar.advance(task, n),
+                    )
+            except (ValueError, FileNotFoundError) as error:
+                console.print(f"[red]error:[/red] {error}")
+                return 2
+            bar.console.print(f"{name}: {dataset.total_episodes} episodes, {dataset.total_steps} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
