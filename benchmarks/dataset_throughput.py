@@ -85,7 +85,8 @@ def samples_per_second(
 
 
 def collect_rollouts(expert_dirs, output_dir: Path, n_start: int, n_rsi: int, seed: int) -> list[Path]:
-    from mocapact_envs.datasets.collect import RolloutSettings, collect, find_experts
+    from mocapact_envs.datasets.collect import RolloutSettings, collect
+    from mocapact_envs.experts import find_experts
 
     search = find_experts(expert_dirs)
     if not search.runs_by_clip:

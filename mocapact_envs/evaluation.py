@@ -14,9 +14,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from mocapact_envs.envs import batched_observation, clamp_min_steps, make_tracking_vec_env, resolve_snippet
-from mocapact_envs.metrics import EpisodeMetrics, EpisodeTracker
+from mocapact_envs.metrics import EpisodeMetrics, EpisodeTracker, summarize
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,15 @@ def run_episodes(
     act: Callable[[Mapping[str, np.ndarray]], np.ndarray],
     num_episodes: int,
     seed: int | None = None,
+    on_episode_start: Callable[[np.ndarray], None] | None = None,
 ) -> list[EpisodeMetrics]:
     """Runs ``act`` (batched Dict observation -> actions) until ``num_episodes`` episodes end.
 
     Each sub-environment runs its fixed share of the episodes, as SB3's
     ``evaluate_policy`` does, so short (failed) episodes are not over-counted.
     Handles Gymnasium's next-step autoreset: the step after an episode's end only
-    resets, and starts the next episode's statistics.
+    resets, and starts the next episode's statistics. ``on_episode_start(mask)``
+    tells a recurrent policy which sub-environments now show a first observation.
     """
     num_envs = envs.num_envs
     targets = np.array([(num_episodes + i) // num_envs for i in range(num_envs)])
@@ -70,6 +73,8 @@ def run_episodes(
     tracker = EpisodeTracker(num_envs)
     observation, info = envs.reset(seed=seed)
     tracker.on_reset(info)
+    if on_episode_start is not None:
+        on_episode_start(np.ones(num_envs, dtype=bool))
     resetting = np.zeros(num_envs, dtype=bool)
     while (counts < targets).any():
         actions = act(batched_observation(observation, num_envs))
@@ -82,5 +87,96 @@ def run_episodes(
                 episodes.append(metrics)
                 counts[env_index] += 1
         tracker.on_reset(info, mask=resetting)
+        if on_episode_start is not None and resetting.any():
+            on_episode_start(resetting)
         resetting = done
     return episodes
+
+
+#: Distilled policies are judged as MoCapAct judged them: sampled actions, ``min_steps`` 10.
+MULTICLIP_EVAL_MIN_STEPS = 10
+
+
+class RecurrentActor:
+    """Runs a :class:`~mocapact_envs.policies.multiclip.MultiClipPolicy` on a batch of environments,
+    keeping each one's latent and restarting it when an episode starts."""
+
+    def __init__(self, policy, deterministic: bool):
+        self.policy, self.deterministic = policy, deterministic
+        self.latent = None
+
+    def __call__(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        actions, self.latent = self.policy.act(
+            self.policy.flatten_observation(observation), self.latent, self.deterministic
+        )
+        return actions
+
+    def on_episode_start(self, mask: np.ndarray) -> None:
+        if self.latent is not None:
+            fresh = self.policy.initial_latent(int(mask.sum()), self.deterministic, self.latent.device)
+            self.latent[torch.as_tensor(mask)] = fresh
+
+
+def evaluate_snippets(
+    policy,
+    snippet_ids: list[str],
+    num_episodes: int,
+    *,
+    ref_steps: tuple[int, ...],
+    deterministic: bool = False,
+    seed: int = 0,
+    num_envs: int = 2,
+    backend: str | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """MoCapAct's metrics of a multi-clip policy per snippet, from the start and from random starts.
+
+    Returns ``{snippet: {"start": summary, "rsi": summary}}`` (see :func:`~mocapact_envs.metrics.summarize`).
+    """
+    results = {}
+    for snippet in snippet_ids:
+        results[snippet] = {}
+        for kind, random_start in (("start", False), ("rsi", True)):
+            min_steps = clamp_min_steps(resolve_snippet(snippet), MULTICLIP_EVAL_MIN_STEPS, ref_steps)
+            envs = make_tracking_vec_env(
+                snippet,
+                min(num_envs, num_episodes),
+                backend,
+                observables=policy.config.observation_keys,
+                ref_steps=ref_steps,
+                random_start=random_start,
+                min_steps=min_steps,
+            )
+            actor = RecurrentActor(policy, deterministic)
+            try:
+                episodes = run_episodes(envs, actor, num_episodes, seed=seed, on_episode_start=actor.on_episode_start)
+            finally:
+                envs.close()
+            results[snippet][kind] = summarize(episodes)
+    return results
+
+
+def record_episode(
+    policy, snippet_id: str, *, deterministic: bool = False, seed: int = 0, width: int = 640, height: int = 480
+):
+    """Frames of one episode of a multi-clip policy from the snippet start, with the reference ghost."""
+    from mocapact_envs.tracking_env import MocapTrackingEnv
+
+    env = MocapTrackingEnv(
+        snippet_id,
+        observables=policy.config.observation_keys,
+        ref_steps=policy.config.ref_steps,
+        random_start=False,
+        render_mode="rgb_array",
+        width=width,
+        height=height,
+    )
+    actor = RecurrentActor(policy, deterministic)
+    observation, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    while True:
+        batched = {k: v[None] for k, v in observation.items()}
+        observation, _, terminated, truncated, _ = env.step(actor(batched)[0])
+        frames.append(env.render())
+        if terminated or truncated:
+            env.close()
+            return frames, env.metadata["render_fps"]

@@ -33,10 +33,13 @@ import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from mocapact_envs.mocap.ids import Snippet, parse_snippet
 
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
@@ -316,3 +319,70 @@ def load_expert(path: str | Path, device: str = "cpu") -> Expert | SB3Expert:
     if (model_dir / CONFIG_FILE).is_file():
         return load_our_expert(model_dir, device)
     return load_sb3_expert(model_dir, device)
+
+
+#: The file that names the snippet of an expert run (MoCapAct's layout).
+CLIP_INFO_FILE = "clip_info.json"
+
+
+@dataclass(frozen=True)
+class ExpertRun:
+    """One trained snippet expert: its run folder (``<root>/<snippet>/<seed>``) and snippet."""
+
+    snippet: Snippet
+    run_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "eval_rsi" / "model"
+
+
+@dataclass
+class ExpertSearch:
+    """What :func:`find_experts` found: runs by clip id (snippets in start order) and what it passed over."""
+
+    runs_by_clip: dict[str, list[ExpertRun]]
+    duplicates: list[tuple[ExpertRun, ExpertRun]] = field(default_factory=list)
+    without_model: list[Path] = field(default_factory=list)
+
+    @property
+    def num_snippets(self) -> int:
+        return sum(len(runs) for runs in self.runs_by_clip.values())
+
+
+def read_clip_info(path: Path) -> Snippet:
+    """The snippet a ``clip_info.json`` names (MoCapAct's ``clip_id``/``start_step``/``end_step``)."""
+    info = json.loads(path.read_text())
+    if "snippet_id" in info:
+        return parse_snippet(info["snippet_id"])
+    missing = [k for k in ("clip_id", "start_step", "end_step") if k not in info]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; it needs clip_id, start_step and end_step (or snippet_id).")
+    return parse_snippet(f"{info['clip_id']}-{int(info['start_step'])}-{int(info['end_step'])}")
+
+
+def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None) -> ExpertSearch:
+    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids.
+
+    Where several runs (seeds) track the same snippet, the first in path order is used.
+    """
+    chosen: dict[str, ExpertRun] = {}
+    search = ExpertSearch({})
+    for root in dirs:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"expert folder {root} does not exist.")
+        for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
+            run = ExpertRun(read_clip_info(info_path), info_path.parent)
+            if not run.model_dir.is_dir():
+                search.without_model.append(run.run_dir)
+                continue
+            if clips is not None and run.snippet.clip_id not in clips and run.snippet.id not in clips:
+                continue
+            if run.snippet.id in chosen:
+                search.duplicates.append((chosen[run.snippet.id], run))
+                continue
+            chosen[run.snippet.id] = run
+    for run in sorted(chosen.values(), key=lambda r: (r.snippet.clip_id, r.snippet.start, r.snippet.end)):
+        search.runs_by_clip.setdefault(run.snippet.clip_id, []).append(run)
+    return search

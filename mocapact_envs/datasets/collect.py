@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import multiprocessing
 import os
 import queue
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -58,14 +57,14 @@ from mocapact_envs.datasets.rollouts import (
     write_clip_file,
     write_dataset_metrics,
 )
-from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.experts import ExpertRun, find_experts
+from mocapact_envs.mocap.ids import Snippet
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
 PRESETS = {"large": (100, 100), "small": (10, 10)}
 #: What rollouts may log: everything proprioceptive (2868 dims) or what multi-clip policies see (2847).
 PROPRIO_SETS = ("all_proprioceptive", "multi_clip_sans_id")
 DATASET_METRICS_FILE = "dataset_metrics.npz"
-CLIP_INFO_FILE = "clip_info.json"
 #: Metric datasets of a clip file and the :class:`~mocapact_envs.metrics.EpisodeMetrics` field each holds.
 METRIC_ATTRIBUTES = dict(
     zip(METRIC_NAMES, ("episode_return", "episode_length", "norm_episode_return", "norm_episode_length"), strict=True)
@@ -109,69 +108,6 @@ class RolloutSettings:
     @property
     def episodes_per_snippet(self) -> int:
         return self.n_start_rollouts + self.n_rsi_rollouts
-
-
-@dataclass(frozen=True)
-class ExpertRun:
-    """One trained snippet expert: its run folder (``<root>/<snippet>/<seed>``) and snippet."""
-
-    snippet: Snippet
-    run_dir: Path
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "eval_rsi" / "model"
-
-
-@dataclass
-class ExpertSearch:
-    """What :func:`find_experts` found: runs by clip id (snippets in start order) and what it passed over."""
-
-    runs_by_clip: dict[str, list[ExpertRun]]
-    duplicates: list[tuple[ExpertRun, ExpertRun]] = field(default_factory=list)
-    without_model: list[Path] = field(default_factory=list)
-
-    @property
-    def num_snippets(self) -> int:
-        return sum(len(runs) for runs in self.runs_by_clip.values())
-
-
-def read_clip_info(path: Path) -> Snippet:
-    """The snippet a ``clip_info.json`` names (MoCapAct's ``clip_id``/``start_step``/``end_step``)."""
-    info = json.loads(path.read_text())
-    if "snippet_id" in info:
-        return parse_snippet(info["snippet_id"])
-    missing = [k for k in ("clip_id", "start_step", "end_step") if k not in info]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; it needs clip_id, start_step and end_step (or snippet_id).")
-    return parse_snippet(f"{info['clip_id']}-{int(info['start_step'])}-{int(info['end_step'])}")
-
-
-def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None) -> ExpertSearch:
-    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids.
-
-    Where several runs (seeds) track the same snippet, the first in path order is used.
-    """
-    chosen: dict[str, ExpertRun] = {}
-    search = ExpertSearch({})
-    for root in dirs:
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"expert folder {root} does not exist.")
-        for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
-            run = ExpertRun(read_clip_info(info_path), info_path.parent)
-            if not run.model_dir.is_dir():
-                search.without_model.append(run.run_dir)
-                continue
-            if clips is not None and run.snippet.clip_id not in clips and run.snippet.id not in clips:
-                continue
-            if run.snippet.id in chosen:
-                search.duplicates.append((chosen[run.snippet.id], run))
-                continue
-            chosen[run.snippet.id] = run
-    for run in sorted(chosen.values(), key=lambda r: (r.snippet.clip_id, r.snippet.start, r.snippet.end)):
-        search.runs_by_clip.setdefault(run.snippet.clip_id, []).append(run)
-    return search
 
 
 def snippet_seed(seed: int, snippet_id: str) -> np.random.SeedSequence:

@@ -161,7 +161,7 @@ class RolloutFiles:
     """An index over rollout files, ours or MoCapAct's published ones.
 
     Args:
-        paths: the per-clip HDF5 files.
+        paths: the per-clip HDF5 files, or folders holding them.
         snippet_ids: keep only these snippets (clip ids keep all their snippets).
         n_start_rollouts, n_rsi_rollouts: the most start / random-start episodes a
             snippet contributes (-1: all).
@@ -174,9 +174,9 @@ class RolloutFiles:
         n_start_rollouts: int = -1,
         n_rsi_rollouts: int = -1,
     ):
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
+        if not paths:
             raise ValueError("no rollout files given.")
+        self.paths = expand_rollout_paths(paths)
         wanted = set(snippet_ids) if snippet_ids is not None else None
         self.episodes: list[EpisodeRef] = []
         self.snippet_norm_returns: dict[str, float] = {}

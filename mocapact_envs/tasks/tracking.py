@@ -32,14 +32,21 @@ def build_tracking_environment(
     with_ghost: bool = False,
     arena_size: tuple[float, float] = (8.0, 8.0),
     seed: int | np.random.RandomState | None = None,
+    task_class=None,
+    **task_kwargs,
 ):
-    """A ``composer.Environment`` of the tracking task with only ``observables`` enabled."""
+    """A ``composer.Environment`` of the tracking task with only ``observables`` enabled.
+
+    ``task_class`` (default dm_control's ``MultiClipMocapTracking``) and
+    ``task_kwargs`` let variants of the task, such as motion completion, reuse it.
+    """
     from dm_control import composer
     from dm_control.locomotion.arenas import floors
     from dm_control.locomotion.tasks.reference_pose import tracking
     from dm_control.locomotion.walkers import cmu_humanoid
 
-    task = tracking.MultiClipMocapTracking(
+    task_class = task_class or tracking.MultiClipMocapTracking
+    task = task_class(
         walker=cmu_humanoid.CMUHumanoidPositionControlledV2020,
         arena=floors.Floor(size=arena_size),
         ref_path=str(clip_set.hdf5_path),
@@ -51,6 +58,7 @@ def build_tracking_environment(
         physics_timestep=physics_timestep,
         always_init_at_clip_start=not random_start,
         ghost_offset=GHOST_OFFSET if with_ghost else None,
+        **task_kwargs,
     )
     # The reference clip fixes the control step; refuse a mismatch instead of
     # silently tracking at the wrong rate.

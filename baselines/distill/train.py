@@ -1,0 +1,231 @@
+"""Distil expert rollouts into one multi-clip tracking policy: NPMP or an MLP.
+
+    python baselines/distill/train.py --rollouts rollouts/ --policy npmp --run-dir runs/npmp
+
+Trains on windows of the experts' rollouts (``ExpertDataset``) with the
+experts' mean actions as targets, evaluates in the tracking environment every
+``eval_every`` steps (reference steps 1..5, from the snippet start and from random
+starts, on the training snippets and any held-out ones), keeps the best policy by
+mean normalized return, and exports the NPMP decoder in the low-level policy
+format for the transfer tasks. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.evaluation import evaluate_snippets
+from mocapact_envs.io import read_tensors, write_json, write_tensors
+from mocapact_envs.mocap.ids import resolve_snippets
+from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
+
+PRESETS = {
+    # MoCapAct's published settings (a GPU run of about a day).
+    "mocapact": dict(
+        hidden_size=1024, batch_size=256, total_steps=100_000, eval_every=5_000, eval_episodes=10, latent_size=60
+    ),
+    # Sized for a 2-core CPU: a few minutes to a useful policy on a handful of clips.
+    "cpu": dict(hidden_size=256, batch_size=64, total_steps=5_000, eval_every=1_000, eval_episodes=4, latent_size=60),
+}
+
+
+@dataclass
+class Args:
+    rollouts: list[Path]
+    """Rollout HDF5 files, or folders holding them (``CMU_*.hdf5``)."""
+    run_dir: Path = Path("runs/distill")
+    """Where checkpoints, the best policy, its decoder and TensorBoard logs go."""
+    preset: Literal["cpu", "mocapact"] = "cpu"
+    """Defaults for the fields left unset: ``mocapact`` (MoCapAct's run) or ``cpu`` (this machine)."""
+    policy: Literal["npmp", "mlp"] = "npmp"
+    """NPMP (encoder, latent, reusable decoder) or the MLP baseline."""
+    weighting: Literal["bc", "rwr", "awr", "cwr"] = "bc"
+    """How rollout steps are weighted (MoCapAct's schemes)."""
+    temperature: float | None = None
+    """Weighting temperature; default per scheme (rwr 4, awr 8, cwr 0.2)."""
+    latent_size: int | None = None
+    """Latent size of the NPMP (MoCapAct: 60, or 20 for locomotion)."""
+    prior_alpha: float = 0.0
+    """AR(1) prior coefficient; 0 is the standard normal prior of MoCapAct's published run."""
+    kl_weight: float = 0.1
+    """Weight of the KL term."""
+    hidden_size: int | None = None
+    """Width of every hidden layer (encoder 2 layers, decoder and MLP 3 layers)."""
+    learning_rate: float = 5e-4
+    """Adam learning rate."""
+    batch_size: int | None = None
+    """Windows per gradient step."""
+    seq_steps: int = 30
+    """Steps per window."""
+    total_steps: int | None = None
+    """Gradient steps in all."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    clip_len_upsampling: bool = True
+    """Repeat short snippets' windows, as MoCapAct does."""
+    eval_every: int | None = None
+    """Gradient steps between evaluations."""
+    eval_episodes: int | None = None
+    """Episodes per snippet and start kind in each evaluation."""
+    eval_snippets: int = 8
+    """Training snippets evaluated (the first ones); all held-out snippets are."""
+    val_snippets: list[str] = field(default_factory=list)
+    """Held-out clip or snippet ids (or an id list file) to evaluate on as well."""
+    deterministic_eval: bool = False
+    """Act with the latent and action means instead of sampling (MoCapAct samples)."""
+    checkpoint_every: int = 500
+    """Gradient steps between checkpoints."""
+    seed: int = 0
+    """Seed of torch, numpy and the environments."""
+    torch_threads: int = 2
+    """Threads torch may use."""
+
+    def __post_init__(self):
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+
+def save_checkpoint(directory: Path, policy, optimizer, state: dict) -> None:
+    """Model, optimiser and loop state; the state file is written last and marks completeness."""
+    policy.save(directory / "policy")
+    torch.save(optimizer.state_dict(), directory / ".optimizer.pt.tmp")
+    os.replace(directory / ".optimizer.pt.tmp", directory / "optimizer.pt")
+    write_tensors(directory / "rng.safetensors", {"torch": torch.get_rng_state()})
+    write_json(directory / "state.json", state)
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(args.torch_threads)
+    checkpoint_dir = args.run_dir / "checkpoint"
+    resuming = (checkpoint_dir / "state.json").is_file()
+
+    dataset = ExpertDataset(
+        args.rollouts,
+        "high_level",
+        seq_steps=args.seq_steps,
+        weighting=args.weighting,
+        temperature=args.temperature,
+        clip_len_upsampling=args.clip_len_upsampling,
+    )
+    train_snippets = list(dataset.files.snippet_norm_returns)
+    val_snippets = [s.id for s in resolve_snippets(args.val_snippets)] if args.val_snippets else []
+    ref_steps = dataset.files.ref_steps
+
+    if resuming:
+        policy = MultiClipPolicy.load(checkpoint_dir / "policy")
+        state = json.loads((checkpoint_dir / "state.json").read_text())
+    else:
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        config = MultiClipPolicyConfig(
+            kind=args.policy,
+            observation_keys=dataset.observable_keys,
+            observation_sizes=tuple(s.stop - s.start for s in dataset.observable_slices.values()),
+            latent_size=args.latent_size,
+            encoder_hidden_sizes=(args.hidden_size,) * 2,
+            decoder_hidden_sizes=(args.hidden_size,) * 3,
+            mlp_hidden_sizes=(args.hidden_size,) * 3,
+            prior_alpha=args.prior_alpha,
+            ref_steps=ref_steps,
+            trained_snippets=tuple(train_snippets),
+        )
+        policy = MultiClipPolicy(config)
+        policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
+        state = {
+            "step": 0,
+            "best_score": -np.inf,
+            "sampler": None,
+            "args": json.loads(json.dumps(asdict(args), default=str)),
+        }
+    policy.train()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    sampler = np.random.default_rng(args.seed)
+    if resuming:
+        optimizer.load_state_dict(torch.load(checkpoint_dir / "optimizer.pt", weights_only=True))
+        torch.set_rng_state(read_tensors(checkpoint_dir / "rng.safetensors")["torch"])
+        sampler.bit_generator.state = state["sampler"]
+        print(f"resuming {args.run_dir} at step {state['step']}")
+
+    writer = SummaryWriter(str(args.run_dir / "tensorboard"))
+    writer.add_text("args", json.dumps(state["args"], indent=2))
+    progress = tqdm(total=args.total_steps, initial=state["step"], desc=f"distill {args.policy}", unit="step")
+    started, started_step = time.perf_counter(), state["step"]
+    while state["step"] < args.total_steps:
+        observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
+        loss, logs = policy.sequence_loss(
+            torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights), args.kl_weight
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+        optimizer.step()
+        state["step"] += 1
+        progress.update(1)
+        step = state["step"]
+
+        if step % 50 == 0:
+            for name, value in logs.items():
+                writer.add_scalar(f"train/{name}", value, step)
+            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+            writer.add_scalar("charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step)
+            progress.set_postfix(loss=f"{logs['loss']:.3f}")
+
+        if step % args.eval_every == 0 or step == args.total_steps:
+            policy.eval()
+            groups = {"train": train_snippets[: args.eval_snippets], "val": val_snippets}
+            score = None
+            for group, snippets in groups.items():
+                if not snippets:
+                    continue
+                results = evaluate_snippets(
+                    policy,
+                    snippets,
+                    args.eval_episodes,
+                    ref_steps=ref_steps,
+                    deterministic=args.deterministic_eval,
+                    seed=args.seed,
+                )
+                for kind in ("start", "rsi"):
+                    for metric in ("norm_episode_return", "norm_episode_length"):
+                        value = float(np.mean([r[kind][f"mean_{metric}"] for r in results.values()]))
+                        writer.add_scalar(f"eval_{group}_{kind}/{metric}", value, step)
+                if group == "train":
+                    score = float(np.mean([r["rsi"]["mean_norm_episode_return"] for r in results.values()]))
+            policy.train()
+            if score is not None and score > state["best_score"]:
+                state["best_score"] = score
+                policy.save(args.run_dir / "best")
+                if args.policy == "npmp":
+                    policy.export_low_level_policy(args.run_dir / "best" / "low_level_policy")
+            progress.write(
+                f"step {step}: train random-start normalized return {score:.3f} (best {state['best_score']:.3f})"
+            )
+
+        if step % args.checkpoint_every == 0 or step == args.total_steps:
+            state["sampler"] = sampler.bit_generator.state
+            save_checkpoint(checkpoint_dir, policy, optimizer, state)
+    progress.close()
+    policy.save(args.run_dir / "final")
+    if args.policy == "npmp":
+        policy.export_low_level_policy(args.run_dir / "final" / "low_level_policy")
+    writer.close()
+    print(f"done: best policy in {args.run_dir / 'best'}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,258 @@
+"""Multi-clip tracking policies distilled from expert rollouts: NPMP and an MLP.
+
+NPMP (neural probabilistic motor primitives, as MoCapAct trains it):
+
+* the encoder reads the high-level observation (1291 dims: base proprioception,
+  body height and the reference 1..5 steps ahead) and the previous latent, and
+  gives the mean and log-std of a Gaussian over the latent ``z``;
+* the decoder, :class:`~mocapact_envs.policies.low_level.LowLevelPolicy`, reads
+  the base proprioception and ``z`` and gives the action mean;
+* the prior over ``z_t`` is AR(1): ``N(alpha z_{t-1}, sqrt(1 - alpha^2))``;
+  ``alpha = 0`` is a standard normal prior, what MoCapAct's published run used.
+
+The loss over windows of ``T`` steps is ``(-sum w log N(a* | mean, std) + beta sum
+KL(q || prior)) / (B T)`` with the experts' mean actions ``a*`` as targets.
+
+The MLP baseline maps the high-level observation straight to the action mean.
+
+A saved policy is a directory with ``config.json`` and ``model.safetensors``;
+nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mocapact_envs.io import read_tensors, write_json, write_tensors
+from mocapact_envs.observables import BASE, HIGH_LEVEL
+from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
+
+FORMAT_NAME = "mocapact_envs.multiclip_policy"
+FORMAT_VERSION = 1
+POLICY_KINDS = ("npmp", "mlp")
+
+
+@dataclass(frozen=True)
+class MultiClipPolicyConfig:
+    """Architecture of a multi-clip policy; everything needed to rebuild it."""
+
+    kind: str = "npmp"
+    observation_keys: tuple[str, ...] = tuple(sorted(HIGH_LEVEL))
+    observation_sizes: tuple[int, ...] = ()
+    """Width of each observation key, in ``observation_keys`` order."""
+    action_size: int = 56
+    action_std: float = 0.1
+    latent_size: int = 60
+    encoder_hidden_sizes: tuple[int, ...] = (1024, 1024)
+    decoder_hidden_sizes: tuple[int, ...] = (1024, 1024, 1024)
+    mlp_hidden_sizes: tuple[int, ...] = (1024, 1024, 1024)
+    prior_alpha: float = 0.0
+    min_latent_std: float = 1e-5
+    ref_steps: tuple[int, ...] = (1, 2, 3, 4, 5)
+    trained_snippets: tuple[str, ...] = ()
+    """The snippets whose rollouts it was trained on, for evaluation."""
+
+    def __post_init__(self):
+        for name in ("observation_keys", "observation_sizes", "encoder_hidden_sizes", "decoder_hidden_sizes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "mlp_hidden_sizes", tuple(self.mlp_hidden_sizes))
+        object.__setattr__(self, "ref_steps", tuple(int(s) for s in self.ref_steps))
+        object.__setattr__(self, "trained_snippets", tuple(self.trained_snippets))
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"unknown policy kind {self.kind!r}; choose one of {', '.join(POLICY_KINDS)}.")
+        if not 0.0 <= self.prior_alpha < 1.0:
+            raise ValueError(f"prior_alpha must be in [0, 1), got {self.prior_alpha}.")
+        if len(self.observation_sizes) != len(self.observation_keys):
+            raise ValueError("observation_sizes must give one width per observation key.")
+        missing_base = sorted(set(BASE) - set(self.observation_keys))
+        if self.kind == "npmp" and missing_base:
+            raise ValueError(f"an NPMP decoder reads the base proprioception; the observation lacks {missing_base}.")
+
+    @property
+    def observation_size(self) -> int:
+        return int(sum(self.observation_sizes))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any], source: str) -> MultiClipPolicyConfig:
+        data = dict(data)
+        if data.pop("format", None) != FORMAT_NAME or data.pop("format_version", None) != FORMAT_VERSION:
+            raise ValueError(f"{source} is not a version-{FORMAT_VERSION} {FORMAT_NAME} config.")
+        return cls(**data)
+
+
+def _mlp(in_size: int, hidden_sizes: Sequence[int], out_size: int) -> nn.Sequential:
+    """Linear -> LayerNorm -> ELU hidden layers and a linear output, as MoCapAct's networks."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(in_size, size), nn.LayerNorm(size), nn.ELU()]
+        in_size = size
+    layers.append(nn.Linear(in_size, out_size))
+    return nn.Sequential(*layers)
+
+
+def gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """Log density of a diagonal Gaussian with a fixed std, summed over the last axis."""
+    return (-0.5 * ((value - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
+    """KL(N(mean_q, std_q) || N(mean_p, std_p)) of diagonal Gaussians, summed over the last axis."""
+    return (torch.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2 * std_p**2) - 0.5).sum(-1)
+
+
+class MultiClipPolicy(nn.Module):
+    """An NPMP or MLP multi-clip policy over the concatenated high-level observation.
+
+    The observation normaliser starts as the identity; a trainer sets it from the
+    dataset statistics with :meth:`set_observation_statistics`.
+    """
+
+    def __init__(self, config: MultiClipPolicyConfig):
+        super().__init__()
+        self.config = config
+        size = config.observation_size
+        self.register_buffer("observation_mean", torch.zeros(size))
+        self.register_buffer("observation_std", torch.ones(size))
+        offsets = np.cumsum((0,) + config.observation_sizes)
+        columns = {k: np.arange(offsets[i], offsets[i + 1]) for i, k in enumerate(config.observation_keys)}
+        if config.kind == "npmp":
+            base_keys = tuple(sorted(BASE))
+            self.register_buffer("base_columns", torch.from_numpy(np.concatenate([columns[k] for k in base_keys])))
+            self.encoder = _mlp(size + config.latent_size, config.encoder_hidden_sizes, 2 * config.latent_size)
+            self.decoder = LowLevelPolicy(
+                LowLevelPolicyConfig(
+                    latent_size=config.latent_size,
+                    observation_keys=base_keys,
+                    observation_size=len(self.base_columns),
+                    action_size=config.action_size,
+                    hidden_sizes=config.decoder_hidden_sizes,
+                )
+            )
+        else:
+            self.mlp = _mlp(size, config.mlp_hidden_sizes, config.action_size)
+
+    # -- normalisation -------------------------------------------------------------
+
+    def set_observation_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Sets the normaliser of the whole observation (and the decoder's, its base part)."""
+        self.observation_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.observation_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        if self.config.kind == "npmp":
+            base = self.base_columns.cpu().numpy()
+            self.decoder.set_observation_statistics(np.asarray(mean)[base], np.asarray(std)[base])
+
+    def _normalized(self, observation: torch.Tensor) -> torch.Tensor:
+        return (observation - self.observation_mean) / self.observation_std
+
+    # -- NPMP pieces ---------------------------------------------------------------
+
+    def encode(self, observation: torch.Tensor, previous_latent: torch.Tensor):
+        """Mean and std of the posterior over ``z_t`` given the raw observation and ``z_{t-1}``."""
+        out = self.encoder(torch.cat([self._normalized(observation), previous_latent], dim=-1))
+        mean, log_std = out.chunk(2, dim=-1)
+        return mean, log_std.exp().clamp_min(self.config.min_latent_std)
+
+    def prior(self, previous_latent: torch.Tensor):
+        alpha = self.config.prior_alpha
+        return alpha * previous_latent, torch.full_like(previous_latent, math.sqrt(1 - alpha**2))
+
+    def initial_latent(self, batch: int, deterministic: bool, device=None) -> torch.Tensor:
+        """``z_0``: drawn from N(0, I), or 0 when acting deterministically."""
+        shape = (batch, self.config.latent_size)
+        return torch.zeros(shape, device=device) if deterministic else torch.randn(shape, device=device)
+
+    # -- training ------------------------------------------------------------------
+
+    def sequence_loss(
+        self, observations: torch.Tensor, target_actions: torch.Tensor, weights: torch.Tensor, kl_weight: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted loss over windows: observations (B, T, D), targets (B, T, A), weights (B, T)."""
+        batch, steps = weights.shape
+        std = self.config.action_std
+        if self.config.kind == "mlp":
+            means = self.mlp(self._normalized(observations))
+            log_prob = gaussian_log_prob(target_actions, means, std)
+            loss = -(weights * log_prob).sum() / (batch * steps)
+            return loss, {"loss": loss.item(), "log_prob": log_prob.mean().item()}
+        latent = self.initial_latent(batch, deterministic=False, device=observations.device)
+        log_probs, kls = [], []
+        for t in range(steps):
+            mean_q, std_q = self.encode(observations[:, t], latent)
+            mean_p, std_p = self.prior(latent)
+            kls.append(gaussian_kl(mean_q, std_q, mean_p, std_p))
+            latent = mean_q + std_q * torch.randn_like(std_q)
+            action_mean = self.decoder(observations[:, t, self.base_columns], latent)
+            log_probs.append(gaussian_log_prob(target_actions[:, t], action_mean, std))
+        log_prob, kl = torch.stack(log_probs, 1), torch.stack(kls, 1)
+        loss = (-(weights * log_prob).sum() + kl_weight * kl.sum()) / (batch * steps)
+        return loss, {"loss": loss.item(), "log_prob": log_prob.mean().item(), "kl": kl.mean().item()}
+
+    # -- acting --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(
+        self, observation: np.ndarray, latent: torch.Tensor | None, deterministic: bool = False
+    ) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Actions in [-1, 1] for a batch of raw observations (B, D); returns the new latent.
+
+        Pass ``latent=None`` at an episode's first step. Stochastic acting samples
+        ``z`` and adds the action noise of the fixed action std.
+        """
+        obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.observation_mean.device)
+        if self.config.kind == "mlp":
+            mean = self.mlp(self._normalized(obs))
+        else:
+            if latent is None:
+                latent = self.initial_latent(len(obs), deterministic, obs.device)
+            mean_q, std_q = self.encode(obs, latent)
+            latent = mean_q if deterministic else mean_q + std_q * torch.randn_like(std_q)
+            mean = self.decoder(obs[:, self.base_columns], latent)
+        if not deterministic:
+            mean = mean + self.config.action_std * torch.randn_like(mean)
+        return mean.clamp(-1.0, 1.0).cpu().numpy(), latent
+
+    def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The batched (B, D) observation vector from a Dict observation (B, ...) per key."""
+        return np.concatenate(
+            [
+                np.asarray(observation[k], np.float32).reshape(len(observation[k]), -1)
+                for k in self.config.observation_keys
+            ],
+            axis=-1,
+        )
+
+    # -- files ---------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        write_tensors(directory / "model.safetensors", self.state_dict())
+        write_json(directory / "config.json", self.config.to_json_dict())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> MultiClipPolicy:
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved multi-clip policy: it lacks config.json.")
+        policy = cls(MultiClipPolicyConfig.from_json_dict(json.loads(config_path.read_text()), str(config_path)))
+        policy.load_state_dict(read_tensors(directory / "model.safetensors"))
+        return policy.to(device).eval()
+
+    def export_low_level_policy(self, directory: str | Path) -> Path:
+        """Saves the NPMP decoder in the low-level policy format the action wrapper loads."""
+        if self.config.kind != "npmp":
+            raise ValueError(f"only an NPMP policy has a decoder to export; this one is {self.config.kind!r}.")
+        return self.decoder.save(directory)
