@@ -1,0 +1,184 @@
+"""``MotionCompletion``: continue a motion from a short prompt, with no reference to follow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.mocap.source import ClipSet, get_source
+from mocapact_envs.observables import TIME_INDEX, resolve_observables
+from mocapact_envs.tasks.motion_completion import MotionCompletion
+from mocapact_envs.tasks.tracking import build_tracking_environment
+
+
+class MotionCompletionEnv(DmControlEnv):
+    """Motion completion as in MoCapAct: a snippet expert prompts, the policy continues.
+
+    Each episode starts at a random step of a clip (leaving at least
+    ``prompt_steps`` steps), sets the walker to the reference pose there, and lets
+    the expert whose snippet covers that start drive the first ``prompt_steps``
+    steps (the prompt). ``reset`` returns the observation after the prompt; the
+    policy under test acts from then on. The reference freezes at the clip's last
+    step. A fall during the prompt does not end the episode; the policy then
+    starts from it (and its first step ends the episode).
+
+    Action space:
+        ``Box(-1, 1, (56,), float32)``, as in the tracking task.
+
+    Observation space:
+        ``Dict`` of float32 boxes; by default ``high_level_sans_reference`` (base
+        proprioception and body height, 206 dims: no reference). ``info
+        ["prompt_observations"]`` holds, per key, the ``prompt_steps + 1``
+        observations of the prompt (the last row is the returned observation): the
+        context a sequence model starts from.
+
+    Reward:
+        none (always 0).
+
+    Episode end:
+        ``terminated`` when the walker has fallen (a geom other than the feet
+        touches the floor) and its tracking error against the frozen reference
+        exceeds ``termination_error_threshold``; ``truncated`` after ``max_steps``
+        steps in all (the prompt included).
+
+    Info:
+        ``episode_steps`` (steps so far, the prompt included), ``prompt_steps``,
+        ``prompt_snippet_id`` (the expert that prompted), ``start_step`` (in the
+        clip), ``tracking_error`` and ``physics_state``.
+
+    Args:
+        clips: clip ids (or a collection) to start from; whole clips.
+        prompt_experts: a folder of expert runs (``<clip>-<start>-<end>/<seed>/``
+            with ``clip_info.json``) or one run; the expert covering each start prompts.
+        prompt_steps: steps the expert drives.
+        max_steps: the most steps an episode lasts, the prompt included.
+        observables: the observation set or keys the policy under test sees.
+        termination_error_threshold: the tracking error above which a fall ends the episode.
+        arena_size: the floor's half extents (MoCapAct: 100 m x 100 m in all).
+        mocap_path, act_noise, render_mode, width, height, camera: as in
+            :class:`~mocapact_envs.MocapTrackingEnv`.
+    """
+
+    def __init__(
+        self,
+        clips: str | Sequence[str] = "CMU_016_22",
+        *,
+        prompt_experts: str | Path | None = None,
+        prompt_steps: int = 32,
+        max_steps: int = 500,
+        observables: str | Sequence[str] = "high_level_sans_reference",
+        termination_error_threshold: float = 0.3,
+        arena_size: tuple[float, float] = (50.0, 50.0),
+        mocap_path: str | Path | None = None,
+        act_noise: float = 0.0,
+        skip_missing_clips: bool = False,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+    ):
+        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
+        from mocapact_envs.experts import find_experts
+
+        if prompt_experts is None:
+            raise ValueError("prompt_experts is required: a folder of expert runs whose snippets cover the clips.")
+        if not 1 <= prompt_steps < max_steps:
+            raise ValueError(f"prompt_steps must be in [1, max_steps={max_steps}), got {prompt_steps}.")
+        self.clip_set: ClipSet = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
+        clip_ids = sorted({s.clip_id for s in self.clip_set.snippets})
+        self.expert_runs = find_experts([prompt_experts], clip_ids).runs_by_clip
+        lacking = [c for c in clip_ids if c not in self.expert_runs]
+        if lacking:
+            raise ValueError(f"no expert under {prompt_experts} tracks {', '.join(lacking)}; each clip needs one.")
+        self.prompt_steps = int(prompt_steps)
+        self._experts: dict[str, Any] = {}
+        policy_keys = resolve_observables(observables)
+        self._dm_env = build_tracking_environment(
+            self.clip_set,
+            sorted(set(policy_keys) | set(TIME_INDEX)),
+            ref_steps=(0,),
+            random_start=True,
+            min_steps=self.prompt_steps,
+            termination_error_threshold=termination_error_threshold,
+            reward_type="comic",
+            with_ghost=render_mode is not None,
+            arena_size=arena_size,
+            task_class=MotionCompletion,
+            max_steps=max_steps,
+        )
+        self._task = self._dm_env.task
+        self._setup_spaces(policy_keys)
+        self._prompt: dict[str, np.ndarray] = {}
+        self._last_raw_observation = None
+        self._prompt_run = None
+
+    # -- the prompt ----------------------------------------------------------------
+
+    def _clip_step(self) -> int:
+        """The current step in the clip (the task counts from its snippet's start)."""
+        return int(self.clip_set.snippets[self._task._current_clip_index].start + self._task._time_step)
+
+    def _choose_prompt_run(self, clip_id: str, start: int):
+        """The expert whose snippet covers the prompt best: most overlap with [start, start + prompt]."""
+        window_end = start + self.prompt_steps
+
+        def overlap(run) -> int:
+            return min(run.snippet.end, window_end) - max(run.snippet.start, start)
+
+        return max(self.expert_runs[clip_id], key=overlap)
+
+    def _expert(self, run):
+        from mocapact_envs.experts import load_expert
+
+        if run.snippet.id not in self._experts:
+            self._experts[run.snippet.id] = load_expert(run.run_dir)
+        return self._experts[run.snippet.id]
+
+    def prompt_expert_action(self) -> np.ndarray:
+        """What the prompting expert does now (its time index runs on past its snippet)."""
+        raw = self._last_raw_observation
+        snippet = self._prompt_run.snippet
+        expert_observation = {key: np.asarray(raw[key], np.float32).reshape(-1) for key in TIME_INDEX}
+        time_in_snippet = (self._clip_step() - snippet.start) / (snippet.end - snippet.start)
+        expert_observation["walker/time_in_clip"] = np.array([time_in_snippet], np.float32)
+        action, _ = self._expert(self._prompt_run).predict(expert_observation, deterministic=True)
+        return np.asarray(action, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        gym.Env.reset(self, seed=seed)
+        if seed is not None:
+            self._dm_env.random_state.seed(seed)
+        timestep = self._dm_env.reset()
+        clip_id = self.clip_set.snippets[self._task._current_clip_index].clip_id
+        self._start_step = self._clip_step()
+        self._prompt_run = self._choose_prompt_run(clip_id, self._start_step)
+        rows = [self._observation(timestep.observation)]
+        self._task.prompting = True
+        try:
+            for _ in range(self.prompt_steps):
+                timestep = self._dm_env.step(self.prompt_expert_action())
+                rows.append(self._observation(timestep.observation))
+        finally:
+            self._task.prompting = False
+        self._prompt = {key: np.stack([row[key] for row in rows]) for key in self.observable_keys}
+        return rows[-1], {**self._info(), "prompt_observations": self._prompt}
+
+    def _observation(self, observation) -> dict[str, np.ndarray]:
+        # The prompt expert reads observables the policy may not see: keep them all.
+        self._last_raw_observation = observation
+        return super()._observation(observation)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            **super()._info(),
+            "episode_steps": int(self._task._steps),
+            "prompt_steps": self.prompt_steps,
+            "prompt_snippet_id": self._prompt_run.snippet.id,
+            "start_step": self._start_step,
+            "tracking_error": float(self._task._termination_error),
+        }
