@@ -134,7 +134,7 @@ class Expert:
     def _normalized(self, observation: Mapping[str, Any]):
         import torch
 
-        from mocapact_envs.policies.expert import flatten_observation
+        from mocapact_envs.observables import flatten_observation
 
         flat = flatten_observation(observation, self.observation_keys)
         single = flat.ndim == 1

@@ -7,7 +7,10 @@ order MoCapAct concatenates them in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 #: Base proprioception, 205 dims: what a low-level policy sees.
 BASE = (
@@ -105,3 +108,15 @@ def resolve_observables(observables: str | Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown observable(s) {unknown}; known keys: {', '.join(sorted(known))}.")
     return tuple(sorted(set(keys)))
+
+
+def flatten_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray:
+    """Concatenates ``observation[key]`` in ``keys`` order: ``(D,)`` for one observation, ``(B, D)`` for a batch."""
+    missing = [key for key in keys if key not in observation]
+    if missing:
+        raise KeyError(f"the observation lacks {missing}; it has {sorted(observation)}.")
+    parts = [np.asarray(observation[key], dtype=np.float32) for key in keys]
+    if parts[0].ndim <= 1:
+        return np.concatenate([p.reshape(-1) for p in parts])
+    batch = parts[0].shape[0]
+    return np.concatenate([p.reshape(batch, -1) for p in parts], axis=1)

@@ -47,12 +47,8 @@ from mocapact_envs.envs import (
 from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.experts import save_expert
 from mocapact_envs.metrics import EpisodeTracker, summarize
-from mocapact_envs.policies.expert import (
-    ExpertActorCritic,
-    ObservationNormalizer,
-    RewardNormalizer,
-    flatten_observation,
-)
+from mocapact_envs.observables import flatten_observation
+from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
 # `cpu` learns fastest on a 2-core CPU (measurements: baselines/ppo_expert/README.md).

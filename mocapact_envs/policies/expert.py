@@ -22,18 +22,6 @@ from torch.distributions import Normal
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
-def flatten_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray:
-    """Concatenates ``observation[key]`` in ``keys`` order: ``(D,)`` for one observation, ``(B, D)`` for a batch."""
-    missing = [key for key in keys if key not in observation]
-    if missing:
-        raise KeyError(f"the observation lacks {missing}; it has {sorted(observation)}.")
-    parts = [np.asarray(observation[key], dtype=np.float32) for key in keys]
-    if parts[0].ndim <= 1:
-        return np.concatenate([p.reshape(-1) for p in parts])
-    batch = parts[0].shape[0]
-    return np.concatenate([p.reshape(batch, -1) for p in parts], axis=1)
-
-
 class RunningMeanStd:
     """Mean and variance of a stream of arrays (Chan et al.'s parallel update), as SB3 keeps them."""
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocapact_envs.observables import BASE
+from mocapact_envs.observables import BASE, flatten_observation
 
 FORMAT_NAME = "mocapact_envs.low_level_policy"
 FORMAT_VERSION = 1
@@ -169,25 +169,12 @@ class LowLevelPolicy(nn.Module):
         return action.cpu().numpy()
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Concatenates the decoder's observation keys from an environment's (or a batch's) dict observation.
-
-        Raises ``KeyError`` naming the keys ``observation`` lacks.
-        """
-        keys = self.config.observation_keys
-        missing = [key for key in keys if key not in observation]
-        if missing:
-            raise KeyError(
-                f"the observation lacks {missing}, which the low-level policy reads; it has {sorted(observation)}."
-            )
-        parts = [np.asarray(observation[key], np.float32) for key in keys]
-        if parts[0].ndim <= 1:
-            flat = np.concatenate([p.reshape(-1) for p in parts])
-        else:
-            flat = np.concatenate([p.reshape(len(p), -1) for p in parts], axis=-1)
+        """The decoder's input from an environment's (or a batch's) dict observation."""
+        flat = flatten_observation(observation, self.config.observation_keys)
         if flat.shape[-1] != self.config.observation_size:
             raise ValueError(
-                f"the observables {list(keys)} hold {flat.shape[-1]} values; the policy expects "
-                f"{self.config.observation_size}."
+                f"the observables {list(self.config.observation_keys)} hold {flat.shape[-1]} values; the policy "
+                f"expects {self.config.observation_size}."
             )
         return flat
 

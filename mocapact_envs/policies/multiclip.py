@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mocapact_envs.io import read_tensors, write_json, write_tensors
-from mocapact_envs.observables import BASE, HIGH_LEVEL
+from mocapact_envs.observables import BASE, HIGH_LEVEL, flatten_observation
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
 
 FORMAT_NAME = "mocapact_envs.multiclip_policy"
@@ -224,14 +224,8 @@ class MultiClipPolicy(nn.Module):
         return mean.clamp(-1.0, 1.0).cpu().numpy(), latent
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The batched (B, D) observation vector from a Dict observation (B, ...) per key."""
-        return np.concatenate(
-            [
-                np.asarray(observation[k], np.float32).reshape(len(observation[k]), -1)
-                for k in self.config.observation_keys
-            ],
-            axis=-1,
-        )
+        """The (B, D) observation vector from a batched Dict observation."""
+        return flatten_observation(observation, self.config.observation_keys)
 
     # -- files ---------------------------------------------------------------------
 
