@@ -11,7 +11,7 @@ import numpy as np
 
 from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
 from mocapact_envs.mocap.source import ClipSet, get_source
-from mocapact_envs.observables import TIME_INDEX, resolve_observables
+from mocapact_envs.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.motion_completion import MotionCompletion
 from mocapact_envs.tasks.tracking import build_tracking_environment
 
@@ -35,7 +35,8 @@ class MotionCompletionEnv(DmControlEnv):
         proprioception and body height, 206 dims: no reference). ``info
         ["prompt_observations"]`` holds, per key, the ``prompt_steps + 1``
         observations of the prompt (the last row is the returned observation): the
-        context a sequence model starts from.
+        context a sequence model starts from. With ``render_mode="rgb_array"``,
+        ``info["prompt_frames"]`` holds the prompt's frames.
 
     Reward:
         none (always 0).
@@ -158,15 +159,21 @@ class MotionCompletionEnv(DmControlEnv):
         self._start_step = self._clip_step()
         self._prompt_run = self._choose_prompt_run(clip_id, self._start_step)
         rows = [self._observation(timestep.observation)]
+        frames = [self.render()] if self.render_mode == "rgb_array" else []
         self._task.prompting = True
         try:
             for _ in range(self.prompt_steps):
                 timestep = self._dm_env.step(self.prompt_expert_action())
                 rows.append(self._observation(timestep.observation))
+                if frames:
+                    frames.append(self.render())
         finally:
             self._task.prompting = False
         self._prompt = {key: np.stack([row[key] for row in rows]) for key in self.observable_keys}
-        return rows[-1], {**self._info(), "prompt_observations": self._prompt}
+        info = {**self._info(), "prompt_observations": self._prompt}
+        if frames:
+            info["prompt_frames"] = frames
+        return rows[-1], info
 
     def _observation(self, observation) -> dict[str, np.ndarray]:
         # The prompt expert reads observables the policy may not see: keep them all.
@@ -182,3 +189,70 @@ class MotionCompletionEnv(DmControlEnv):
             "start_step": self._start_step,
             "tracking_error": float(self._task._termination_error),
         }
+
+
+#: Policies motion completion compares: a sequence model, and MoCapAct's two baselines.
+BASELINES = ("zero", "expert")
+
+
+class CompletionActor:
+    """Acts after the prompt: a GPT policy from a rolling context, or a baseline.
+
+    ``"zero"`` holds every actuator at its zero target; ``"expert"`` lets the
+    prompting expert go on past its snippet.
+    """
+
+    def __init__(self, policy, deterministic: bool = True):
+        if isinstance(policy, str) and policy not in BASELINES:
+            raise ValueError(f"unknown baseline {policy!r}; choose one of {', '.join(BASELINES)} or pass a GPT policy.")
+        self.policy, self.deterministic = policy, deterministic
+        self._context: list[np.ndarray] = []
+
+    def start(self, env: MotionCompletionEnv, info: dict[str, Any]) -> None:
+        if not isinstance(self.policy, str):
+            keys = self.policy.config.observation_keys
+            prompt = info["prompt_observations"]
+            self._context = list(np.concatenate([prompt[k] for k in keys], axis=1))
+
+    def __call__(self, env: MotionCompletionEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
+        if self.policy == "zero":
+            return np.zeros(env.action_space.shape, np.float32)
+        if self.policy == "expert":
+            return env.prompt_expert_action()
+        # The context ends with the current observation: the prompt's last row, then each observe().
+        window = np.stack(self._context[-self.policy.config.context_length :])[None]
+        return self.policy.act(window, deterministic=self.deterministic)[0]
+
+    def observe(self, observation: dict[str, np.ndarray]) -> None:
+        """Adds the observation a step returned to the context."""
+        if not isinstance(self.policy, str):
+            self._context.append(flatten_observation(observation, self.policy.config.observation_keys))
+
+
+def run_completion(
+    policy,
+    clips: Sequence[str],
+    prompt_experts: str | Path,
+    episodes: int,
+    *,
+    max_steps: int = 500,
+    seed: int = 0,
+    deterministic: bool = True,
+) -> dict[str, list[int]]:
+    """Motion completion episode lengths (the prompt included) per clip, MoCapAct's metric."""
+    lengths: dict[str, list[int]] = {}
+    for clip in clips:
+        env = MotionCompletionEnv(clip, prompt_experts=prompt_experts, max_steps=max_steps)
+        actor = CompletionActor(policy, deterministic)
+        lengths[clip] = []
+        for episode in range(episodes):
+            observation, info = env.reset(seed=seed + episode)
+            actor.start(env, info)
+            while True:
+                observation, _, terminated, truncated, info = env.step(actor(env, observation))
+                actor.observe(observation)
+                if terminated or truncated:
+                    lengths[clip].append(info["episode_steps"])
+                    break
+        env.close()
+    return lengths

@@ -13,7 +13,6 @@ format for the transfer tasks. Rerunning the same command resumes.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,9 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from mocapact_envs.checkpoints import has_checkpoint, restore_checkpoint, save_checkpoint
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation import evaluate_snippets
-from mocapact_envs.io import read_tensors, write_json, write_tensors
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 
@@ -99,19 +98,10 @@ class Args:
                 setattr(self, name, value)
 
 
-def save_checkpoint(directory: Path, policy, optimizer, state: dict) -> None:
-    """Model, optimiser and loop state; the state file is written last and marks completeness."""
-    policy.save(directory / "policy")
-    torch.save(optimizer.state_dict(), directory / ".optimizer.pt.tmp")
-    os.replace(directory / ".optimizer.pt.tmp", directory / "optimizer.pt")
-    write_tensors(directory / "rng.safetensors", {"torch": torch.get_rng_state()})
-    write_json(directory / "state.json", state)
-
-
 def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     checkpoint_dir = args.run_dir / "checkpoint"
-    resuming = (checkpoint_dir / "state.json").is_file()
+    resuming = has_checkpoint(checkpoint_dir)
 
     dataset = ExpertDataset(
         args.rollouts,
@@ -127,7 +117,6 @@ def main(args: Args) -> None:
 
     if resuming:
         policy = MultiClipPolicy.load(checkpoint_dir / "policy")
-        state = json.loads((checkpoint_dir / "state.json").read_text())
     else:
         random.seed(args.seed)
         np.random.seed(args.seed)
@@ -156,9 +145,7 @@ def main(args: Args) -> None:
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     sampler = np.random.default_rng(args.seed)
     if resuming:
-        optimizer.load_state_dict(torch.load(checkpoint_dir / "optimizer.pt", weights_only=True))
-        torch.set_rng_state(read_tensors(checkpoint_dir / "rng.safetensors")["torch"])
-        sampler.bit_generator.state = state["sampler"]
+        state = restore_checkpoint(checkpoint_dir, optimizer, sampler)
         print(f"resuming {args.run_dir} at step {state['step']}")
 
     writer = SummaryWriter(str(args.run_dir / "tensorboard"))
@@ -217,8 +204,7 @@ def main(args: Args) -> None:
             )
 
         if step % args.checkpoint_every == 0 or step == args.total_steps:
-            state["sampler"] = sampler.bit_generator.state
-            save_checkpoint(checkpoint_dir, policy, optimizer, state)
+            save_checkpoint(checkpoint_dir, policy, optimizer, sampler, state)
     progress.close()
     policy.save(args.run_dir / "final")
     if args.policy == "npmp":

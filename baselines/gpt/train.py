@@ -1,0 +1,183 @@
+"""Train a GPT policy on expert rollouts for motion completion.
+
+    python baselines/gpt/train.py --rollouts rollouts/ --run-dir runs/gpt --prompt-experts runs/experts
+
+Windows of ``context`` steps of the 206-dim observation without reference (base
+proprioception and body height) are fed to a causal transformer that predicts the
+expert's mean action at every position. With ``--prompt-experts`` the policy is
+evaluated every ``eval_every`` steps by motion completion on the training clips
+(mean episode length, MoCapAct's metric) and the best one is kept; otherwise the
+last one is. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from mocapact_envs.checkpoints import has_checkpoint, restore_checkpoint, save_checkpoint
+from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.motion_completion_env import run_completion
+from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+
+PRESETS = {
+    # MoCapAct's configuration (trained on GPUs).
+    "mocapact": dict(
+        layers=8, heads=8, width=768, batch_size=256, learning_rate=3e-6, total_steps=200_000, eval_every=10_000
+    ),
+    # Sized for a 2-core CPU: small and with a learning rate a small model tolerates.
+    "cpu": dict(layers=4, heads=4, width=128, batch_size=32, learning_rate=3e-4, total_steps=3_000, eval_every=1_000),
+}
+
+
+@dataclass
+class Args:
+    rollouts: list[Path]
+    """Rollout HDF5 files, or folders holding them (``CMU_*.hdf5``)."""
+    run_dir: Path = Path("runs/gpt")
+    """Where checkpoints, the best policy and TensorBoard logs go."""
+    preset: Literal["cpu", "mocapact"] = "cpu"
+    """Defaults for the fields left unset: ``mocapact`` (MoCapAct's run) or ``cpu`` (this machine)."""
+    context: int = 32
+    """Steps of context (tokens) the transformer sees."""
+    layers: int | None = None
+    """Transformer blocks."""
+    heads: int | None = None
+    """Attention heads per block."""
+    width: int | None = None
+    """Token width."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention and residual paths."""
+    learning_rate: float | None = None
+    """AdamW learning rate."""
+    weight_decay: float = 0.1
+    """AdamW weight decay."""
+    batch_size: int | None = None
+    """Windows per gradient step."""
+    total_steps: int | None = None
+    """Gradient steps in all."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    clip_len_upsampling: bool = True
+    """Repeat short snippets' windows, as MoCapAct does."""
+    prompt_experts: Path | None = None
+    """Folder of expert runs to prompt motion completion during evaluation; unset: no evaluation."""
+    eval_every: int | None = None
+    """Gradient steps between evaluations."""
+    eval_episodes: int = 4
+    """Motion completion episodes per clip in each evaluation."""
+    eval_max_steps: int = 500
+    """Longest motion completion episode."""
+    checkpoint_every: int = 250
+    """Gradient steps between checkpoints."""
+    seed: int = 0
+    """Seed of torch, numpy and the environments."""
+    torch_threads: int = 2
+    """Threads torch may use."""
+
+    def __post_init__(self):
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(args.torch_threads)
+    checkpoint_dir = args.run_dir / "checkpoint"
+    resuming = has_checkpoint(checkpoint_dir)
+    dataset = ExpertDataset(
+        args.rollouts,
+        "high_level_sans_reference",
+        seq_steps=args.context,
+        clip_len_upsampling=args.clip_len_upsampling,
+    )
+    clips = sorted({snippet.split("-")[0] for snippet in dataset.files.snippet_norm_returns})
+
+    if resuming:
+        policy = GPTPolicy.load(checkpoint_dir / "policy")
+    else:
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        config = GPTConfig(
+            observation_keys=dataset.observable_keys,
+            observation_size=dataset.observation_size,
+            context_length=args.context,
+            layers=args.layers,
+            heads=args.heads,
+            width=args.width,
+            dropout=args.dropout,
+        )
+        policy = GPTPolicy(config)
+        policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
+        state = {"step": 0, "best_length": -1.0, "args": json.loads(json.dumps(asdict(args), default=str))}
+    policy.train()
+    # GPT's recipe: no weight decay on biases, norms and embeddings.
+    decay = [p for n, p in policy.named_parameters() if p.dim() >= 2 and n != "position"]
+    no_decay = [p for n, p in policy.named_parameters() if p.dim() < 2 or n == "position"]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+        betas=(0.9, 0.95),
+    )
+    sampler = np.random.default_rng(args.seed)
+    if resuming:
+        state = restore_checkpoint(checkpoint_dir, optimizer, sampler)
+        print(f"resuming {args.run_dir} at step {state['step']}")
+
+    writer = SummaryWriter(str(args.run_dir / "tensorboard"))
+    progress = tqdm(total=args.total_steps, initial=state["step"], desc="gpt", unit="step")
+    started, started_step = time.perf_counter(), state["step"]
+    while state["step"] < args.total_steps:
+        observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
+        loss, logs = policy.sequence_loss(
+            torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+        optimizer.step()
+        state["step"] += 1
+        step = state["step"]
+        progress.update(1)
+        if step % 25 == 0:
+            for name, value in logs.items():
+                writer.add_scalar(f"train/{name}", value, step)
+            writer.add_scalar("charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step)
+            progress.set_postfix(loss=f"{logs['loss']:.3f}")
+
+        last_step = step == args.total_steps
+        if args.prompt_experts is not None and (step % args.eval_every == 0 or last_step):
+            policy.eval()
+            lengths = run_completion(
+                policy, clips, args.prompt_experts, args.eval_episodes, max_steps=args.eval_max_steps, seed=args.seed
+            )
+            policy.train()
+            mean_length = float(np.mean([np.mean(v) for v in lengths.values()]))
+            writer.add_scalar("eval/mean_completion_length", mean_length, step)
+            progress.write(f"step {step}: mean motion completion length {mean_length:.1f}")
+            if mean_length > state["best_length"]:
+                state["best_length"] = mean_length
+                policy.save(args.run_dir / "best")
+        if step % args.checkpoint_every == 0 or last_step:
+            save_checkpoint(checkpoint_dir, policy, optimizer, sampler, state)
+    progress.close()
+    policy.save(args.run_dir / "final")
+    if args.prompt_experts is None:
+        policy.save(args.run_dir / "best")
+    writer.close()
+    print(f"done: policy in {args.run_dir / 'best'}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
