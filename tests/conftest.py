@@ -27,3 +27,7 @@ def clips_table(mocap_folder) -> list[dict[str, str]]:
     lines = (mocap_folder / "clips.tsv").read_text().splitlines()
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:] if line.strip()]
+
+
+# Session-wide: tiny experts trained with the real trainer, and their rollouts.
+from tiny_runs import experts_root, rollouts  # noqa: E402, F401

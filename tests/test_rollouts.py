@@ -22,6 +22,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_runs import (  # noqa: E402  (tests/ is on sys.path under pytest)
+    CLIPS,
+    COLLECT,
+    N_RSI,
+    N_START,
+    REPO_ROOT,
+    SEED,
+    SNIPPETS,
+    datasets_of,
+    environment,
+    run,
+)
 
 import mocapact_envs
 from mocapact_envs.datasets import D4RLDataset, ExpertDataset
@@ -30,83 +42,7 @@ from mocapact_envs.datasets.rollouts import generalized_advantages
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.observables import ALL_PROPRIOCEPTIVE, OBSERVATION_SETS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAIN = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
-#: Three real clips, one of them split in two snippets (a clip file with two snippet groups).
-SNIPPETS = ("CMU_009_01-0-40", "CMU_016_22-0-82", "CMU_009_12-0-210", "CMU_009_12-177-387")
-CLIPS = ("CMU_009_01", "CMU_009_12", "CMU_016_22")
-# Quality does not matter: one update of 64 steps, 32-unit networks, one evaluation episode each.
-TINY_TRAINING = [
-    "--seed", "0", "--backend", "dm_control", "--num-envs", "1", "--num-steps", "64", "--minibatch-size", "64",
-    "--update-epochs", "1", "--policy-hidden-sizes", "32", "32", "--value-hidden-sizes", "32", "32",
-    "--total-timesteps", "64", "--eval-every-steps", "100000", "--eval-rsi-episodes", "1", "--eval-start-episodes", "1",
-    "--eval-num-envs", "1", "--no-progress-bar",
-]  # fmt: skip
-N_START, N_RSI, SEED = 2, 2, 7
-COLLECT = ["-m", "mocapact_envs.datasets.collect", "--n-start-rollouts", str(N_START), "--n-rsi-rollouts", str(N_RSI)]
-
 pytestmark = pytest.mark.xdist_group("rollouts")
-
-
-def environment(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl", **extra}
-
-
-def run(*args, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=REPO_ROOT,
-        env=env or environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def datasets_of(path: Path) -> dict[str, np.ndarray]:
-    """Every dataset of an HDF5 file, by its path."""
-    values: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as h5:
-        h5.visititems(lambda name, obj: values.__setitem__(name, obj[...]) if isinstance(obj, h5py.Dataset) else None)
-    return values
-
-
-@pytest.fixture(scope="module")
-def experts_root(tmp_path_factory) -> Path:
-    """Tiny experts trained with the real trainer, two at a time."""
-    root = tmp_path_factory.mktemp("experts")
-    pending = list(SNIPPETS)
-    while pending:
-        batch, pending = pending[:2], pending[2:]
-        processes = [
-            subprocess.Popen(
-                [sys.executable, str(TRAIN), "--clip", snippet, *TINY_TRAINING, "--log-root", str(root)],
-                cwd=REPO_ROOT,
-                env=environment(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )  # fmt: skip
-            for snippet in batch
-        ]
-        for snippet, process in zip(batch, processes, strict=True):
-            output, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, f"training {snippet} failed:\n{output}"
-    for snippet in SNIPPETS:
-        assert (root / snippet / "0" / "eval_rsi" / "model").is_dir()
-    return root
-
-
-@pytest.fixture(scope="module")
-def rollouts(experts_root, tmp_path_factory) -> Path:
-    """The collection a user runs: two worker processes."""
-    output = tmp_path_factory.mktemp("rollouts")
-    result = run(*COLLECT, experts_root, "--output-dir", output, "--seed", SEED, "--workers", 2)
-    assert "3 clip files" in result.stderr
-    return output
 
 
 def clip_paths(folder: Path) -> list[Path]:
