@@ -32,7 +32,9 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
 def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor | np.ndarray]) -> None:
     """Saves tensors as safetensors (contiguous CPU copies), atomically."""
     prepared = {
-        name: (torch.from_numpy(np.ascontiguousarray(t)) if isinstance(t, np.ndarray) else t.detach().cpu().contiguous())
+        name: (
+            torch.from_numpy(np.ascontiguousarray(t)) if isinstance(t, np.ndarray) else t.detach().cpu().contiguous()
+        )
         for name, t in tensors.items()
     }
     replace_atomically(path, lambda tmp: save_file(prepared, str(tmp)))
