@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from mocapact_envs.io import replace_atomically
 from mocapact_envs.metrics import EpisodeMetrics, EpisodeTracker
 from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.tracking_env import MocapTrackingEnv
@@ -26,10 +27,7 @@ VIDEO_SIZE = (640, 480)
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     """Writes an mp4 under a temporary name, then renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=8)
-    tmp.replace(path)
+    replace_atomically(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=8))
 
 
 def reference_replay(env: MocapTrackingEnv, camera: str) -> list[np.ndarray]:

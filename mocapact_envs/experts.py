@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mocapact_envs.io import replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 
 # torch (and SB3) load on first use: importing the package stays light.
@@ -51,17 +51,6 @@ CONFIG_FILE, WEIGHTS_FILE, NORMALIZER_FILE = "config.json", "model.safetensors",
 SB3_MODEL_FILE, SB3_VECNORMALIZE_FILE = "best_model.zip", "vecnormalize.pkl"
 
 # -- our format --------------------------------------------------------------------
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """Writes through ``write(tmp_path)`` and renames, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # safetensors writes 0600; an expert zoo is read by others
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_expert(
@@ -83,12 +72,12 @@ def save_expert(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    _replace_atomically(model_dir / WEIGHTS_FILE, lambda p: save_torch(weights, str(p)))
+    replace_atomically(model_dir / WEIGHTS_FILE, lambda p: save_torch(weights, str(p)))
     obs_state = obs_normalizer.rms.state_dict()
     stats = {f"obs_{k}": v for k, v in obs_state.items()}
     return_state = (return_rms or RunningMeanStd(())).state_dict()
     stats.update({f"return_{k}": np.atleast_1d(v) for k, v in return_state.items()})
-    _replace_atomically(model_dir / NORMALIZER_FILE, lambda p: save_numpy(stats, str(p)))
+    replace_atomically(model_dir / NORMALIZER_FILE, lambda p: save_numpy(stats, str(p)))
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -100,7 +89,7 @@ def save_expert(
         "reward_normalization": dict(reward_normalization or {"enabled": False}),
         **dict(metadata or {}),
     }
-    _replace_atomically(model_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    replace_atomically(model_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     return model_dir
 
 

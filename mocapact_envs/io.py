@@ -17,7 +17,8 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     """Writes through ``write(tmp_path)`` then renames, so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # The suffix stays last: writers that pick a format by extension (video) still work.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

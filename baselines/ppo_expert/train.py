@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -46,6 +45,7 @@ from mocapact_envs.envs import (
 )
 from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.experts import save_expert
+from mocapact_envs.io import replace_atomically
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
 from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
@@ -252,10 +252,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Written to a temporary name then renamed: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def main(args: Args) -> int:

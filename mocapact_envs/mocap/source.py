@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mocapact_envs.io import replace_atomically
 from mocapact_envs.mocap import amc
 from mocapact_envs.mocap.ids import Snippet, amc_file_clip_id, resolve_snippets, suggest
 
@@ -46,15 +47,13 @@ def _sha256(path: Path) -> str:
 
 
 def atomic_h5_write(target: Path, fill) -> None:
-    """Writes an HDF5 file under a temporary name, then renames it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    """Writes an HDF5 file through ``fill(h5)`` under a temporary name, then renames it into place."""
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             fill(h5)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(target, write)
 
 
 @dataclass(frozen=True)

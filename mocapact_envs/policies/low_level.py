@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mocapact_envs.io import replace_atomically
 from mocapact_envs.observables import BASE, flatten_observation
 
 FORMAT_NAME = "mocapact_envs.low_level_policy"
@@ -88,16 +89,6 @@ class LowLevelPolicyConfig:
         if unknown:
             raise ValueError(f"{source} has unknown field(s) {unknown}; known fields: {', '.join(sorted(known))}.")
         return cls(**data)
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes through ``write(tmp_path)`` and renames, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class LowLevelPolicy(nn.Module):
@@ -185,9 +176,9 @@ class LowLevelPolicy(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        _replace_atomically(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+        replace_atomically(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
         config = json.dumps(self.config.to_json_dict(), indent=2) + "\n"
-        _replace_atomically(directory / CONFIG_FILE, lambda p: p.write_text(config))
+        replace_atomically(directory / CONFIG_FILE, lambda p: p.write_text(config))
         return directory
 
     @classmethod
