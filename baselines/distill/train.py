@@ -13,7 +13,6 @@ format for the transfer tasks. Rerunning the same command resumes.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation import evaluate_snippets
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
+from mocapact_envs.training import apply_preset, seed_everything
 
 PRESETS = {
     # MoCapAct's published settings (a GPU run of about a day).
@@ -92,13 +92,9 @@ class Args:
     torch_threads: int = 2
     """Threads torch may use."""
 
-    def __post_init__(self):
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-
 
 def main(args: Args) -> None:
+    args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
     checkpoint_dir = args.run_dir / "checkpoint"
     resuming = has_checkpoint(checkpoint_dir)
@@ -118,9 +114,7 @@ def main(args: Args) -> None:
     if resuming:
         policy = MultiClipPolicy.load(checkpoint_dir / "policy")
     else:
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
         config = MultiClipPolicyConfig(
             kind=args.policy,
             observation_keys=dataset.observable_keys,

@@ -13,7 +13,6 @@ last one is. Rerunning the same command resumes.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from mocapact_envs.checkpoints import has_checkpoint, restore_checkpoint, save_c
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.motion_completion_env import run_completion
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.training import apply_preset, seed_everything
 
 PRESETS = {
     # MoCapAct's configuration (trained on GPUs).
@@ -85,13 +85,9 @@ class Args:
     torch_threads: int = 2
     """Threads torch may use."""
 
-    def __post_init__(self):
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-
 
 def main(args: Args) -> None:
+    args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
     checkpoint_dir = args.run_dir / "checkpoint"
     resuming = has_checkpoint(checkpoint_dir)
@@ -106,9 +102,7 @@ def main(args: Args) -> None:
     if resuming:
         policy = GPTPolicy.load(checkpoint_dir / "policy")
     else:
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
         config = GPTConfig(
             observation_keys=dataset.observable_keys,
             observation_size=dataset.observation_size,

@@ -49,6 +49,7 @@ from mocapact_envs.io import replace_atomically
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
 from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
+from mocapact_envs.training import apply_preset, seed_everything
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
 # `cpu` learns fastest on a 2-core CPU (measurements: baselines/ppo_expert/README.md).
@@ -214,9 +215,7 @@ class Args:
 
 def resolve_preset(args: Args) -> Args:
     """Fills every field left at None from the chosen preset; explicit flags win."""
-    preset = PRESETS[args.preset]
-    filled = {k: v for k, v in preset.items() if getattr(args, k) is None}
-    return dataclasses.replace(args, **filled)
+    return apply_preset(args, PRESETS[args.preset])
 
 
 def learning_rate_at(args: Args, global_step: int) -> float:
@@ -275,9 +274,7 @@ def main(args: Args) -> int:
     (run_dir / "clip_info.json").write_text(json.dumps(clip_info, indent=2) + "\n")
 
     # -- seeding ---------------------------------------------------------------------
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     torch.set_num_threads(args.torch_threads)
 
     # -- environments ----------------------------------------------------------------

@@ -51,6 +51,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mocapact_envs.io import replace_atomically, write_json
 from mocapact_envs.policies.low_level import LowLevelPolicy
+from mocapact_envs.training import apply_preset
 from mocapact_envs.transfer_training import (
     EVAL_LENGTH_TAG,
     EVAL_MINUTES_TAG,
@@ -248,9 +249,7 @@ class Args:
 
 def resolve_args(args: Args) -> Args:
     """Fills unset fields from the preset, the algorithm's defaults and MoCapAct's std rule; checks values."""
-    defaults = {**PRESETS[args.preset], **ALGORITHM_DEFAULTS[args.algo]}
-    filled = {k: v for k, v in defaults.items() if getattr(args, k) is None}
-    args = dataclasses.replace(args, **filled)
+    args = apply_preset(args, {**PRESETS[args.preset], **ALGORITHM_DEFAULTS[args.algo]})
     if args.log_std_init is None:
         std = ACTION_STD_WITH_LOW_LEVEL if args.low_level_policy else ACTION_STD_RAW
         args = dataclasses.replace(args, log_std_init=math.log(std))
