@@ -11,10 +11,8 @@ std. MoCapAct's configuration: context 32, 8 layers, 8 heads, width 768, dropout
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mocapact_envs.io import read_tensors, write_json, write_tensors
 from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE
 from mocapact_envs.policies.multiclip import gaussian_log_prob
+from mocapact_envs.policies.saving import SavedInDirectory
 
 FORMAT_NAME = "mocapact_envs.gpt_policy"
 FORMAT_VERSION = 1
@@ -92,8 +90,11 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class GPTPolicy(nn.Module):
+class GPTPolicy(SavedInDirectory, nn.Module):
     """Predicts the action mean at every position of a (B, T <= context) observation sequence."""
+
+    config_class = GPTConfig
+    description = "GPT policy"
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -149,19 +150,3 @@ class GPTPolicy(nn.Module):
         if not deterministic:
             mean = mean + self.config.action_std * torch.randn_like(mean)
         return mean.clamp(-1.0, 1.0).cpu().numpy()
-
-    def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        write_tensors(directory / "model.safetensors", self.state_dict())
-        write_json(directory / "config.json", self.config.to_json_dict())
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> GPTPolicy:
-        directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved GPT policy: it lacks config.json.")
-        policy = cls(GPTConfig.from_json_dict(json.loads(config_path.read_text()), str(config_path)))
-        policy.load_state_dict(read_tensors(directory / "model.safetensors"))
-        return policy.to(device).eval()

@@ -20,7 +20,6 @@ pickled checkpoints stopped loading on torch >= 2.6.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,12 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocapact_envs.io import replace_atomically
 from mocapact_envs.observables import BASE, flatten_observation
+from mocapact_envs.policies.saving import SavedInDirectory
 
 FORMAT_NAME = "mocapact_envs.low_level_policy"
 FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 #: MoCapAct's latent sizes: the general decoder and the one distilled from locomotion clips.
 GENERAL_LATENT_SIZE, LOCOMOTION_LATENT_SIZE = 60, 20
@@ -91,15 +89,20 @@ class LowLevelPolicyConfig:
         return cls(**data)
 
 
-class LowLevelPolicy(nn.Module):
+class LowLevelPolicy(SavedInDirectory, nn.Module):
     """The NPMP decoder: ``action mean = MLP(concat((obs - mean) / std, z))``.
 
     Args:
         config: the architecture; a ``LowLevelPolicyConfig`` or its fields as a mapping.
 
+    Saved with :meth:`save` and read with :meth:`load` (``config.json`` + ``model.safetensors``).
+
     The normaliser starts as the identity (mean 0, std 1); a trainer sets it with
     :meth:`set_observation_statistics`.
     """
+
+    config_class = LowLevelPolicyConfig
+    description = "low-level policy"
 
     def __init__(self, config: LowLevelPolicyConfig | Mapping[str, Any] | None = None):
         super().__init__()
@@ -168,36 +171,6 @@ class LowLevelPolicy(nn.Module):
                 f"expects {self.config.observation_size}."
             )
         return flat
-
-    def save(self, directory: str | Path) -> Path:
-        """Saves the policy into ``directory`` (created if needed); returns the directory."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        replace_atomically(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-        config = json.dumps(self.config.to_json_dict(), indent=2) + "\n"
-        replace_atomically(directory / CONFIG_FILE, lambda p: p.write_text(config))
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> LowLevelPolicy:
-        """Loads a policy saved by :meth:`save`, in evaluation mode."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{directory} is not a saved low-level policy: it lacks {', '.join(missing)} "
-                f"(a policy directory holds {CONFIG_FILE} and {WEIGHTS_FILE})."
-            )
-        config = LowLevelPolicyConfig.from_json_dict(json.loads(config_path.read_text()), source=str(config_path))
-        policy = cls(config)
-        policy.load_state_dict(load_file(str(weights_path)))
-        return policy.to(device).eval()
 
 
 def as_low_level_policy(policy_or_path: LowLevelPolicy | str | Path) -> LowLevelPolicy:

@@ -21,7 +21,6 @@ nothing is pickled.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -32,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocapact_envs.io import read_tensors, write_json, write_tensors
 from mocapact_envs.observables import BASE, HIGH_LEVEL, flatten_observation
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
+from mocapact_envs.policies.saving import SavedInDirectory
 
 FORMAT_NAME = "mocapact_envs.multiclip_policy"
 FORMAT_VERSION = 1
@@ -112,12 +111,15 @@ def gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
     return (torch.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2 * std_p**2) - 0.5).sum(-1)
 
 
-class MultiClipPolicy(nn.Module):
+class MultiClipPolicy(SavedInDirectory, nn.Module):
     """An NPMP or MLP multi-clip policy over the concatenated high-level observation.
 
     The observation normaliser starts as the identity; a trainer sets it from the
     dataset statistics with :meth:`set_observation_statistics`.
     """
+
+    config_class = MultiClipPolicyConfig
+    description = "multi-clip policy"
 
     def __init__(self, config: MultiClipPolicyConfig):
         super().__init__()
@@ -228,22 +230,6 @@ class MultiClipPolicy(nn.Module):
         return flatten_observation(observation, self.config.observation_keys)
 
     # -- files ---------------------------------------------------------------------
-
-    def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        write_tensors(directory / "model.safetensors", self.state_dict())
-        write_json(directory / "config.json", self.config.to_json_dict())
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> MultiClipPolicy:
-        directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved multi-clip policy: it lacks config.json.")
-        policy = cls(MultiClipPolicyConfig.from_json_dict(json.loads(config_path.read_text()), str(config_path)))
-        policy.load_state_dict(read_tensors(directory / "model.safetensors"))
-        return policy.to(device).eval()
 
     def export_low_level_policy(self, directory: str | Path) -> Path:
         """Saves the NPMP decoder in the low-level policy format the action wrapper loads."""
