@@ -15,7 +15,7 @@ import numpy as np
 from dm_control.composer import variation
 from dm_control.locomotion.tasks import go_to_target
 
-from mocapact_envs.tasks.standing_start import keep_only_observables, standing_walker
+from mocapact_envs.tasks.standing_start import standing_start_environment, standing_walker
 
 #: The egocentric target position, 3 dims, as dm_control's task names it.
 TARGET_OBSERVABLE = "walker/target"
@@ -65,7 +65,6 @@ def build_go_to_target_environment(
 
     The episode ends after ``episode_steps`` control steps (discount 1).
     """
-    from dm_control import composer
     from dm_control.locomotion.arenas import floors
 
     walker = standing_walker(standing_qpos)
@@ -78,13 +77,4 @@ def build_go_to_target_environment(
         physics_timestep=physics_timestep,
         control_timestep=control_timestep,
     )
-    keep_only_observables(task, walker, observables)
-    return composer.Environment(
-        task=task,
-        # Half a step of slack: physics time adds up 0.005 s steps with rounding error,
-        # and the limit must fall after exactly episode_steps control steps.
-        time_limit=(episode_steps - 0.5) * task.control_timestep,
-        random_state=seed,
-        strip_singleton_obs_buffer_dim=True,
-        recompile_mjcf_every_episode=False,
-    )
+    return standing_start_environment(task, walker, observables, episode_steps, seed)

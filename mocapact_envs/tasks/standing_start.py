@@ -115,3 +115,19 @@ def keep_only_observables(task, walker, keys) -> None:
         observable.enabled = f"walker/{name}" in wanted
     for name, observable in task_observables.items():
         observable.enabled = name in wanted
+
+
+def standing_start_environment(task, walker, observables, episode_steps: int, seed=None):
+    """The ``composer.Environment`` of a transfer task: only ``observables`` on, ``episode_steps`` long."""
+    from dm_control import composer
+
+    keep_only_observables(task, walker, observables)
+    return composer.Environment(
+        task=task,
+        # Half a step of slack: physics time adds up 0.005 s steps with rounding error,
+        # and the limit must fall after exactly episode_steps control steps.
+        time_limit=(episode_steps - 0.5) * task.control_timestep,
+        random_state=seed,
+        strip_singleton_obs_buffer_dim=True,
+        recompile_mjcf_every_episode=False,
+    )

@@ -22,7 +22,7 @@ from dm_control import composer
 from dm_control.composer.observation import observable
 
 from mocapact_envs.tasks.falling import NonFootGroundContact
-from mocapact_envs.tasks.standing_start import keep_only_observables, standing_walker
+from mocapact_envs.tasks.standing_start import standing_start_environment, standing_walker
 
 #: The command, 4 dims: target speed (m/s), sin and cos of the target heading, and
 #: the fraction of the command's period that has passed.
@@ -177,13 +177,4 @@ def build_velocity_control_environment(
         physics_timestep=physics_timestep,
         control_timestep=control_timestep,
     )
-    keep_only_observables(task, walker, observables)
-    return composer.Environment(
-        task=task,
-        # Half a step of slack: physics time adds up 0.005 s steps with rounding error,
-        # and the limit must fall after exactly episode_steps control steps.
-        time_limit=(episode_steps - 0.5) * task.control_timestep,
-        random_state=seed,
-        strip_singleton_obs_buffer_dim=True,
-        recompile_mjcf_every_episode=False,
-    )
+    return standing_start_environment(task, walker, observables, episode_steps, seed)
