@@ -20,7 +20,12 @@ DEFAULT_CAMERA = "walker/side"
 
 
 class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
-    """Base class: subclasses build ``self._dm_env`` and call :meth:`_setup_spaces`."""
+    """Base class: subclasses build ``self._dm_env`` and call :meth:`_setup_spaces`.
+
+    ``self._dm_env`` is a composer environment or anything with its interface: ``reset`` and
+    ``step`` returning ``dm_env.TimeStep`` s, ``action_spec``, ``observation_spec``,
+    ``control_timestep``, ``random_state``, ``physics`` and ``close``.
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
 
@@ -41,24 +46,14 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.render_mode = render_mode
         self.width, self.height, self.camera = width, height, camera
         self._dm_env = None
+        #: Called with ``(physics, scene)`` before each rendered frame, as dm_control's ``scene_callback``.
+        self._scene_callback = None
 
     def _setup_spaces(self, observable_keys: Sequence[str]) -> None:
         self.observable_keys = tuple(sorted(observable_keys))
         self.metadata = {**self.metadata, "render_fps": 1.0 / self._dm_env.control_timestep()}
-        spec = self._dm_env.action_spec()
-        self.action_space = spaces.Box(
-            np.asarray(spec.minimum, np.float32), np.asarray(spec.maximum, np.float32), spec.shape, np.float32
-        )
-        obs_spec = self._dm_env.observation_spec()
-        missing = [k for k in self.observable_keys if k not in obs_spec]
-        if missing:
-            raise ValueError(f"the task has no observable(s) {missing}; it has {', '.join(sorted(obs_spec))}.")
-        self.observation_space = spaces.Dict(
-            {
-                key: spaces.Box(-np.inf, np.inf, (int(np.prod(obs_spec[key].shape, dtype=int)),), np.float32)
-                for key in self.observable_keys
-            }
-        )
+        self.action_space = action_space_from_spec(self._dm_env.action_spec())
+        self.observation_space = observation_space_from_spec(self._dm_env.observation_spec(), self.observable_keys)
 
     @property
     def physics(self):
@@ -84,7 +79,8 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}.")
         if self.act_noise > 0:
             action = action + self._dm_env.random_state.normal(scale=self.act_noise, size=action.shape)
-        action = np.clip(action, self.action_space.low, self.action_space.high)
+        # np.minimum(np.maximum(...)) is np.clip without its Python overhead.
+        action = np.minimum(np.maximum(action, self.action_space.low), self.action_space.high)
         timestep = self._dm_env.step(action)
         terminated = bool(timestep.last() and timestep.discount == 0.0)
         truncated = bool(timestep.last() and not terminated)
@@ -93,7 +89,9 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        return self.physics.render(height=self.height, width=self.width, camera_id=self.camera)
+        return self.physics.render(
+            height=self.height, width=self.width, camera_id=self.camera, scene_callback=self._scene_callback
+        )
 
     def close(self):
         if self._dm_env is not None:
@@ -108,3 +106,23 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _info(self) -> dict[str, Any]:
         return {"physics_state": self.physics.get_state().copy()}
+
+
+def action_space_from_spec(spec) -> spaces.Box:
+    """A float32 ``Box`` of a dm_env ``BoundedArray`` action spec."""
+    return spaces.Box(
+        np.asarray(spec.minimum, np.float32), np.asarray(spec.maximum, np.float32), spec.shape, np.float32
+    )
+
+
+def observation_space_from_spec(obs_spec, observable_keys: Sequence[str]) -> spaces.Dict:
+    """A ``Dict`` of flat float32 ``Box`` es, in alphabetical key order, of a dm_env observation spec."""
+    missing = [k for k in observable_keys if k not in obs_spec]
+    if missing:
+        raise ValueError(f"the task has no observable(s) {missing}; it has {', '.join(sorted(obs_spec))}.")
+    return spaces.Dict(
+        {
+            key: spaces.Box(-np.inf, np.inf, (int(np.prod(obs_spec[key].shape, dtype=int)),), np.float32)
+            for key in sorted(observable_keys)
+        }
+    )

@@ -6,12 +6,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
 from mocapact_envs.mocap.source import ClipSet, get_source
 from mocapact_envs.observables import resolve_observables
 from mocapact_envs.tasks.tracking import build_tracking_environment
+from mocapact_envs.tasks.tracking_fast import REWARD_TYPES, FastTrackingEnvironment
 
-BACKENDS = ("dm_control",)
+#: ``"fast"``: the ``mujoco`` bindings and numpy (:mod:`mocapact_envs.tasks.tracking_fast`), equal to
+#: dm_control step for step; ``"dm_control"``: composer's ``MultiClipMocapTracking``, the reference.
+BACKENDS = ("fast", "dm_control")
+DEFAULT_BACKEND = "fast"
 
 
 class MocapTrackingEnv(DmControlEnv):
@@ -21,6 +27,10 @@ class MocapTrackingEnv(DmControlEnv):
     with activation dynamics) on an 8 m x 8 m floor. Each episode picks a snippet
     and a start step (uniformly over the snippet's possible starts, or the snippet
     start) and sets the walker exactly to the reference pose there.
+
+    Both backends give the same episodes for the same seed and actions. ``gym.make_vec(id,
+    num_envs=N, vectorization_mode="vector_entry_point")`` steps N copies of the fast backend in
+    one batched environment (:class:`~mocapact_envs.tracking_vector_env.MocapTrackingVectorEnv`).
 
     Action space:
         ``Box(-1, 1, (56,), float32)``: normalised actuator targets, in the
@@ -75,7 +85,9 @@ class MocapTrackingEnv(DmControlEnv):
             those it lacks.
         render_mode: ``None`` or ``"rgb_array"`` (adds the reference ghost).
         width, height, camera: the rendered image and the camera's name or id.
-        backend: ``"dm_control"`` (composer, the reference implementation).
+        backend: ``"fast"`` (the default: the same task stepped with the ``mujoco`` bindings and
+            numpy, equal to dm_control step for step and several times faster) or
+            ``"dm_control"`` (composer, the reference implementation).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
@@ -99,54 +111,106 @@ class MocapTrackingEnv(DmControlEnv):
         width: int = 640,
         height: int = 480,
         camera: str | int = DEFAULT_CAMERA,
-        backend: str = "dm_control",
+        backend: str = DEFAULT_BACKEND,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-        ref_steps = tuple(int(s) for s in ref_steps)
-        if not ref_steps or min(ref_steps) < 0:
-            raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
-        self.clip_set: ClipSet = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
-        self.ref_steps = ref_steps
-        self.backend = backend
-        observable_keys = resolve_observables(observables)
-        self._dm_env = build_tracking_environment(
-            self.clip_set,
-            observable_keys,
+        self.clip_set, observable_keys, task_kwargs = resolve_tracking_arguments(
+            clips,
+            mocap_path=mocap_path,
+            observables=observables,
             ref_steps=ref_steps,
             random_start=random_start,
             min_steps=min_steps,
             termination_error_threshold=termination_error_threshold,
-            reward_type=reward_type,
             physics_timestep=physics_timestep,
             control_timestep=control_timestep,
-            with_ghost=render_mode is not None,
+            reward_type=reward_type,
+            skip_missing_clips=skip_missing_clips,
         )
-        self._task = self._dm_env.task
+        self.ref_steps = task_kwargs["ref_steps"]
+        self.backend = backend
+        if backend == "fast":
+            fast_env = FastTrackingEnvironment(
+                self.clip_set, observable_keys, with_ghost=render_mode is not None, **task_kwargs
+            )
+            self._dm_env = self._episode = fast_env
+            self._scene_callback = fast_env.scene_callback
+        else:
+            self._dm_env = build_tracking_environment(
+                self.clip_set, observable_keys, with_ghost=render_mode is not None, **task_kwargs
+            )
+            self._episode = _ComposerEpisode(self._dm_env)
         self._setup_spaces(observable_keys)
         self._start_time_in_clip = 0.0
 
     # -- helpers -------------------------------------------------------------------
 
     def _after_reset(self) -> None:
-        self._start_time_in_clip = self._time_in_clip()
+        self._start_time_in_clip = self._episode.time_in_clip()
 
-    def _time_in_clip(self) -> float:
-        return float(self._task.get_normalized_time_in_clip(self.physics)[0])
+    def _observation(self, observation) -> dict[str, np.ndarray]:
+        if self.backend == "fast":  # Already flat float32 arrays, in key order, new at every step.
+            return observation
+        return super()._observation(observation)
 
     @property
     def snippet_id(self) -> str:
-        return self.clip_set.snippets[self._task._current_clip_index].id
+        return self.clip_set.snippets[self._episode.snippet_index()].id
 
     def _info(self) -> dict[str, Any]:
-        task = self._task
-        clip = task._current_clip
+        episode = self._episode
         return {
-            "time_in_clip": self._time_in_clip(),
+            "time_in_clip": episode.time_in_clip(),
             "start_time_in_clip": self._start_time_in_clip,
-            "last_time_in_clip": task._last_step * clip.dt / clip.duration,
+            "last_time_in_clip": episode.last_time_in_clip(),
             "snippet_id": self.snippet_id,
-            "tracking_error": float(task._termination_error),
-            "physics_state": self.physics.get_state().copy(),
+            "tracking_error": episode.tracking_error(),
+            "physics_state": episode.physics_state(),
         }
+
+
+def resolve_tracking_arguments(
+    clips: str | Sequence[str],
+    *,
+    mocap_path: str | Path | None,
+    observables: str | Sequence[str],
+    ref_steps: Sequence[int],
+    reward_type: str,
+    skip_missing_clips: bool,
+    **task_kwargs: Any,
+) -> tuple[ClipSet, tuple[str, ...], dict[str, Any]]:
+    """Checks :class:`MocapTrackingEnv`'s task arguments: the clip set, the observable keys and the
+    keyword arguments of the task builders (``build_tracking_environment``, ``TrackingWorlds``)."""
+    if reward_type not in REWARD_TYPES:
+        raise ValueError(f"unknown reward_type {reward_type!r}; choose one of {', '.join(REWARD_TYPES)}.")
+    ref_steps = tuple(int(s) for s in ref_steps)
+    if not ref_steps or min(ref_steps) < 0:
+        raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
+    clip_set = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
+    task_kwargs = {**task_kwargs, "ref_steps": ref_steps, "reward_type": reward_type}
+    return clip_set, resolve_observables(observables), task_kwargs
+
+
+class _ComposerEpisode:
+    """What ``info`` reports, read from dm_control's task (the fast backend has the same methods)."""
+
+    def __init__(self, composer_env):
+        self._env = composer_env
+
+    def snippet_index(self) -> int:
+        return self._env.task._current_clip_index
+
+    def time_in_clip(self) -> float:
+        return float(self._env.task.get_normalized_time_in_clip(self._env.physics)[0])
+
+    def last_time_in_clip(self) -> float:
+        clip = self._env.task._current_clip
+        return self._env.task._last_step * clip.dt / clip.duration
+
+    def tracking_error(self) -> float:
+        return float(self._env.task._termination_error)
+
+    def physics_state(self) -> np.ndarray:
+        return self._env.physics.get_state().copy()

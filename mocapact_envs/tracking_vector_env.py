@@ -1,0 +1,195 @@
+"""``MocapTracking`` as a native Gymnasium vector environment: N worlds stepped with batched numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+from mocapact_envs.dm_control_env import action_space_from_spec, observation_space_from_spec
+from mocapact_envs.tasks.tracking_fast import TrackingWorlds
+from mocapact_envs.tracking_env import resolve_tracking_arguments
+
+
+class MocapTrackingVectorEnv(gym.vector.VectorEnv):
+    """``num_envs`` copies of :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` (fast backend) in one
+    process, sharing one compiled model; features, observations and rewards are batched numpy.
+
+    Made by ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` for every
+    ``mocapact/MocapTracking-*`` id.
+
+    Action space:
+        ``Box(-1, 1, (num_envs, 56), float32)``; each row as the single environment's action, with
+        the same ``act_noise``, drawn from that world's random state.
+
+    Observation space:
+        The single environment's ``Dict`` batched as ``gymnasium.vector.utils.batch_space`` does:
+        each key a float32 ``Box`` of shape ``(num_envs, dim)``.
+
+    Reward, episode end and info:
+        As :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`, one entry per world. ``info`` is
+        a dict of arrays (``time_in_clip``, ``start_time_in_clip``, ``last_time_in_clip``,
+        ``snippet_id``, ``tracking_error``, ``physics_state``), each with a boolean ``_key`` mask of
+        the worlds it reports, as Gymnasium's vector environments give them.
+
+    Autoreset:
+        ``AutoresetMode.NEXT_STEP``: the step after a world's episode ends resets that world (its
+        action is ignored) and returns its first observation with reward 0 and neither flag set.
+
+    Seeding:
+        ``reset(seed=s)`` seeds world ``i`` with ``s + i`` (or ``seed[i]`` for a list), so world ``i``
+        runs the episodes of a ``MocapTrackingEnv`` reset with seed ``s + i`` under the same actions.
+
+    Args:
+        num_envs: number of worlds.
+        num_threads: threads stepping the worlds' physics; MuJoCo releases the GIL while it steps,
+            so 2 pays only with 2 free cores and several worlds.
+        backend: only ``"fast"``; vectorise the ``"dm_control"`` backend with ``"sync"`` or ``"async"``.
+        clips, mocap_path, observables, ref_steps, random_start, min_steps,
+        termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
+        skip_missing_clips: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`.
+        render_mode: only ``None``; render a single environment instead.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        clips: str | Sequence[str] = "CMU_016_22",
+        *,
+        mocap_path: str | Path | None = None,
+        observables: str | Sequence[str] = "time_index",
+        ref_steps: Sequence[int] = (0,),
+        random_start: bool = True,
+        min_steps: int = 10,
+        termination_error_threshold: float = 0.3,
+        act_noise: float = 0.0,
+        physics_timestep: float = 0.005,
+        control_timestep: float = 0.03,
+        reward_type: str = "comic",
+        skip_missing_clips: bool = False,
+        render_mode: str | None = None,
+        backend: str = "fast",
+        num_threads: int = 1,
+    ):
+        if backend != "fast":
+            raise ValueError(
+                f"the native vector env runs backend 'fast' only, got {backend!r}; vectorise the "
+                "'dm_control' backend with vectorization_mode='sync' or 'async'."
+            )
+        if render_mode is not None:
+            raise ValueError(f"the native vector env does not render (render_mode={render_mode!r}); choose None.")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+        if act_noise < 0:
+            raise ValueError(f"act_noise must be >= 0, got {act_noise}.")
+        self.clip_set, observable_keys, task_kwargs = resolve_tracking_arguments(
+            clips,
+            mocap_path=mocap_path,
+            observables=observables,
+            ref_steps=ref_steps,
+            random_start=random_start,
+            min_steps=min_steps,
+            termination_error_threshold=termination_error_threshold,
+            physics_timestep=physics_timestep,
+            control_timestep=control_timestep,
+            reward_type=reward_type,
+            skip_missing_clips=skip_missing_clips,
+        )
+        self.num_envs = num_envs
+        self.act_noise = float(act_noise)
+        self.render_mode = None
+        self._worlds = TrackingWorlds(
+            self.clip_set, observable_keys, num_worlds=num_envs, num_threads=num_threads, **task_kwargs
+        )
+        dm_env = self._worlds.dm_env
+        self.metadata = {**self.metadata, "render_fps": 1.0 / dm_env.control_timestep()}
+        self.single_action_space = action_space_from_spec(dm_env.action_spec())
+        self.single_observation_space = observation_space_from_spec(dm_env.observation_spec(), observable_keys)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._snippet_ids = np.array([snippet.id for snippet in self.clip_set.snippets], dtype=object)
+        self._start_time_in_clip = np.zeros(num_envs)
+        self._tracking_error = np.zeros(num_envs)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._all_worlds = np.ones(num_envs, dtype=bool)
+
+    @property
+    def random_states(self) -> list[np.random.RandomState]:
+        """Each world's random state: episode starts and action noise draw from it."""
+        return self._worlds.random_states
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Resets every world, or those of ``options["reset_mask"]`` (a boolean array)."""
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed must be an int or {self.num_envs} seeds, got {len(seeds)}.")
+            for random_state, world_seed in zip(self._worlds.random_states, seeds, strict=True):
+                if world_seed is not None:
+                    random_state.seed(world_seed)
+        mask = np.ones(self.num_envs, bool) if not options or "reset_mask" not in options else options["reset_mask"]
+        mask = np.asarray(mask)
+        if mask.shape != (self.num_envs,) or mask.dtype != bool:
+            raise ValueError(f"options['reset_mask'] must be a boolean array of shape ({self.num_envs},).")
+        worlds = np.flatnonzero(mask)
+        self._worlds.reset(worlds)
+        observation, _, error = self._worlds.evaluate(with_reward=False)
+        self._tracking_error[worlds] = error[worlds]
+        self._start_time_in_clip[worlds] = self._worlds.time_in_clip()[worlds]
+        self._autoreset[worlds] = False
+        return observation, self._infos(mask)
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != self.action_space.shape:
+            raise ValueError(f"actions must have shape {self.action_space.shape}, got {actions.shape}.")
+        # Next-step autoreset: the worlds whose episode ended at the last step only reset.
+        resetting = np.flatnonzero(self._autoreset) if self._autoreset.any() else None
+        stepping = None if resetting is None else np.flatnonzero(~self._autoreset)
+        if self.act_noise > 0:
+            noise = np.zeros_like(actions)
+            for world in range(self.num_envs) if stepping is None else stepping:
+                noise[world] = self._worlds.random_states[world].normal(scale=self.act_noise, size=actions.shape[1])
+            actions = actions + noise
+        actions = np.minimum(np.maximum(actions, self.single_action_space.low), self.single_action_space.high)
+        self._worlds.step(actions, stepping)
+        if resetting is not None:
+            self._worlds.reset(resetting)
+        observation, reward, error = self._worlds.evaluate()
+        terminated, truncated = self._worlds.episode_ends(error)
+        self._tracking_error[:] = error
+        if resetting is not None:
+            self._start_time_in_clip[resetting] = self._worlds.time_in_clip()[resetting]
+            reward[resetting] = 0.0
+            terminated[resetting] = truncated[resetting] = False
+        self._autoreset = terminated | truncated
+        return observation, reward, terminated, truncated, self._infos(self._all_worlds)
+
+    def _infos(self, mask: np.ndarray) -> dict[str, Any]:
+        """:class:`MocapTrackingEnv`'s info of every world, as a vector env's dict of arrays and masks."""
+        worlds = self._worlds
+        info = {
+            "time_in_clip": worlds.time_in_clip(),
+            "start_time_in_clip": self._start_time_in_clip.copy(),
+            "last_time_in_clip": worlds.last_time_in_clip.copy(),
+            "snippet_id": self._snippet_ids[worlds.clip_index],
+            "tracking_error": self._tracking_error.copy(),
+            "physics_state": worlds.physics_states(),
+        }
+        masks = {f"_{key}": mask.copy() for key in info}
+        return {**info, **masks}
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._worlds.close()
