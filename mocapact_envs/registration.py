@@ -5,6 +5,8 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 TRACKING_ENTRY_POINT = "mocapact_envs.tracking_env:MocapTrackingEnv"
+#: ``gym.make_vec(..., vectorization_mode="vector_entry_point")``: N worlds in one batched env.
+TRACKING_VECTOR_ENTRY_POINT = "mocapact_envs.tracking_vector_env:MocapTrackingVectorEnv"
 
 
 def tracking_env_id(clip_id: str) -> str:
@@ -16,12 +18,14 @@ def register_envs() -> None:
     from mocapact_envs.mocap.ids import dm_control_subset
 
     register_transfer_envs()
+    register_motion_completion_envs()
     if "mocapact/MocapTracking-v0" in registry:
         return
     # No TimeLimit: an episode ends at the snippet's end or on tracking failure.
-    register(id="mocapact/MocapTracking-v0", entry_point=TRACKING_ENTRY_POINT)
+    entry_points = {"entry_point": TRACKING_ENTRY_POINT, "vector_entry_point": TRACKING_VECTOR_ENTRY_POINT}
+    register(id="mocapact/MocapTracking-v0", **entry_points)
     for clip_id in dm_control_subset("ALL"):
-        register(id=tracking_env_id(clip_id), entry_point=TRACKING_ENTRY_POINT, kwargs={"clips": clip_id})
+        register(id=tracking_env_id(clip_id), kwargs={"clips": clip_id}, **entry_points)
 
 
 TRANSFER_ENTRY_POINTS = {
@@ -36,3 +40,22 @@ def register_transfer_envs() -> None:
         # No TimeLimit: the environments end episodes at their own episode_steps.
         if env_id not in registry:
             register(id=env_id, entry_point=entry_point)
+
+
+MOTION_COMPLETION_ENTRY_POINT = "mocapact_envs.motion_completion_env:MotionCompletionEnv"
+
+
+def register_motion_completion_envs() -> None:
+    """Registers motion completion for each clip of ``ALL`` and a generic id; ``prompt_experts=`` is required."""
+    from mocapact_envs.mocap.ids import dm_control_subset
+
+    if "mocapact/MotionCompletion-v0" in registry:
+        return
+    # No TimeLimit: the environment truncates at its own max_steps.
+    register(id="mocapact/MotionCompletion-v0", entry_point=MOTION_COMPLETION_ENTRY_POINT)
+    for clip_id in dm_control_subset("ALL"):
+        register(
+            id=f"mocapact/MotionCompletion-{clip_id}-v0",
+            entry_point=MOTION_COMPLETION_ENTRY_POINT,
+            kwargs={"clips": clip_id},
+        )

@@ -1,0 +1,86 @@
+"""GPT motion completion on real rollouts: train, complete, compare with the baselines."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from tiny_runs import REPO_ROOT, run
+
+from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+
+pytestmark = pytest.mark.xdist_group("rollouts")
+TRAIN = REPO_ROOT / "baselines" / "gpt" / "train.py"
+COMPLETE = REPO_ROOT / "baselines" / "gpt" / "complete.py"
+MAX_STEPS = 60
+
+
+def test_gpt_trains_then_completes_motion(rollouts, experts_root, tmp_path):
+    run_dir = tmp_path / "gpt"
+    run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, "--layers", "1", "--heads", "2", "--width", "32",
+        "--batch-size", "4", "--context", "8", "--total-steps", "20", "--eval-every", "10", "--eval-episodes", "1",
+        "--eval-max-steps", str(MAX_STEPS), "--prompt-experts", experts_root, "--checkpoint-every", "10")  # fmt: skip
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == 20
+    for policy in (run_dir / "best", "zero", "expert"):
+        output = tmp_path / f"{policy if isinstance(policy, str) else 'gpt'}.json"
+        args = ["--policy", policy, "--prompt-experts", experts_root, "--clips", "CMU_016_22", "CMU_009_12",
+                "--episodes", "2", "--max-steps", str(MAX_STEPS), "--output-json", output]  # fmt: skip
+        if policy == "zero":
+            args += ["--video-dir", tmp_path / "videos"]
+        result = run(COMPLETE, *args)
+        assert "mean length" in result.stdout
+        lengths = json.loads(output.read_text())["lengths"]
+        assert set(lengths) == {"CMU_016_22", "CMU_009_12"}
+        for values in lengths.values():
+            assert len(values) == 2 and all(33 <= v <= MAX_STEPS for v in values)
+    assert (tmp_path / "videos" / "CMU_016_22_zero.mp4").stat().st_size > 10_000
+
+
+def test_motion_completion_env(experts_root):
+    env = gym.make("mocapact/MotionCompletion-CMU_009_12-v0", prompt_experts=experts_root, max_steps=45)
+    check_env(env.unwrapped, skip_render_check=True)
+    observation, info = env.reset(seed=3)
+    assert sum(v.size for v in observation.values()) == 206
+    assert info["episode_steps"] == 32 and info["prompt_observations"]["walker/joints_pos"].shape == (33, 56)
+    np.testing.assert_array_equal(
+        info["prompt_observations"]["walker/joints_pos"][-1], observation["walker/joints_pos"]
+    )
+    start, prompt = info["start_step"], info["prompt_snippet_id"]
+    # The prompting expert is the one whose snippet covers the start best.
+    first, last = map(int, prompt.split("-")[1:])
+    assert first <= start and start + 32 <= last + 32
+    while True:
+        observation, reward, terminated, truncated, info = env.step(np.zeros(56, np.float32))
+        assert reward == 0.0
+        if terminated or truncated:
+            break
+    # An episode ends on a fall with a tracking error, or at max_steps.
+    assert truncated == (info["episode_steps"] == 45)
+    assert terminated == (info["tracking_error"] > 0.3 and info["episode_steps"] < 45)
+    with pytest.raises(ValueError, match="prompt_experts is required"):
+        gym.make("mocapact/MotionCompletion-CMU_009_12-v0")
+
+
+def test_gpt_loss_falls_and_is_causal(rollouts):
+    torch.manual_seed(0)
+    dataset = ExpertDataset([rollouts], "high_level_sans_reference", seq_steps=8)
+    policy = GPTPolicy(GPTConfig(context_length=8, layers=2, heads=2, width=32, dropout=0.0))
+    policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
+    observations, actions, weights = (torch.from_numpy(x) for x in dataset.batch(np.arange(0, len(dataset), 7)[:64]))
+    changed = observations.clone()
+    changed[:, -1] += 1.0
+    assert torch.allclose(policy(observations)[:, :-1], policy(changed)[:, :-1], atol=1e-6)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, _ = policy.sequence_loss(observations, actions, weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
