@@ -2,7 +2,9 @@
 
 Writes ``<out-dir>/<clip>_reference.mp4`` (a kinematic replay of the reference)
 and ``<out-dir>/<clip>_<policy>.mp4`` (the simulated humanoid with its grey
-reference ghost), and prints MoCapAct's per-episode tracking metrics.
+reference ghost), and prints MoCapAct's per-episode tracking metrics. The policy
+is the clip expert shipped in ``mocapact_envs/pretrained/experts`` when there is
+one (CMU_016_22), else zero actions.
 
     python -m mocapact_envs.demo --clip CMU_016_22 --out-dir demo_output
 """
@@ -23,6 +25,8 @@ from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.tracking_env import MocapTrackingEnv
 
 VIDEO_SIZE = (640, 480)
+#: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
+SHIPPED_EXPERTS = Path(__file__).parent / "pretrained" / "experts"
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
@@ -59,12 +63,36 @@ def zero_action_policy(observation) -> np.ndarray:
     return np.zeros(56, dtype=np.float32)
 
 
+def choose_policy(name: str, snippet_id: str, console: Console):
+    """``(label, observation -> action)`` for ``--policy``: a shipped or given expert, or zero actions."""
+    from mocapact_envs.experts import find_experts, load_expert
+
+    if name == "zero":
+        return "zero_action", zero_action_policy
+    if name == "expert":
+        runs = find_experts([SHIPPED_EXPERTS], [snippet_id]).runs_by_clip if SHIPPED_EXPERTS.is_dir() else {}
+        run = next((r for rs in runs.values() for r in rs if r.snippet.id == snippet_id), None)
+        if run is None:
+            console.print(f"no expert ships for {snippet_id}: showing zero actions (train one: baselines/ppo_expert)")
+            return "zero_action", zero_action_policy
+        path = run.run_dir
+    else:
+        path = Path(name)
+    expert = load_expert(path)
+    return "expert", lambda observation: expert.predict(observation, deterministic=True)[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", default="CMU_016_22", help="clip or snippet id to track")
     parser.add_argument("--out-dir", type=Path, default=Path("demo_output"), help="where videos are written")
     parser.add_argument("--mocap-path", default=None, help="reference source (default: $MOCAPACT_MOCAP_PATH)")
     parser.add_argument("--episodes", type=int, default=3, help="policy episodes to run (the first starts the clip)")
+    parser.add_argument(
+        "--policy",
+        default="expert",
+        help="'expert' (the expert shipped for the clip, else zero actions), 'zero', or an expert run folder",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     console = Console()
@@ -75,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     write_video(reference_path, reference_replay(env, env.camera), fps)
     console.print(f"kinematic replay of the reference: {reference_path}")
 
-    policy_name, policy = "zero_action", zero_action_policy
+    policy_name, policy = choose_policy(args.policy, env.clip_set.snippets[0].id, console)
     table = Table(title=f"{policy_name} policy on {args.clip} ({env.clip_set.snippets[0].id})")
     for column in ("episode", "start", "return", "length", "norm. return", "norm. length", "ended by"):
         table.add_column(column, justify="right")
