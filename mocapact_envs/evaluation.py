@@ -117,6 +117,16 @@ class RecurrentActor:
             self.latent[torch.as_tensor(mask)] = fresh
 
 
+class ExpertActor:
+    """Runs a snippet expert (``load_expert``) deterministically on a batch of environments."""
+
+    def __init__(self, expert):
+        self.expert = expert
+
+    def __call__(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.expert.predict(observation, deterministic=True)[0]
+
+
 def evaluate_snippets(
     policy,
     snippet_ids: list[str],
@@ -130,25 +140,33 @@ def evaluate_snippets(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """MoCapAct's metrics of a multi-clip policy per snippet, from the start and from random starts.
 
-    Returns ``{snippet: {"start": summary, "rsi": summary}}`` (see :func:`~mocapact_envs.metrics.summarize`).
+    ``policy`` is a :class:`~mocapact_envs.policies.multiclip.MultiClipPolicy`, or a mapping from
+    snippet id to a loaded expert (each snippet then runs its own expert, deterministically, under
+    the same protocol, for comparison). Returns ``{snippet: {"start": summary, "rsi": summary}}``
+    (see :func:`~mocapact_envs.metrics.summarize`).
     """
     results = {}
     for snippet in snippet_ids:
         results[snippet] = {}
         for kind, random_start in (("start", False), ("rsi", True)):
             min_steps = clamp_min_steps(resolve_snippet(snippet), MULTICLIP_EVAL_MIN_STEPS, ref_steps)
+            if isinstance(policy, Mapping):
+                actor, on_start = ExpertActor(policy[snippet]), None
+                observables = policy[snippet].observation_keys
+            else:
+                actor = RecurrentActor(policy, deterministic)
+                on_start, observables = actor.on_episode_start, policy.config.observation_keys
             envs = make_tracking_vec_env(
                 snippet,
                 min(num_envs, num_episodes),
                 backend,
-                observables=policy.config.observation_keys,
+                observables=observables,
                 ref_steps=ref_steps,
                 random_start=random_start,
                 min_steps=min_steps,
             )
-            actor = RecurrentActor(policy, deterministic)
             try:
-                episodes = run_episodes(envs, actor, num_episodes, seed=seed, on_episode_start=actor.on_episode_start)
+                episodes = run_episodes(envs, actor, num_episodes, seed=seed, on_episode_start=on_start)
             finally:
                 envs.close()
             results[snippet][kind] = summarize(episodes)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from mocapact_envs.demo import write_video
 from mocapact_envs.evaluation import evaluate_snippets, record_episode
+from mocapact_envs.experts import find_experts, load_expert
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 
@@ -34,6 +35,8 @@ class Args:
     """Episodes per snippet and start kind."""
     deterministic: bool = False
     """Act with the latent and action means instead of sampling."""
+    experts: Path | None = None
+    """Folder of the snippets' own experts: evaluate each under the same protocol and show it beside."""
     video: Path | None = None
     """Write a video of the first snippet (from its start) here, e.g. ``npmp.mp4``."""
     output_json: Path | None = None
@@ -56,33 +59,51 @@ def main(args: Args) -> dict:
         deterministic=args.deterministic,
         seed=args.seed,
     )
+    expert_results = {}
+    if args.experts:
+        runs = find_experts([args.experts], snippet_ids).runs_by_clip
+        experts = {
+            r.snippet.id: load_expert(r.run_dir) for rs in runs.values() for r in rs if r.snippet.id in snippet_ids
+        }
+        if experts:
+            expert_results = evaluate_snippets(
+                experts, list(experts), args.episodes, ref_steps=policy.config.ref_steps, seed=args.seed
+            )
     table = Table(title=f"{args.policy} over {args.episodes} episodes per snippet and start kind")
-    for column in (
-        "snippet",
-        "start: norm. return",
-        "start: norm. length",
-        "random: norm. return",
-        "random: norm. length",
-    ):
+    columns = ["snippet", "start: norm. return", "start: norm. length", "random: norm. return", "random: norm. length"]
+    if expert_results:
+        columns += ["expert start: norm. length", "expert random: norm. length", "policy / expert (random)"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "snippet" else "right")
     for snippet, result in results.items():
-        table.add_row(
-            snippet,
-            *(
-                f"{result[kind][f'mean_{m}']:.3f}"
-                for kind in ("start", "rsi")
-                for m in ("norm_episode_return", "norm_episode_length")
-            ),
-        )
+        row = [
+            f"{result[k][f'mean_{m}']:.3f}"
+            for k in ("start", "rsi")
+            for m in ("norm_episode_return", "norm_episode_length")
+        ]
+        if expert_results:
+            expert = expert_results.get(snippet)
+            if expert is None:
+                row += ["-", "-", "-"]
+            else:
+                own = expert["rsi"]["mean_norm_episode_length"]
+                row += [f"{expert['start']['mean_norm_episode_length']:.3f}", f"{own:.3f}",
+                        f"{result['rsi']['mean_norm_episode_length'] / own:.2f}"]  # fmt: skip
+        table.add_row(snippet, *row)
     means = {
         f"{kind}_{m}": float(np.mean([r[kind][f"mean_{m}"] for r in results.values()]))
         for kind in ("start", "rsi")
         for m in ("norm_episode_return", "norm_episode_length")
     }
     table.add_row("mean", *(f"{v:.3f}" for v in means.values()), style="bold")
+    if expert_results:
+        means["expert_rsi_norm_episode_length"] = float(
+            np.mean([r["rsi"]["mean_norm_episode_length"] for r in expert_results.values()])
+        )
     Console().print(table)
     if args.output_json:
-        args.output_json.write_text(json.dumps({"snippets": results, "mean": means}, indent=2))
+        report = {"snippets": results, "mean": means, "experts": expert_results}
+        args.output_json.write_text(json.dumps(report, indent=2))
     if args.video:
         frames, fps = record_episode(policy, snippet_ids[0], deterministic=args.deterministic, seed=args.seed)
         write_video(args.video, frames, fps)
