@@ -65,16 +65,16 @@ class NaiveWindows(torch.utils.data.Dataset):
 def samples_per_second(
     dataset, batch_size: int, seconds: float, num_workers: int, collate_fn=None, seed: int = 0
 ) -> float:
-    """Windows delivered per second by a shuffling DataLoader over ``dataset``, timed for about ``seconds``."""
+    """Windows delivered per second by a DataLoader sampling ``dataset`` at random, timed for about ``seconds``.
+
+    Sampling with replacement, as training does, also fills batches from datasets smaller than one.
+    """
     generator = torch.Generator().manual_seed(seed)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=100 * batch_size, generator=generator
+    )
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        generator=generator,
-        drop_last=True,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn
     )
     samples, started = 0, time.perf_counter()
     while True:
