@@ -46,14 +46,16 @@ def reference_replay(env: MocapTrackingEnv, camera: str) -> list[np.ndarray]:
 
 
 def run_episode(env: MocapTrackingEnv, policy, seed: int) -> tuple[EpisodeMetrics, list[np.ndarray]]:
-    """One episode with ``policy(observation) -> action``; its metrics and frames."""
+    """One episode with ``policy(observation) -> action``; its metrics and frames (none unless the env renders)."""
     tracker = EpisodeTracker()
     observation, info = env.reset(seed=seed)
     tracker.on_reset(info)
-    frames = [env.render()]
+    rendering = env.render_mode == "rgb_array"
+    frames = [env.render()] if rendering else []
     while True:
         observation, reward, terminated, truncated, info = env.step(policy(observation))
-        frames.append(env.render())
+        if rendering:
+            frames.append(env.render())
         finished = tracker.on_step(reward, terminated, truncated, info)
         if finished:
             return finished[0], frames

@@ -182,8 +182,6 @@ class RolloutFiles:
         self.snippet_norm_returns: dict[str, float] = {}
         stats_parts = []
         for file_index, path in enumerate(self.paths):
-            if not path.is_file():
-                raise FileNotFoundError(f"rollout file {path} does not exist.")
             with h5py.File(path, "r") as h5:
                 if file_index == 0:
                     self.ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
