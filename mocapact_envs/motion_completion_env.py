@@ -238,14 +238,17 @@ def run_completion(
     max_steps: int = 500,
     seed: int = 0,
     deterministic: bool = True,
+    progress_bar: bool = False,
 ) -> dict[str, list[int]]:
     """Motion completion episode lengths (the prompt included) per clip, MoCapAct's metric."""
+    from tqdm.auto import tqdm
+
     lengths: dict[str, list[int]] = {}
     for clip in clips:
         env = MotionCompletionEnv(clip, prompt_experts=prompt_experts, max_steps=max_steps)
         actor = CompletionActor(policy, deterministic)
         lengths[clip] = []
-        for episode in range(episodes):
+        for episode in tqdm(range(episodes), desc=f"completion {clip}", unit="episode", disable=not progress_bar):
             observation, info = env.reset(seed=seed + episode)
             actor.start(env, info)
             while True:

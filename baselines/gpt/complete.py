@@ -89,7 +89,7 @@ def main(args: Args) -> dict[str, list[int]]:
     label = args.policy if args.policy in BASELINES else "GPT"
     lengths = run_completion(
         policy, args.clips, args.prompt_experts, args.episodes, max_steps=args.max_steps, seed=args.seed,
-        deterministic=args.deterministic,
+        deterministic=args.deterministic, progress_bar=True,
     )  # fmt: skip
     table = Table(
         title=f"motion completion with {label} ({args.episodes} episodes per clip, at most {args.max_steps} steps)"
