@@ -53,6 +53,9 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.observable_keys = tuple(sorted(observable_keys))
         self.metadata = {**self.metadata, "render_fps": 1.0 / self._dm_env.control_timestep()}
         self.action_space = action_space_from_spec(self._dm_env.action_spec())
+        # The float32 bounds in float64 (exactly), so clipping a float64 action mixes no dtypes.
+        self._action_low = self.action_space.low.astype(np.float64)
+        self._action_high = self.action_space.high.astype(np.float64)
         self.observation_space = observation_space_from_spec(self._dm_env.observation_spec(), self.observable_keys)
 
     @property
@@ -80,7 +83,7 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self.act_noise > 0:
             action = action + self._dm_env.random_state.normal(scale=self.act_noise, size=action.shape)
         # np.minimum(np.maximum(...)) is np.clip without its Python overhead.
-        action = np.minimum(np.maximum(action, self.action_space.low), self.action_space.high)
+        action = np.minimum(np.maximum(action, self._action_low), self._action_high)
         timestep = self._dm_env.step(action)
         terminated = bool(timestep.last() and timestep.discount == 0.0)
         truncated = bool(timestep.last() and not terminated)

@@ -130,6 +130,7 @@ class MocapTrackingEnv(DmControlEnv):
             skip_missing_clips=skip_missing_clips,
         )
         self.ref_steps = task_kwargs["ref_steps"]
+        self._snippet_ids = [snippet.id for snippet in self.clip_set.snippets]
         self.backend = backend
         if backend == "fast":
             fast_env = FastTrackingEnvironment(
@@ -157,7 +158,7 @@ class MocapTrackingEnv(DmControlEnv):
 
     @property
     def snippet_id(self) -> str:
-        return self.clip_set.snippets[self._episode.snippet_index()].id
+        return self._snippet_ids[self._episode.snippet_index()]
 
     def _info(self) -> dict[str, Any]:
         episode = self._episode

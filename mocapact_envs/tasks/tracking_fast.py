@@ -19,7 +19,8 @@ Parity with dm_control holds step for step, because the MuJoCo calls are the sam
 * Reset: ``mj_resetData``, the reference pose, then ``mj_forward`` with actuation disabled
   (dm_control's ``after_reset``).
 * Start: ``random_state.choice(len(possible_starts), p=start_probabilities)`` over the task's own
-  list of starts, so a seed gives the same episodes in both backends.
+  list of starts, drawn as numpy's legacy ``choice`` draws it (one ``random_sample`` searched in the
+  normalised cumulative probabilities), so a seed gives the same episodes in both backends.
 * Features and observables: the formulas of ``reference_pose.tracking``, ``utils.get_features``,
   ``rewards`` and the walker's observables, batched; dm_control's own quaternion helpers where
   they accept batches.
@@ -40,10 +41,18 @@ import numpy as np
 from mocapact_envs.mocap.source import ClipSet
 from mocapact_envs.tasks.tracking import GHOST_OFFSET, build_tracking_environment
 
+
+def _constant(value: float) -> np.ndarray:
+    """A 0-d float64 array: numpy operations take it faster than a Python float, with the same results."""
+    return np.array(value, np.float64)
+
+
 #: dm_control's constants for the CMU humanoid's observables and quaternion helpers.
 _TORQUE_THRESHOLD = 60.0  # cmu_humanoid._TORQUE_THRESHOLD
-_TOUCH_THRESHOLD = 1e-3  # legacy_base._TOUCH_THRESHOLD
+_TORQUE_SCALE = _constant(2 / _TORQUE_THRESHOLD)  # sensors_torque is tanh(2 torque / threshold).
+_TOUCH_THRESHOLD = _constant(1e-3)  # legacy_base._TOUCH_THRESHOLD
 _QUAT_TOL = 1e-10  # transformations._TOL
+_ONE, _HALF = _constant(1.0), _constant(0.5)
 
 #: The ``MjData`` arrays observations, reward and termination read.
 _DATA_FIELDS = ("ctrl", "qpos", "qvel", "act", "xpos", "xquat", "xmat", "subtree_com", "subtree_linvel", "sensordata")
@@ -288,7 +297,8 @@ class _WalkerFeatures:
 
     ``pose`` then ``body_positions`` (the tracking error), and ``joints_velocity``,
     ``center_of_mass``, ``appendages`` (the reward) are adjacent, as in the reference table.
-    ``appendages`` is computed from ``appendage_xpos``, ``root_xpos`` and ``root_xmat``.
+    ``appendages`` is computed from ``appendage_xpos``, ``appendage_root_xpos`` (the root's position
+    once per appendage, so the subtraction does not broadcast, slow on small arrays) and ``root_xmat``.
     """
 
     def __init__(self, layout: WalkerLayout, gather: _Gather):
@@ -299,7 +309,7 @@ class _WalkerFeatures:
             "center_of_mass": ("subtree_com", np.arange(3)),
             "appendages": ("xpos", np.zeros(3 * len(layout.appendage_bodies), np.int64)),  # Filled in later.
             "body_quaternions": ("xquat", _body_positions(layout.tracking_bodies, 4)),
-            "root_xpos": ("xpos", _body_positions([layout.root_body], 3)),
+            "appendage_root_xpos": ("xpos", _body_positions([layout.root_body] * len(layout.appendage_bodies), 3)),
             "root_xmat": ("xmat", np.arange(9)),
             "appendage_xpos": ("xpos", _body_positions(layout.appendage_bodies, 3)),
             "torque": ("sensordata", layout.sensors["torque"]),
@@ -320,6 +330,8 @@ class _WalkerFeatures:
         self.compared = slice(self.slices["pose"].start + 7, self.slices["appendages"].stop)
         self.num_joints = len(layout.mocap_qpos)
         self.num_error = self.slices["body_positions"].stop - self.compared.start
+        self.joint_count = _constant(self.num_joints)
+        self.body_count = _constant(self.num_error - self.num_joints)
 
 
 class _Frame:
@@ -342,8 +354,8 @@ class _Frame:
         self.pose = walker[:, slices["pose"]]
         self.root_xmat = walker[:, slices["root_xmat"]].reshape(batch, 3, 3)
         # utils.get_features' appendages: end effectors and head relative to the root, in its frame.
-        relative = walker[:, slices["appendage_xpos"]].reshape(batch, -1, 3) - walker[:, None, slices["root_xpos"]]
-        walker[:, slices["appendages"]] = np.matmul(relative, self.root_xmat).reshape(batch, -1)
+        relative = walker[:, slices["appendage_xpos"]] - walker[:, slices["appendage_root_xpos"]]
+        walker[:, slices["appendages"]] = np.matmul(relative.reshape(batch, -1, 3), self.root_xmat).reshape(batch, -1)
         # Walker minus reference over the block the tracking error and the reward compare.
         self.difference = walker[:, features.compared] - self.current[:, worlds.compared_columns]
 
@@ -372,10 +384,6 @@ class _Frame:
         return self.pose[:, 7:]
 
     @_cached
-    def time(self) -> np.ndarray:
-        return np.array([data.time for data in self.worlds.datas])
-
-    @_cached
     def body_quaternions(self) -> np.ndarray:
         return self.feature("body_quaternions").reshape(self.batch, -1, 4)
 
@@ -390,10 +398,11 @@ class _Frame:
         worlds = self.worlds
         features = worlds.walker_features
         error = np.abs(self.difference[:, : features.num_error])
-        joints, bodies = error[:, : features.num_joints], error[:, features.num_joints :]
         # np.add.reduce / n is np.mean's own arithmetic (the same bits), without its Python overhead;
         # halving is exact, so 0.5 * (b + j) is dm_control's 0.5 * b + 0.5 * j bit for bit.
-        return 0.5 * (np.add.reduce(bodies, axis=1) / bodies.shape[1] + np.add.reduce(joints, axis=1) / joints.shape[1])
+        joints = np.add.reduce(error[:, : features.num_joints], axis=1) / features.joint_count
+        bodies = np.add.reduce(error[:, features.num_joints :], axis=1) / features.body_count
+        return _HALF * (bodies + joints)
 
     def reward(self, tracking_error: np.ndarray) -> np.ndarray:
         """dm_control's ``reference_pose.rewards`` reward, batched."""
@@ -402,19 +411,20 @@ class _Frame:
             return 1 - tracking_error / worlds.termination_error_threshold
         # Joint velocities, centre of mass and appendages: one block against one of the reference.
         difference = self.difference[:, worlds.walker_features.num_error :]
-        squared = np.add.reduceat(np.square(difference), worlds.reward_block_starts, axis=1)
+        distances = np.empty((self.batch, len(_POSE_REWARD_SCALES)))
+        np.add.reduceat(np.square(difference), worlds.reward_block_starts, axis=1, out=distances[:, :-1])
         # rewards.bounded_quat_dist is 0.5 * arccos(2 <q, r>^2 - 1) for unit q, r: arccos |<q, r>|.
         # MuJoCo's xquat is unit; the reference's are normalised when a snippet is loaded.
         reference_quats = self.current[:, worlds.unit_quaternion_columns].reshape(self.body_quaternions.shape)
         cosine = np.abs(np.add.reduce(self.body_quaternions * reference_quats, axis=2))
-        angle = np.arccos(np.minimum(1.0, cosine))
-        distances = np.concatenate([squared, np.add.reduce(angle * angle, axis=1)[:, None]], axis=1)
+        angle = np.arccos(np.minimum(_ONE, cosine))
+        np.add.reduce(angle * angle, axis=1, out=distances[:, -1])
         # 0.1 exp(-10 d_com) + exp(-0.1 d_jointvel) + 0.15 exp(-40 d_appendages) + 0.65 exp(-2 d_quat).
-        pose = np.exp(distances * _POSE_REWARD_SCALES) @ worlds.pose_reward_weights
+        pose = np.exp(distances * worlds.pose_reward_scales) @ worlds.pose_reward_weights
         if worlds.reward_type == "multi_term_pose_reward":
             return pose
         # comic: 0.5 * (1 - error / threshold) + 0.5 * pose, the 0.5 folded into the weights.
-        return (0.5 - tracking_error * (0.5 / worlds.termination_error_threshold)) + pose
+        return (_HALF - tracking_error * worlds.comic_error_scale) + pose
 
 
 #: ``multi_term_pose_reward``'s terms in the order of ``TrackingWorlds.reward_block_starts``
@@ -467,10 +477,6 @@ _DIRECT_OBSERVABLES: dict[str, Any] = {
 def _computed_observables() -> dict[str, Any]:
     """Observables computed from a :class:`_Frame`, each (B, ...) with B the leading axis."""
 
-    def time_in_clip(frame):
-        worlds = frame.worlds
-        return (worlds.start_time + frame.time) / worlds.duration
-
     def velocimeter_control(frame):
         worlds = frame.worlds
         rotation_previous = _quat_to_rotation(worlds.previous_pose[:, 3:7])
@@ -498,10 +504,10 @@ def _computed_observables() -> dict[str, Any]:
         return _quat_diff(bodies[:, None], future)
 
     return {
-        "sensors_torque": lambda f: np.tanh(f.feature("torque") * (2 / _TORQUE_THRESHOLD)),
+        "sensors_torque": lambda f: np.tanh(f.feature("torque") * _TORQUE_SCALE),
         "sensors_touch": lambda f: f.feature("touch") > _TOUCH_THRESHOLD,
         "appendages_pos": lambda f: f.feature("appendages"),
-        "time_in_clip": time_in_clip,
+        "time_in_clip": lambda f: f.worlds.time_in_clip(),
         "clip_id": lambda f: f.worlds.clip_index,
         "velocimeter_control": velocimeter_control,
         "gyro_control": gyro_control,
@@ -526,41 +532,40 @@ _FUTURE_REFERENCE = frozenset(name for name in WALKER_OBSERVABLES if name.starts
 class _ObservationLayout:
     """Where each observable goes in the one float32 buffer an evaluation fills.
 
-    The buffer holds each key's (B, dim) block contiguously, key after key, so each observation is
-    a view. Direct observables are copied in with one indexing of the gathered ``MjData`` values.
+    The buffer holds each key's (B, dim) block contiguously, so each observation is a view. The
+    direct observables' blocks come first, one run copied with one indexing of the gathered
+    ``MjData`` values; the computed ones follow. The observations are returned in key order.
     """
 
     def __init__(self, keys: Sequence[str], dims: dict[str, int], layout: WalkerLayout, gather: _Gather):
         self.keys = tuple(keys)
-        self.dims = {key: dims[key] for key in self.keys}
         self.batch = batch = gather.num_worlds
-        self.blocks: dict[str, slice] = {}
-        start = 0
-        for key in self.keys:
-            self.blocks[key] = slice(start, start + batch * dims[key])
+        names = {key: key.split("/", 1)[1] for key in self.keys}
+        direct = [key for key in self.keys if names[key] in _DIRECT_OBSERVABLES]
+        computed = [key for key in self.keys if names[key] in _COMPUTED_OBSERVABLES]
+        blocks, start = {}, 0
+        for key in direct + computed:
+            blocks[key] = slice(start, start + batch * dims[key])
             start += batch * dims[key]
         self.size = start
-        names = {key: key.split("/", 1)[1] for key in self.keys}
-        self.computed = [
-            (key, _COMPUTED_OBSERVABLES[names[key]]) for key in self.keys if names[key] in _COMPUTED_OBSERVABLES
-        ]
-        source_parts, buffer_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-        for key in self.keys:
-            if names[key] in _DIRECT_OBSERVABLES:
-                source_parts.append(gather.indices(*_DIRECT_OBSERVABLES[names[key]](layout)).reshape(-1))
-                buffer_parts.append(np.arange(self.blocks[key].start, self.blocks[key].stop))
-        self.source_indices = np.concatenate(source_parts)
-        self.buffer_indices = np.concatenate(buffer_parts)
+        self.num_direct = sum(batch * dims[key] for key in direct)
+        self.source_indices = np.concatenate(
+            [np.zeros(0, np.int64)]
+            + [gather.indices(*_DIRECT_OBSERVABLES[names[key]](layout)).reshape(-1) for key in direct]
+        )
+        self.computed = [(blocks[key], _COMPUTED_OBSERVABLES[names[key]]) for key in computed]
+        #: Each key's block and the shape of its view, in key order.
+        self.views = [(key, blocks[key], (dims[key],) if batch == 1 else (batch, dims[key])) for key in self.keys]
 
     def fill(self, frame: _Frame) -> dict[str, np.ndarray]:
         """A new buffer of every world's observations, as a view per key: (B, dim), or (dim,) for one world."""
         buffer = np.empty(self.size, np.float32)
-        buffer[self.buffer_indices] = frame.source[self.source_indices]
-        for key, compute in self.computed:
-            buffer[self.blocks[key]] = compute(frame).reshape(-1)
-        if self.batch == 1:
-            return {key: buffer[block] for key, block in self.blocks.items()}
-        return {key: buffer[block].reshape(self.batch, self.dims[key]) for key, block in self.blocks.items()}
+        buffer[: self.num_direct] = frame.source[self.source_indices]
+        for block, compute in self.computed:
+            buffer[block] = compute(frame).reshape(-1)
+        if self.batch == 1:  # The blocks are the views.
+            return {key: buffer[block] for key, block, _ in self.views}
+        return {key: buffer[block].reshape(shape) for key, block, shape in self.views}
 
 
 class TrackingWorlds:
@@ -644,15 +649,24 @@ class TrackingWorlds:
         starts = task._possible_starts
         self._start_clip = np.array([clip for clip, _ in starts])
         self._start_step = np.array([step for _, step in starts])
-        self._start_probabilities = task._start_probabilities
+        # numpy's legacy choice(n, p=p) draws searchsorted(cdf, random_sample(), side="right") with this
+        # cdf; reset draws so directly, without choice's checks of p (the same draws, the same state).
+        cdf = np.cumsum(task._start_probabilities, dtype=np.float64)
+        self._start_cdf = cdf / cdf[-1]
         self._snippets: list[SnippetReference | None] = [None] * len(clip_set.snippets)
         self.columns = columns = self._snippet(0).columns
         self.compared_columns = slice(columns["joints"].start, columns["appendages"].stop)
+        # The reference as the walker's qpos and qvel (free joint then mocap joints), which a reset sets.
+        self._qpos_columns = slice(columns["position"].start, columns["joints"].stop)
+        self._qvel_columns = np.r_[columns["velocity"], columns["angular_velocity"], columns["joints_velocity"]]
         self.unit_quaternion_columns = columns["unit_body_quaternions"]
         # Where joint velocities, centre of mass and appendages start in the reward's part of the block.
         self.reward_block_starts = np.array([0, columns["center_of_mass"].start, columns["appendages"].start])
         self.reward_block_starts[1:] -= columns["joints_velocity"].start
         self.pose_reward_weights = _POSE_REWARD_WEIGHTS * (0.5 if reward_type == "comic" else 1.0)
+        # One row per world: multiplying arrays of the same shape is faster than broadcasting.
+        self.pose_reward_scales = np.tile(_POSE_REWARD_SCALES, (num_worlds, 1))
+        self.comic_error_scale = _constant(0.5 / termination_error_threshold)
         names = {key.split("/", 1)[1] for key in observable_keys}
         self._row_offsets = np.concatenate([[0], self.ref_steps]) if names & _FUTURE_REFERENCE else None
         self._needs_subtree_velocity = bool(names & {"torso_xvel", "torso_yvel"})
@@ -663,9 +677,11 @@ class TrackingWorlds:
             {**{name: getattr(data, name) for name in _DATA_FIELDS}, "warnings": data.warning.number}
             for data in self.datas
         ]
-        self._all_worlds = np.arange(num_worlds)
+        self._all_worlds = range(num_worlds)
         self.random_states = [np.random.RandomState(None if seed is None else seed + i) for i in range(num_worlds)]
         self.gather = _Gather(self.layout, self.data_fields)
+        self._state_size = self.model.nq + self.model.nv + self.model.na
+        self._latest_source = self.gather.source()
         self.walker_features = _WalkerFeatures(self.layout, self.gather)
         spec = self.dm_env.observation_spec()
         self.observation_layout = _ObservationLayout(
@@ -726,11 +742,10 @@ class TrackingWorlds:
     def reset(self, worlds: Sequence[int]) -> None:
         """Starts a new episode in each of ``worlds``: a start drawn from its random state as
         ``MultiClipMocapTracking`` draws it, the walker set exactly to the reference pose there."""
-        model, layout, columns = self.model, self.layout, self.columns
-        qpos_columns = slice(columns["position"].start, columns["joints"].stop)
-        free_qvel_columns = slice(columns["velocity"].start, columns["angular_velocity"].stop)
+        model, layout = self.model, self.layout
+        qpos_columns, qvel_columns = self._qpos_columns, self._qvel_columns
         for world in worlds:
-            index = self.random_states[world].choice(len(self._start_clip), p=self._start_probabilities)
+            index = self._start_cdf.searchsorted(self.random_states[world].random_sample(), side="right")
             clip_index = int(self._start_clip[index])
             snippet = self._snippet(clip_index)
             time_step = int(self._start_step[index]) - self._dataset.start_steps[clip_index]
@@ -741,11 +756,10 @@ class TrackingWorlds:
             self.duration[world] = snippet.duration
             self.last_time_in_clip[world] = snippet.last_step * snippet.dt / snippet.duration
             row = snippet.table[time_step]
-            data = self.datas[world]
+            data, fields = self.datas[world], self.data_fields[world]
             mujoco.mj_resetData(model, data)
-            data.qpos[layout.qpos] = row[qpos_columns]
-            data.qvel[layout.qvel[:6]] = row[free_qvel_columns]
-            data.qvel[layout.mocap_dof] = row[columns["joints_velocity"]]
+            fields["qpos"][layout.qpos] = row[qpos_columns]
+            fields["qvel"][layout.qvel] = row[qvel_columns]
             # dm_control's after_reset: mj_forward without actuation.
             mujoco.mj_forward(self._reset_model, data)
             # At a reset the control observables compare the pose with itself.
@@ -769,8 +783,6 @@ class TrackingWorlds:
                 pass
 
     def _step_physics(self, actions: np.ndarray, worlds: Sequence[int]) -> None:
-        from dm_control.rl.control import PhysicsError
-
         model, substep_model = self.model, self._substep_model
         for world in worlds:
             data, fields = self.datas[world], self.data_fields[world]
@@ -784,7 +796,9 @@ class TrackingWorlds:
                 # The walker's after_substep hook; mj_forward leaves subtree_linvel as it is. dm_control
                 # does not call it at a reset, where torso_xvel reads 0.
                 mujoco.mj_subtreeVel(model, data)
-            if fields["warnings"].any():
+            if np.count_nonzero(fields["warnings"]):  # .any() without its Python overhead.
+                from dm_control.rl.control import PhysicsError
+
                 raise PhysicsError(f"the physics of world {world} is invalid: MuJoCo warnings {fields['warnings']}.")
 
     def evaluate(self, with_reward: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
@@ -798,6 +812,7 @@ class TrackingWorlds:
         # After the observations: as in dm_control, the reward sees the same walker features.
         reward = frame.reward(error) if with_reward else None
         self._latest_pose[:] = frame.pose
+        self._latest_source = frame.source
         return observations, reward, error
 
     def episode_ends(self, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -811,15 +826,17 @@ class TrackingWorlds:
         return (self.start_time + np.array([data.time for data in self.datas])) / self.duration
 
     def physics_states(self) -> np.ndarray:
-        """Every world's dm_control ``physics.get_state()`` (``qpos, qvel, act``): (B, nq + nv + na)."""
-        size = self.model.nq + self.model.nv + self.model.na
+        """Every world's dm_control ``physics.get_state()`` (``qpos, qvel, act``): (B, nq + nv + na).
+
+        Read from the values the last :meth:`evaluate` gathered (the worlds change only in :meth:`step`
+        and :meth:`reset`, each followed by an evaluation): a view of them, not of ``MjData``.
+        """
         # The gathered MjData values start with qpos, qvel and act in each world.
-        return self.gather.source().reshape(self.num_worlds, -1)[:, :size]
+        return self._latest_source.reshape(self.num_worlds, -1)[:, : self._state_size]
 
     def reference_qpos(self, world: int) -> np.ndarray:
         """The reference pose at ``world``'s current step, as a walker ``qpos``."""
-        row = self._snippet(int(self.clip_index[world])).table[self.time_step[world]]
-        return row[self.columns["position"].start : self.columns["joints"].stop]
+        return self._snippet(int(self.clip_index[world])).table[self.time_step[world], self._qpos_columns]
 
     def close(self) -> None:
         if self._pool is not None:
@@ -980,8 +997,7 @@ class FastTrackingEnvironment:
         return self._tracking_error
 
     def physics_state(self) -> np.ndarray:
-        data = self.worlds.datas[0]
-        return np.concatenate([data.qpos, data.qvel, data.act])
+        return self.worlds.physics_states()[0]
 
     # -- rendering ------------------------------------------------------------------------------
 
