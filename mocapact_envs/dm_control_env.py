@@ -77,17 +77,20 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self._observation(timestep.observation), self._info()
 
     def step(self, action: np.ndarray):
+        timestep = self._dm_env.step(self._applied_action(action))
+        terminated = bool(timestep.last() and timestep.discount == 0.0)
+        truncated = bool(timestep.last() and not terminated)
+        return self._observation(timestep.observation), float(timestep.reward), terminated, truncated, self._info()
+
+    def _applied_action(self, action: np.ndarray) -> np.ndarray:
+        """The action the environment applies: checked, with ``act_noise`` added, clipped, float64."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}.")
         if self.act_noise > 0:
             action = action + self._dm_env.random_state.normal(scale=self.act_noise, size=action.shape)
         # np.minimum(np.maximum(...)) is np.clip without its Python overhead.
-        action = np.minimum(np.maximum(action, self._action_low), self._action_high)
-        timestep = self._dm_env.step(action)
-        terminated = bool(timestep.last() and timestep.discount == 0.0)
-        truncated = bool(timestep.last() and not terminated)
-        return self._observation(timestep.observation), float(timestep.reward), terminated, truncated, self._info()
+        return np.minimum(np.maximum(action, self._action_low), self._action_high)
 
     def render(self):
         if self.render_mode != "rgb_array":

@@ -146,6 +146,13 @@ class MocapTrackingEnv(DmControlEnv):
         self._setup_spaces(observable_keys)
         self._start_time_in_clip = 0.0
 
+    def step(self, action: np.ndarray):
+        if self.backend != "fast" or self._episode.needs_reset:
+            return super().step(action)
+        # The fast backend's flags directly: what DmControlEnv.step gives, without a dm_env.TimeStep.
+        observation, reward, terminated, truncated = self._episode.advance(self._applied_action(action))
+        return observation, float(reward), terminated, truncated, self._info()
+
     # -- helpers -------------------------------------------------------------------
 
     def _after_reset(self) -> None:

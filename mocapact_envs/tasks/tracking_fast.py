@@ -696,6 +696,7 @@ class TrackingWorlds:
         self.start_time = np.zeros(num_worlds)
         self.duration = np.ones(num_worlds)
         self.last_time_in_clip = np.zeros(num_worlds)
+        self._time_in_clip: np.ndarray | None = None
         # The walker pose (free joint, mocap joints) the control observables compare with: the one
         # before the last step, and the latest one.
         self.previous_pose = np.zeros((num_worlds, len(self.layout.qpos)))
@@ -806,6 +807,7 @@ class TrackingWorlds:
 
         Observations are float32 views of one new buffer: (B, dim) per key, or (dim,) for one world.
         """
+        self._time_in_clip = None  # The worlds have changed since it was computed.
         frame = _Frame(self)
         error = frame.tracking_error()
         observations = self.observation_layout.fill(frame)
@@ -822,8 +824,14 @@ class TrackingWorlds:
         return terminated, (self.time_step == self.last_step) & ~terminated
 
     def time_in_clip(self) -> np.ndarray:
-        """Every world's dm_control ``get_normalized_time_in_clip``: (B,)."""
-        return (self.start_time + np.array([data.time for data in self.datas])) / self.duration
+        """Every world's dm_control ``get_normalized_time_in_clip``: (B,).
+
+        As of the last :meth:`evaluate`, computed once (the observation and the info both read it): not
+        to be modified.
+        """
+        if self._time_in_clip is None:
+            self._time_in_clip = (self.start_time + np.array([data.time for data in self.datas])) / self.duration
+        return self._time_in_clip
 
     def physics_states(self) -> np.ndarray:
         """Every world's dm_control ``physics.get_state()`` (``qpos, qvel, act``): (B, nq + nv + na).
@@ -966,17 +974,31 @@ class FastTrackingEnvironment:
     def step(self, action: np.ndarray) -> dm_env.TimeStep:
         if self._needs_reset:
             return self.reset()
-        self.worlds.step(action[None])
+        observation, reward, terminated, truncated = self.advance(action)
+        if terminated:
+            return dm_env.termination(reward, observation)
+        if truncated:
+            return dm_env.truncation(reward, observation)
+        return dm_env.transition(reward, observation)
+
+    @property
+    def needs_reset(self) -> bool:
+        """Whether the episode has ended (or not started): :meth:`step` then resets instead."""
+        return self._needs_reset
+
+    def advance(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], np.float64, bool, bool]:
+        """One step of a running episode: observation, reward, ``terminated`` and ``truncated``.
+
+        What :meth:`step` returns without building a ``dm_env.TimeStep``, for callers that want the flags.
+        """
         worlds = self.worlds
+        worlds.step(action[None])
         observation, reward, error = worlds.evaluate()
         self._tracking_error = error = float(error[0])
-        if error > worlds.termination_error_threshold:
-            self._needs_reset = True
-            return dm_env.termination(reward[0], observation)
-        if worlds.time_step[0] == worlds.last_step[0]:
-            self._needs_reset = True
-            return dm_env.truncation(reward[0], observation)
-        return dm_env.transition(reward[0], observation)
+        terminated = error > worlds.termination_error_threshold
+        truncated = not terminated and bool(worlds.time_step[0] == worlds.last_step[0])
+        self._needs_reset = terminated or truncated
+        return observation, reward[0], terminated, truncated
 
     def close(self) -> None:
         self.worlds.close()
@@ -987,8 +1009,7 @@ class FastTrackingEnvironment:
         return self._snippet_index
 
     def time_in_clip(self) -> float:
-        worlds = self.worlds
-        return float((worlds.start_time[0] + worlds.datas[0].time) / worlds.duration[0])
+        return float(self.worlds.time_in_clip()[0])
 
     def last_time_in_clip(self) -> float:
         return self._last_time_in_clip
