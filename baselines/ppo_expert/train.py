@@ -346,7 +346,10 @@ def main(args: Args) -> int:
         table = "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
+    checkpointed_step = global_step  # where a rerun would resume
+
     def checkpoint() -> None:
+        nonlocal checkpointed_step
         save_checkpoint(
             checkpoint_path,
             {
@@ -364,6 +367,7 @@ def main(args: Args) -> int:
                 "args": json.dumps(dataclasses.asdict(args)),
             },
         )
+        checkpointed_step = global_step
 
     def save_model(kind: str, summary: dict[str, float]) -> None:
         save_expert(
@@ -565,7 +569,8 @@ def main(args: Args) -> int:
             evaluate()
         checkpoint()
     except KeyboardInterrupt:
-        stop_reason = "interrupted; the next run resumes from the last checkpoint"
+        stop_reason = f"interrupted at step {global_step:,}; the next run resumes from the last checkpoint"
+        global_step = checkpointed_step
     finally:
         progress.close()
         writer.close()
