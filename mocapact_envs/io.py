@@ -26,7 +26,8 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+def write_json(path: str | Path, data: Any) -> None:
+    """Writes JSON-serialisable ``data`` (indented, keys sorted) atomically."""
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 

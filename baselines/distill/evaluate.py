@@ -9,7 +9,6 @@ optionally the same metrics of the snippet's own expert beside them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from rich.table import Table
 from mocapact_envs.demo import write_video
 from mocapact_envs.evaluation import evaluate_snippets, record_episode
 from mocapact_envs.experts import find_experts, load_expert
+from mocapact_envs.io import write_json
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 
@@ -103,7 +103,7 @@ def main(args: Args) -> dict:
     Console().print(table)
     if args.output_json:
         report = {"snippets": results, "mean": means, "experts": expert_results}
-        args.output_json.write_text(json.dumps(report, indent=2))
+        write_json(args.output_json, report)
     if args.video:
         frames, fps = record_episode(policy, snippet_ids[0], deterministic=args.deterministic, seed=args.seed)
         write_video(args.video, frames, fps)

@@ -12,7 +12,6 @@ prompt steps with an orange band and a caption.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.demo import write_video
+from mocapact_envs.io import write_json
 from mocapact_envs.motion_completion_env import BASELINES, CompletionActor, MotionCompletionEnv, run_completion
 from mocapact_envs.policies.gpt import GPTPolicy
 
@@ -105,7 +105,7 @@ def main(args: Args) -> dict[str, list[int]]:
         )
     Console().print(table)
     if args.output_json:
-        args.output_json.write_text(json.dumps({"policy": args.policy, "lengths": lengths}, indent=2))
+        write_json(args.output_json, {"policy": args.policy, "lengths": lengths})
     if args.video_dir:
         for clip in args.clips:
             frames, fps = record(policy, clip, args, label)

@@ -45,7 +45,7 @@ from mocapact_envs.envs import (
 )
 from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.experts import save_expert
-from mocapact_envs.io import replace_atomically
+from mocapact_envs.io import replace_atomically, write_json
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
 from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
@@ -262,7 +262,7 @@ def main(args: Args) -> int:
         "end_step": snippet.end,
         "snippet_id": snippet.id,
     }
-    (run_dir / "clip_info.json").write_text(json.dumps(clip_info, indent=2) + "\n")
+    write_json(run_dir / "clip_info.json", clip_info)
 
     # -- seeding ---------------------------------------------------------------------
     seed_everything(args.seed)
@@ -338,7 +338,7 @@ def main(args: Args) -> int:
         print(f"{run_dir}: already {reason}; nothing to do (raise --total-timesteps to train on).")
         envs.close()
         return 0
-    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n")
+    write_json(run_dir / "args.json", dataclasses.asdict(args))
 
     # TensorBoard continues a resumed run; purge_step drops what the old run logged past its checkpoint.
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step + 1 if resumed else None)
@@ -405,7 +405,7 @@ def main(args: Args) -> int:
                 save_model(kind, summary)
             record[kind] = summary
         evaluations.append(record)
-        (run_dir / "evaluations.json").write_text(json.dumps(evaluations, indent=2) + "\n")
+        write_json(run_dir / "evaluations.json", evaluations)
 
         rsi = record["eval_rsi"]
         if rsi["mean_norm_episode_return"] > early_stop["best_norm_return"] + args.early_stop_min_delta:
