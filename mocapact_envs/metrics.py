@@ -23,6 +23,10 @@ class EpisodeMetrics:
     norm_episode_length: float
     terminated: bool
     """True when the episode ended on a tracking failure."""
+    start_time_in_clip: float = float("nan")
+    """normalized time in the clip (dm_control's, 0 to 1 over the whole clip) where the episode started"""
+    end_time_in_clip: float = float("nan")
+    """normalized time in the clip where it ended: where the walker fell, for a terminated episode"""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +50,8 @@ def episode_metrics(
         norm_episode_return=float(norm_return),
         norm_episode_length=float(norm_length),
         terminated=bool(terminated),
+        start_time_in_clip=float(start_time_in_clip),
+        end_time_in_clip=float(end_time_in_clip),
     )
 
 
@@ -96,5 +102,6 @@ def summarize(episodes: Iterable[EpisodeMetrics]) -> dict[str, float]:
         return {"episodes": 0}
     keys = ("episode_return", "episode_length", "norm_episode_return", "norm_episode_length")
     summary: dict[str, float] = {f"mean_{k}": float(np.mean([getattr(e, k) for e in episodes])) for k in keys}
+    summary["terminated_fraction"] = float(np.mean([e.terminated for e in episodes]))
     summary["episodes"] = len(episodes)
     return summary

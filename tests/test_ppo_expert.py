@@ -21,6 +21,7 @@ from mocapact_envs.evaluation import run_episodes
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
 EVALUATE = REPO_ROOT / "baselines" / "ppo_expert" / "evaluate.py"
+COMPARE = REPO_ROOT / "baselines" / "ppo_expert" / "compare.py"
 # Tiny: updates of 2 x 128 steps, 32-unit networks, a handful of evaluation episodes; the default
 # backend and vector env, as a user gets them.
 TINY = [
@@ -114,6 +115,11 @@ def test_evaluate_and_load_trained_expert(first_run, tmp_path):
     assert metrics["summary"]["eval_rsi"]["episodes"] == 2 and metrics["summary"]["eval_start"]["episodes"] == 1
     assert (out / "video.mp4").stat().st_size > 0
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "episode_ends.png").read_bytes()[:4] == b"\x89PNG"
+    for episode in metrics["episodes"]["eval_rsi"] + metrics["episodes"]["eval_start"]:
+        # Each episode ends after it starts, inside the clip; start-of-snippet episodes start at 0.
+        assert 0.0 <= episode["start_time_in_clip"] < episode["end_time_in_clip"] <= 1.0 + 1e-9
+    assert metrics["episodes"]["eval_start"][0]["start_time_in_clip"] == 0.0
 
     # Loading as a user does, from the run, eval and model folders.
     paths = [str(first_run), str(first_run / "eval_rsi"), str(first_run / "eval_start" / "model")]
@@ -127,6 +133,19 @@ def test_evaluate_and_load_trained_expert(first_run, tmp_path):
     )
     lines = run("-c", load, *paths).stdout.splitlines()
     assert lines == ["Expert CMU_016_22-0-82 (56,) None"] * 3
+
+
+def test_compare_plots_runs_and_names_bad_labels(first_run, tmp_path):
+    plot = tmp_path / "curves.png"
+    result = run(COMPARE, first_run, first_run, "--labels", "first", "again", "--plot", plot)
+    evaluations = json.loads((first_run / "evaluations.json").read_text())
+    for label in ("first", "again"):
+        assert f"{label}: {len(evaluations)} evaluations to step {evaluations[-1]['global_step']:,}" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    bad = run(COMPARE, first_run, "--labels", "first", "again", check=False)
+    assert bad.returncode == 2 and "--labels has 2 entries for 1 runs" in bad.stderr
+    missing = run(COMPARE, tmp_path, check=False)
+    assert missing.returncode == 2 and str(tmp_path / "evaluations.json") in missing.stderr
 
 
 def test_loaded_expert_predicts_single_and_batched(first_run):

@@ -6,9 +6,11 @@ The expert is a run folder, an ``eval_rsi``/``eval_start`` folder or a model
 folder, ours or MoCapAct's (``best_model.zip`` + ``vecnormalize.pkl``). Prints the
 metrics of random-start episodes (action noise 0.1) and start-of-snippet episodes
 (noise 0.01), deterministic actions, and writes to ``--out-dir``:
-``metrics.json``, ``video.mp4`` (the humanoid with the reference ghost) and
-``learning_curve.png`` (normalized episode length and return against env steps
-and training minutes, from the run's TensorBoard logs).
+``metrics.json`` (with every episode's start and end in the clip), ``video.mp4``
+(the humanoid with the reference ghost), ``episode_ends.png`` (where in the clip
+episodes fell, and how far each start got) and ``learning_curve.png`` (normalized
+episode length and return against env steps and training minutes, from the run's
+TensorBoard logs).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rich.table import Table
 from mocapact_envs.envs import make_tracking_env
 from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.experts import find_model_dir, load_expert
+from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeMetrics, summarize
 
 
@@ -57,7 +60,8 @@ class Args:
     video_size: tuple[int, int] = (640, 480)
     """video width and height"""
     plot: bool = True
-    """plot the learning curve from the run's TensorBoard logs (needs a run folder)"""
+    """plot where in the clip the episodes ended (episode_ends.png) and the learning curve from the run's
+    TensorBoard logs (learning_curve.png, needs a run folder)"""
 
 
 def find_run_dir(model_dir: Path) -> Path | None:
@@ -81,7 +85,8 @@ def expert_clip(args: Args, expert, run_dir: Path | None) -> str:
 
 def print_table(results: dict[str, dict[str, float]]) -> None:
     table = Table(title="expert evaluation (deterministic actions)")
-    for column in ("evaluation", "episodes", "return", "episode length", "norm. return", "norm. episode length"):
+    columns = ("evaluation", "episodes", "return", "episode length", "norm. return", "norm. episode length", "fell")
+    for column in columns:
         table.add_column(column, justify="right")
     for kind, s in results.items():
         table.add_row(
@@ -91,6 +96,7 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
             f"{s['mean_episode_length']:.1f}",
             f"{s['mean_norm_episode_return']:.3f}",
             f"{s['mean_norm_episode_length']:.3f}",
+            f"{s['terminated_fraction']:.0%}",
         )
     Console().print(table)
 
@@ -139,6 +145,31 @@ def read_scalars(tb_dir: Path, tags: list[str]) -> dict[str, tuple[np.ndarray, n
             events = accumulator.Scalars(tag)
             scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
     return scalars
+
+
+def plot_episode_ends(episodes: dict[str, list[EpisodeMetrics]], clip: str, path: Path) -> None:
+    """Where in the clip episodes fell (terminated on tracking error), and how far each start got."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (ends, lengths) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.linspace(0.0, 1.0, 41)
+    for kind, eps in episodes.items():
+        fell = [e.end_time_in_clip for e in eps if e.terminated]
+        ends.hist(fell, bins=bins, alpha=0.6, label=f"{kind}: {len(fell)} of {len(eps)} fell")
+        starts = [e.start_time_in_clip for e in eps]
+        lengths.plot(starts, [e.norm_episode_length for e in eps], ".", alpha=0.6, label=kind)
+    ends.set(xlabel="time in clip where the episode fell (0 to 1)", ylabel="episodes")
+    lengths.set(xlabel="time in clip where the episode started (0 to 1)", ylabel="norm. episode length", ylim=(0, 1.05))
+    for ax in (ends, lengths):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.suptitle(f"episode ends on {clip}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def plot_learning_curve(run_dir: Path, path: Path) -> bool:
@@ -215,12 +246,15 @@ def main(args: Args) -> int:
         "summary": results,
         "episodes": {kind: [e.as_dict() for e in eps] for kind, eps in episodes.items()},
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out_dir / "metrics.json", metrics)
     print(f"metrics: {out_dir / 'metrics.json'}")
 
     if args.video:
         frames = record_video(expert, clip, out_dir / "video.mp4", args)
         print(f"video: {out_dir / 'video.mp4'} ({frames} frames)")
+    if args.plot and episodes:
+        plot_episode_ends(episodes, clip, out_dir / "episode_ends.png")
+        print(f"episode ends: {out_dir / 'episode_ends.png'}")
     if args.plot:
         if run_dir is not None and plot_learning_curve(run_dir, out_dir / "learning_curve.png"):
             print(f"learning curve: {out_dir / 'learning_curve.png'}")
