@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from mocapact_envs.plotting import save_figure, subplots
+
 #: (evaluation kind, metric, axis label, table column) of each plotted row.
 CURVES = (
     ("eval_rsi", "mean_norm_episode_length", "random starts: norm. episode length", "rsi length"),
@@ -95,12 +97,7 @@ def main(args: Args) -> int:
         return 2
     labels = args.labels or tuple(Path(run).parent.parent.name for run in args.runs)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(CURVES), 2, figsize=(11, 3.2 * len(CURVES)), sharex="col", sharey="row")
+    figure, axes = subplots(len(CURVES), 2, figsize=(11, 3.2 * len(CURVES)), sharex="col", sharey="row")
     for index, (label, curve) in enumerate(zip(labels, curves, strict=True)):
         print_windows(label, curve, args.minutes_per_row)
         color = f"C{index}"
@@ -115,12 +112,7 @@ def main(args: Args) -> int:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(title=f"rolling mean of {args.window}")
-    if args.title:
-        figure.suptitle(args.title)
-    figure.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.plot, dpi=100)
-    plt.close(figure)
+    save_figure(figure, args.plot, title=args.title)
     print(f"plot: {args.plot}")
     return 0
 

@@ -31,6 +31,7 @@ from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episo
 from mocapact_envs.experts import find_model_dir, load_expert
 from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeMetrics, summarize
+from mocapact_envs.plotting import save_figure, subplots
 
 
 @dataclass
@@ -149,12 +150,7 @@ def read_scalars(tb_dir: Path, tags: list[str]) -> dict[str, tuple[np.ndarray, n
 
 def plot_episode_ends(episodes: dict[str, list[EpisodeMetrics]], clip: str, path: Path) -> None:
     """Where in the clip episodes fell (terminated on tracking error), and how far each start got."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (ends, lengths) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (ends, lengths) = subplots(1, 2, figsize=(11, 4))
     bins = np.linspace(0.0, 1.0, 41)
     for kind, eps in episodes.items():
         fell = [e.end_time_in_clip for e in eps if e.terminated]
@@ -166,19 +162,11 @@ def plot_episode_ends(episodes: dict[str, list[EpisodeMetrics]], clip: str, path
     for ax in (ends, lengths):
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.suptitle(f"episode ends on {clip}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, title=f"episode ends on {clip}")
 
 
 def plot_learning_curve(run_dir: Path, path: Path) -> bool:
     """Normalized episode length and return (both evaluations) against env steps and training minutes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = ("mean_norm_episode_length", "mean_norm_episode_return")
     tags = [f"{kind}/{m}" for kind in EVAL_SETTINGS for m in (*metrics, "training_minutes")]
     if not (run_dir / "tb").is_dir():
@@ -186,7 +174,7 @@ def plot_learning_curve(run_dir: Path, path: Path) -> bool:
     scalars = read_scalars(run_dir / "tb", tags)
     if not any(tag in scalars for tag in tags):
         return False
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
+    figure, axes = subplots(2, 2, figsize=(11, 7), sharey="row")
     for row, metric in enumerate(metrics):
         for kind in EVAL_SETTINGS:
             if f"{kind}/{metric}" not in scalars:
@@ -202,10 +190,7 @@ def plot_learning_curve(run_dir: Path, path: Path) -> bool:
         ax.legend()
     axes[1, 0].set_xlabel("env steps")
     axes[1, 1].set_xlabel("training minutes")
-    figure.suptitle(f"learning curve: {run_dir.parent.name} seed {run_dir.name}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, title=f"learning curve: {run_dir.parent.name} seed {run_dir.name}")
     return True
 
 

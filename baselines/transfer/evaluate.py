@@ -23,6 +23,7 @@ import numpy as np
 import tyro
 
 from mocapact_envs.io import write_json
+from mocapact_envs.plotting import save_figure, subplots
 from mocapact_envs.transfer_training import load_task_policy, read_learning_curve, run_task_episodes
 
 
@@ -108,15 +109,10 @@ def record_video(args: Args, policy, overrides: dict) -> None:
 
 
 def plot_comparison(args: Args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if args.labels and len(args.labels) != len(args.compare):
         raise ValueError(f"--labels has {len(args.labels)} entries for {len(args.compare)} --compare runs.")
     labels = args.labels or tuple(Path(run).name for run in args.compare)
-    figure, (by_steps, by_minutes) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    figure, (by_steps, by_minutes) = subplots(1, 2, figsize=(11, 4), sharey=True)
     for run, label in zip(args.compare, labels, strict=True):
         curve = read_learning_curve(run)
         by_steps.plot(curve["steps"], curve["mean_return"], marker=".", label=label)
@@ -130,12 +126,7 @@ def plot_comparison(args: Args) -> None:
     for axes in (by_steps, by_minutes):
         axes.grid(alpha=0.3)
     by_steps.legend()
-    if args.title:
-        figure.suptitle(args.title)
-    figure.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.plot, dpi=100)
-    plt.close(figure)
+    save_figure(figure, args.plot, title=args.title)
     print(f"plot: {args.plot}")
 
 
