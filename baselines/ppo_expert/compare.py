@@ -36,7 +36,7 @@ class Args:
     runs: tyro.conf.Positional[tuple[str, ...]]
     """run folders (<root>/<clip>-<start>-<end>/<seed>) holding evaluations.json"""
     labels: tuple[str, ...] = ()
-    """legend labels, one per run in order; unset: the runs' log roots"""
+    """legend labels, one per run in order; unset: each run's log root and seed"""
     window: int = 10
     """evaluations per rolling mean (1: no smoothing)"""
     minutes_per_row: float = 20.0
@@ -95,7 +95,7 @@ def main(args: Args) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    labels = args.labels or tuple(Path(run).parent.parent.name for run in args.runs)
+    labels = args.labels or tuple(f"{Path(run).parent.parent.name} seed {Path(run).name}" for run in args.runs)
 
     figure, axes = subplots(len(CURVES), 2, figsize=(11, 3.2 * len(CURVES)), sharex="col", sharey="row")
     for index, (label, curve) in enumerate(zip(labels, curves, strict=True)):
