@@ -23,9 +23,9 @@ class EpisodeMetrics:
     norm_episode_length: float
     terminated: bool
     """True when the episode ended on a tracking failure."""
-    start_time_in_clip: float = float("nan")
+    start_time_in_clip: float
     """normalized time in the clip (dm_control's, 0 to 1 over the whole clip) where the episode started"""
-    end_time_in_clip: float = float("nan")
+    end_time_in_clip: float
     """normalized time in the clip where it ended: where the walker fell, for a terminated episode"""
 
     def as_dict(self) -> dict[str, Any]:

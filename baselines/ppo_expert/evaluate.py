@@ -237,10 +237,10 @@ def main(args: Args) -> int:
     if args.video:
         frames = record_video(expert, clip, out_dir / "video.mp4", args)
         print(f"video: {out_dir / 'video.mp4'} ({frames} frames)")
-    if args.plot and episodes:
-        plot_episode_ends(episodes, clip, out_dir / "episode_ends.png")
-        print(f"episode ends: {out_dir / 'episode_ends.png'}")
     if args.plot:
+        if episodes:
+            plot_episode_ends(episodes, clip, out_dir / "episode_ends.png")
+            print(f"episode ends: {out_dir / 'episode_ends.png'}")
         if run_dir is not None and plot_learning_curve(run_dir, out_dir / "learning_curve.png"):
             print(f"learning curve: {out_dir / 'learning_curve.png'}")
         else:
