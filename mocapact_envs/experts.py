@@ -9,7 +9,12 @@ Our format, one folder (``<run>/eval_rsi/model/``):
 * ``normalizer.safetensors``: the observation statistics (``obs_mean``,
   ``obs_var``, ``obs_count``) and the reward scaler's return statistics
   (``return_mean``, ``return_var``, ``return_count``), which undo the critic's
-  reward scaling.
+  reward scaling;
+* ``reference_actions.safetensors`` (format version 2, experts trained with
+  reference-residual actions): the snippet's reference actions (``actions``,
+  ``(steps, 56)``), added to the network's output at the step that the
+  ``walker/time_in_clip`` observation gives (``mocapact_envs.reference_actions``).
+  Callers see absolute actions either way.
 
 Nothing is pickled. MoCapAct's experts (stable-baselines3 ``best_model.zip`` plus
 ``vecnormalize.pkl``, written with gym < 0.24 and SB3 1.x) load through
@@ -44,10 +49,13 @@ from mocapact_envs.mocap.ids import Snippet, parse_snippet
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
     from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RunningMeanStd
+    from mocapact_envs.reference_actions import ReferenceActions
 
 FORMAT_NAME = "mocapact-envs-expert"
-FORMAT_VERSION = 1
+#: Version 2 adds reference actions; experts without them are still written as version 1.
+FORMAT_VERSION = 2
 CONFIG_FILE, WEIGHTS_FILE, NORMALIZER_FILE = "config.json", "model.safetensors", "normalizer.safetensors"
+REFERENCE_ACTIONS_FILE = "reference_actions.safetensors"
 SB3_MODEL_FILE, SB3_VECNORMALIZE_FILE = "best_model.zip", "vecnormalize.pkl"
 
 # -- our format --------------------------------------------------------------------
@@ -62,8 +70,13 @@ def save_expert(
     return_rms: RunningMeanStd | None = None,
     reward_normalization: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    reference_actions: ReferenceActions | None = None,
 ) -> Path:
-    """Saves an expert in our pickle-free format; ``config.json`` is written last."""
+    """Saves an expert in our pickle-free format; ``config.json`` is written last.
+
+    ``reference_actions``: the snippet's reference actions the policy's output is added to
+    (experts trained with ``action_parameterization="reference_residual"``).
+    """
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file as save_torch
 
@@ -78,9 +91,21 @@ def save_expert(
     return_state = (return_rms or RunningMeanStd(())).state_dict()
     stats.update({f"return_{k}": np.atleast_1d(v) for k, v in return_state.items()})
     replace_atomically(model_dir / NORMALIZER_FILE, lambda p: save_numpy(stats, str(p)))
+    action_offset: dict[str, Any] = {}
+    if reference_actions is not None:
+        from mocapact_envs.reference_actions import TIME_KEY
+
+        if TIME_KEY not in observation_keys:
+            raise ValueError(
+                f"an expert with reference actions must observe {TIME_KEY}; it observes {observation_keys}."
+            )
+        table = {"actions": np.ascontiguousarray(reference_actions.actions, np.float32)}
+        replace_atomically(model_dir / REFERENCE_ACTIONS_FILE, lambda p: save_numpy(table, str(p)))
+        action_offset = {"action_offset": {"kind": "reference_actions", "time_key": TIME_KEY}}
     config = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if action_offset else 1,
+        **action_offset,
         "network": policy.config(),
         "observation_keys": list(observation_keys),
         "observation_sizes": [int(s) for s in observation_sizes],
@@ -104,8 +129,10 @@ class Expert:
         value_scale: float = 1.0,
         config: Mapping[str, Any] | None = None,
         path: Path | None = None,
+        reference_actions: ReferenceActions | None = None,
     ):
         self.policy = policy.eval()
+        self.reference_actions = reference_actions
         self.obs_normalizer = obs_normalizer
         self.observation_keys = tuple(observation_keys)
         self.value_scale = float(value_scale)
@@ -129,6 +156,17 @@ class Expert:
         single = flat.ndim == 1
         return torch.as_tensor(self.obs_normalizer(flat[None] if single else flat)), single
 
+    def action_offset(self, observation: Mapping[str, Any]):
+        """What the policy's output is added to: the reference actions at the observed step, or ``None``."""
+        if self.reference_actions is None:
+            return None
+        import torch
+
+        from mocapact_envs.reference_actions import TIME_KEY
+
+        time_in_clip = np.asarray(observation[TIME_KEY], np.float64).reshape(-1, 1)
+        return torch.as_tensor(self.reference_actions.at(time_in_clip))
+
     def predict(
         self,
         observation: Mapping[str, Any],
@@ -140,8 +178,9 @@ class Expert:
         import torch
 
         x, single = self._normalized(observation)
+        offset = self.action_offset(observation)
         with torch.no_grad():
-            action = np.clip(self.policy.act(x, deterministic=deterministic).numpy(), -1.0, 1.0)
+            action = np.clip(self.policy.act(x, deterministic, offset).numpy(), -1.0, 1.0)
         return (action[0] if single else action), state
 
     def value(self, observation: Mapping[str, Any]) -> np.ndarray | float:
@@ -178,7 +217,15 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
     value_scale = 1.0
     if reward_config.get("enabled"):
         value_scale = math.sqrt(float(stats["return_var"].reshape(-1)[0]) + float(reward_config["epsilon"]))
-    return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir)
+    reference_actions = None
+    offset_kind = config.get("action_offset", {}).get("kind")
+    if offset_kind is not None:
+        from mocapact_envs.reference_actions import ReferenceActions
+
+        if offset_kind != "reference_actions":
+            raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
+        reference_actions = ReferenceActions(load_numpy(str(model_dir / REFERENCE_ACTIONS_FILE))["actions"])
+    return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir, reference_actions)
 
 
 # -- stable-baselines3 format (MoCapAct's published experts) ------------------------

@@ -49,6 +49,7 @@ from mocapact_envs.io import replace_atomically, write_json
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
 from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
+from mocapact_envs.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training import apply_preset, seed_everything
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
@@ -58,6 +59,7 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     num_envs=8,
     num_steps=1024,  # 8192 steps per update across workers
     min_steps=10,
+    action_parameterization="absolute",
     policy_hidden_sizes=(1024, 1024, 1024),
     value_hidden_sizes=(1024, 1024, 1024),
     activation="tanh",
@@ -146,6 +148,10 @@ class Args:
     """tracking error that ends an episode"""
     act_noise: float = 0.0
     """std of Gaussian noise the training env adds to actions (MoCapAct: 0)"""
+    action_parameterization: Literal["absolute", "reference_residual"] | None = None
+    """`absolute`: the policy outputs the action (MoCapAct); `reference_residual`: the policy's output is added to
+    the reference action (the servo targets of the next reference pose), saved with the expert so that it still
+    maps observations to absolute actions"""
 
     # -- network -------------------------------------------------------------------
     policy_hidden_sizes: tuple[int, ...] | None = None
@@ -293,6 +299,16 @@ def main(args: Args) -> int:
     observation_sizes = [envs.single_observation_space[k].shape[0] for k in observation_keys]
     observation_size, action_size = sum(observation_sizes), envs.single_action_space.shape[0]
     eval_envs: dict[str, Any] = {}  # built at the first evaluation
+    # With residual actions the policy's mean is added to the reference action at the observed step.
+    reference_actions = None
+    if args.action_parameterization == "reference_residual":
+        reference_actions = ReferenceActions.for_snippet(args.clip)
+        time_column = sum(observation_sizes[: observation_keys.index(TIME_KEY)])
+
+    def action_offset(flat_observation: np.ndarray) -> torch.Tensor | None:
+        if reference_actions is None:
+            return None
+        return torch.as_tensor(reference_actions.at(flat_observation[:, time_column : time_column + 1]))
 
     # -- agent -------------------------------------------------------------------------
     policy = ExpertActorCritic(
@@ -381,12 +397,14 @@ def main(args: Args) -> int:
             reward_normalizer.return_rms,
             reward_normalizer.config(),
             metadata={**clip_info, "ref_steps": [0], "global_step": global_step, "evaluation": {kind: summary}},
+            reference_actions=reference_actions,
         )
 
     @torch.no_grad()
     def act_deterministic(observation: dict[str, np.ndarray]) -> np.ndarray:
-        x = torch.as_tensor(obs_normalizer(flatten_observation(observation, observation_keys)))
-        return policy.act(x, deterministic=True).clamp(-1.0, 1.0).numpy()
+        flat = flatten_observation(observation, observation_keys)
+        x = torch.as_tensor(obs_normalizer(flat))
+        return policy.act(x, True, action_offset(flat.reshape(len(x), -1))).clamp(-1.0, 1.0).numpy()
 
     def evaluate() -> bool:
         """MoCapAct's two evaluations; saves each one's best model; True when training should stop early."""
@@ -428,6 +446,7 @@ def main(args: Args) -> int:
     shape = (args.num_steps, args.num_envs)
     obs = torch.zeros((*shape, observation_size))
     actions = torch.zeros((*shape, action_size))
+    offsets = torch.zeros((*shape, action_size))  # reference actions under the policy's mean (0 if absolute)
     logprobs, rewards, values = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
     terminateds, dones = torch.zeros(shape), torch.zeros(shape)
     valid = torch.zeros(shape, dtype=torch.bool)  # False on steps that only autoreset
@@ -440,7 +459,7 @@ def main(args: Args) -> int:
     tracker.on_reset(info)
     flat = flatten_observation(batched_observation(next_obs_dict, args.num_envs), observation_keys)
     obs_normalizer.update(flat)
-    next_obs = torch.as_tensor(obs_normalizer(flat))
+    next_obs, next_offset = torch.as_tensor(obs_normalizer(flat)), action_offset(flat)
     resetting = np.zeros(args.num_envs, dtype=bool)
     next_eval_step = (global_step // args.eval_every_steps + 1) * args.eval_every_steps
     last_eval_step = evaluations[-1]["global_step"] if evaluations else -1
@@ -462,9 +481,11 @@ def main(args: Args) -> int:
 
             for step in range(args.num_steps):
                 obs[step] = next_obs
+                if next_offset is not None:
+                    offsets[step] = next_offset
                 valid[step] = torch.from_numpy(~resetting)
                 with torch.no_grad():
-                    action, logprob, _, value = policy.action_and_value(next_obs)
+                    action, logprob, _, value = policy.action_and_value(next_obs, action_offset=next_offset)
                 actions[step], logprobs[step], values[step] = action, logprob, value
 
                 # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
@@ -483,7 +504,7 @@ def main(args: Args) -> int:
 
                 flat = flatten_observation(batched_observation(next_obs_dict, args.num_envs), observation_keys)
                 obs_normalizer.update(flat)
-                next_obs = torch.as_tensor(obs_normalizer(flat))
+                next_obs, next_offset = torch.as_tensor(obs_normalizer(flat)), action_offset(flat)
 
             # GAE. A truncated episode bootstraps from its final observation, which next-step autoreset
             # returns as the following observation (obs[t + 1], or next_obs); a terminated one from 0.
@@ -502,6 +523,7 @@ def main(args: Args) -> int:
             keep = valid.reshape(-1)
             b_obs = obs.reshape(-1, observation_size)[keep]
             b_actions = actions.reshape(-1, action_size)[keep]
+            b_offsets = offsets.reshape(-1, action_size)[keep]
             b_logprobs, b_advantages = logprobs.reshape(-1)[keep], advantages.reshape(-1)[keep]
             b_returns, b_values = returns.reshape(-1)[keep], values.reshape(-1)[keep]
 
@@ -512,7 +534,9 @@ def main(args: Args) -> int:
                 permutation = np.random.permutation(batch_size)
                 for start in range(0, batch_size, args.minibatch_size):
                     mb = torch.from_numpy(permutation[start : start + args.minibatch_size])
-                    _, new_logprob, entropy, new_value = policy.action_and_value(b_obs[mb], b_actions[mb])
+                    _, new_logprob, entropy, new_value = policy.action_and_value(
+                        b_obs[mb], b_actions[mb], b_offsets[mb]
+                    )
                     log_ratio = new_logprob - b_logprobs[mb]
                     ratio = log_ratio.exp()
                     with torch.no_grad():

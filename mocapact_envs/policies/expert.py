@@ -174,19 +174,31 @@ class ExpertActorCritic(nn.Module):
     def value(self, observation: torch.Tensor) -> torch.Tensor:
         return self.critic(observation).squeeze(-1)
 
-    def distribution(self, observation: torch.Tensor) -> Normal:
+    def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The policy's mean; ``action_offset`` (for example the reference actions) is added to the network's output."""
         mean = self.actor_mean(observation)
+        return mean if action_offset is None else mean + action_offset
+
+    def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
+        mean = self.mean_action(observation, action_offset)
         return Normal(mean, self.log_std.exp().expand_as(mean))
 
-    def act(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Unclipped actions: the mean, or a sample."""
         if deterministic:
-            return self.actor_mean(observation)
-        return self.distribution(observation).sample()
+            return self.mean_action(observation, action_offset)
+        return self.distribution(observation, action_offset).sample()
 
-    def action_and_value(self, observation: torch.Tensor, action: torch.Tensor | None = None):
+    def action_and_value(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor | None = None,
+        action_offset: torch.Tensor | None = None,
+    ):
         """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs."""
-        distribution = self.distribution(observation)
+        distribution = self.distribution(observation, action_offset)
         if action is None:
             action = distribution.sample()
         log_prob = distribution.log_prob(action).sum(-1)
