@@ -1,33 +1,39 @@
-"""PPO clip-snippet expert, as MoCapAct trains them, in one file (cleanrl's ppo_continuous_action.py layout).
+"""PPO clip-snippet experts, as MoCapAct trains them, in one file (cleanrl's ppo_continuous_action.py layout).
 
-One expert tracks one clip or snippet of the CMU humanoid tracking task:
+One expert tracks one clip or snippet of the CMU humanoid tracking task. Several ids train
+several independent experts together in one process: each has its own environments,
+networks, normalisers, evaluations and run folder, and their networks are computed as
+one batched tensor operation, which makes K experts cheaper than K runs.
 
-    .venv/bin/python baselines/ppo_expert/train.py --clip CMU_016_22 --seed 0
-    .venv/bin/python baselines/ppo_expert/train.py --clip CMU_016_22-0-82 --preset mocapact
+    .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22 --seed 0
+    .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22-0-82 CMU_009_12-0-210 CMU_008_01
+    .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22-0-82 --preset mocapact
 
-Writes ``<log-root>/<clip>-<start>-<end>/<seed>/``: ``clip_info.json``,
-``eval_rsi/model/`` and ``eval_start/model/`` (the best model of each
-evaluation, pickle-free: load with ``mocapact_envs.load_expert``),
+Writes ``<log-root>/<clip>-<start>-<end>/<seed>/`` for each expert: ``clip_info.json``,
+``eval_rsi/model/`` and ``eval_start/model/`` (the best model of each evaluation,
+pickle-free: load with ``mocapact_envs.load_expert``), ``evaluations.json``,
 ``checkpoint/state.pt`` (to resume) and ``tb/`` (TensorBoard). Rerunning the same
-command resumes from the checkpoint; a larger ``--total-timesteps`` trains on.
+command resumes from the checkpoints; a larger ``--total-timesteps`` trains on.
 
 Gymnasium 1.x vector envs autoreset on the step after an episode ends: that
-step only resets (reward 0), so it is left out of the PPO loss, the reward
+step only resets (reward 0), so it is masked out of the PPO loss, the reward
 statistics and the episode metrics, and it is not counted as an env step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -48,12 +54,12 @@ from mocapact_envs.experts import save_expert
 from mocapact_envs.io import replace_atomically, write_json
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
-from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RewardNormalizer
+from mocapact_envs.policies.expert import ExpertActorCritic, ExpertEnsemble, ObservationNormalizer, RewardNormalizer
 from mocapact_envs.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training import apply_preset, seed_everything
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
-# `cpu` learns fastest on a 2-core CPU (measurements: baselines/ppo_expert/README.md).
+# the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).
 MOCAPACT_PRESET: dict[str, Any] = dict(
     total_timesteps=150_000_000,
     num_envs=8,
@@ -83,42 +89,51 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     eval_start_episodes=100,
     eval_num_envs=8,
 )
+# MoCapAct's settings but for these: smaller networks, a larger learning rate annealed to 0 over a
+# budget of about 100 minutes here, a longer discount horizon, smaller and more frequent updates
+# and quick evaluations.
+CPU_ABSOLUTE_PRESET: dict[str, Any] = {
+    **MOCAPACT_PRESET,
+    "total_timesteps": 5_500_000,
+    "num_envs": 4,
+    "num_steps": 256,
+    "policy_hidden_sizes": (256, 256),
+    "value_hidden_sizes": (256, 256),
+    "learning_rate": 3e-4,
+    "lr_schedule": "linear",
+    "gamma": 0.99,
+    "minibatch_size": 256,
+    "update_epochs": 5,
+    "eval_every_steps": 50_000,
+    "eval_rsi_episodes": 20,
+    "eval_start_episodes": 5,
+    "eval_num_envs": 4,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "mocapact": MOCAPACT_PRESET,
-    # MoCapAct's settings but for these: smaller networks, a larger learning rate annealed to 0 over a
-    # budget of about 100 minutes here, a longer discount horizon, smaller and more frequent updates
-    # and quick evaluations.
+    "cpu-absolute": CPU_ABSOLUTE_PRESET,
+    # cpu-absolute with the policy's output added to the reference actions, over a 20-minute budget.
     "cpu": {
-        **MOCAPACT_PRESET,
-        "total_timesteps": 5_500_000,
-        "num_envs": 4,
-        "num_steps": 256,
-        "policy_hidden_sizes": (256, 256),
-        "value_hidden_sizes": (256, 256),
-        "learning_rate": 3e-4,
-        "lr_schedule": "linear",
-        "gamma": 0.99,
-        "minibatch_size": 256,
-        "update_epochs": 5,
-        "eval_every_steps": 50_000,
-        "eval_rsi_episodes": 20,
-        "eval_start_episodes": 5,
-        "eval_num_envs": 4,
+        **CPU_ABSOLUTE_PRESET,
+        "action_parameterization": "reference_residual",
+        "total_timesteps": 1_200_000,
     },
 }
+PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
 
 
 @dataclass
 class Args:
-    """Train one clip expert with PPO. Fields left unset take --preset's value (PRESETS in this file)."""
+    """Train clip experts with PPO, K at once. Fields left unset take --preset's value (PRESETS in this file)."""
 
     # -- what to train, where --------------------------------------------------
-    clip: str = "CMU_016_22"
-    """clip id (CMU_016_22) or snippet id (CMU_016_22-0-82) the expert tracks"""
+    clips: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("--clip",))] = ("CMU_016_22",)
+    """clip ids (CMU_016_22) or snippet ids (CMU_016_22-0-82): one expert each, trained together"""
     seed: int = 0
-    """seed of torch, numpy, random and the environments; also names the run folder"""
-    preset: Literal["cpu", "mocapact"] = "cpu"
-    """hyperparameters for every field left unset: `cpu` (fastest learning on a 2-core CPU) or `mocapact`
+    """seed of torch, numpy, random and the environments; also names each run folder"""
+    preset: PresetName = "cpu"
+    """hyperparameters for every field left unset (PRESETS in this file): `cpu` (reference-residual actions, fastest
+    measured on a 2-core CPU), `cpu-absolute` (the previous default: absolute actions, 5.5M steps) or `mocapact`
     (MoCapAct's published settings); explicit flags override it"""
     log_root: str = "runs/experts"
     """root of the MoCapAct layout <log-root>/<clip>-<start>-<end>/<seed>/"""
@@ -127,21 +142,21 @@ class Args:
     vectorization_mode: Literal["sync", "async", "vector_entry_point"] | None = None
     """how sub-environments run; unset: the native vector env with the fast backend, else sync"""
     total_timesteps: int | None = None
-    """env steps to train for in all (across resumes); unset: from the preset"""
+    """env steps to train each expert for in all (across resumes); unset: from the preset"""
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
-    """continue from <run>/checkpoint/state.pt when it exists; --no-resume starts again from step 0"""
+    """continue from each <run>/checkpoint/state.pt that exists; --no-resume starts again from step 0"""
     torch_threads: int = 1
     """torch CPU threads (the environments step in this process too)"""
     progress_bar: bool = True
     """show a progress bar"""
     checkpoint_every_seconds: float = 30.0
-    """write the resume checkpoint after an update once this long has passed since the last one"""
+    """write the resume checkpoints after an update once this long has passed since the last ones"""
 
     # -- environment -------------------------------------------------------------
     num_envs: int | None = None
-    """parallel training environments"""
+    """parallel training environments of each expert"""
     min_steps: int | None = None
     """fewest steps a random start leaves before the snippet end (training episodes)"""
     termination_error_threshold: float = 0.3
@@ -171,9 +186,9 @@ class Args:
     lr_schedule: Literal["constant", "thirds", "linear"] | None = None
     """`thirds`: divided by 1.73 after each third of training (MoCapAct); `linear`: annealed to 0"""
     num_steps: int | None = None
-    """steps each environment collects per update (update size = num_envs * num_steps)"""
+    """steps each environment collects per update (update size = num_envs * num_steps per expert)"""
     minibatch_size: int | None = None
-    """transitions per gradient step"""
+    """transitions per gradient step (per expert)"""
     update_epochs: int | None = None
     """passes over each update's data"""
     gamma: float | None = None
@@ -187,9 +202,9 @@ class Args:
     vf_coef: float | None = None
     """value loss coefficient (loss = mean squared error, as SB3)"""
     max_grad_norm: float | None = None
-    """gradient norm clip"""
+    """gradient norm clip (each expert's own norm)"""
     target_kl: float | None = None
-    """stop an update's epochs once the approximate KL exceeds this; unset: no limit (both presets)"""
+    """stop an update's epochs once the largest approximate KL of the experts exceeds this; unset: no limit"""
     normalize_observations: bool | None = None
     """normalise observations by running mean and std (SB3 VecNormalize, clip 10)"""
     normalize_rewards: bool | None = None
@@ -197,7 +212,7 @@ class Args:
 
     # -- evaluation (MoCapAct's: deterministic; random starts with noise 0.1, starts with noise 0.01) --
     eval_every_steps: int | None = None
-    """env steps between evaluations"""
+    """env steps (of each expert) between evaluations"""
     eval_rsi_episodes: int | None = None
     """random-start evaluation episodes (MoCapAct: 1000)"""
     eval_start_episodes: int | None = None
@@ -214,6 +229,8 @@ class Args:
 
 def resolve_preset(args: Args) -> Args:
     """Fills every field left at None from the chosen preset; explicit flags win."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")
     return apply_preset(args, PRESETS[args.preset])
 
 
@@ -248,371 +265,509 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def snippet_seed(seed: int, snippet_id: str) -> int:
+    """A seed of its own for each expert's initial weights: an expert starts the same whatever it trains with."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{snippet_id}".encode()).digest()[:4], "little")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Written to a temporary name then renamed: a crash never leaves half a checkpoint."""
     replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
-def main(args: Args) -> int:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Per-expert mean of ``values`` (K, B) over the entries ``mask`` keeps; ``count`` = their number, at least 1."""
+    return (values * mask).sum(-1) / count
+
+
+EvaluationCallback = Callable[[int, dict[str, Any]], None]
+
+
+def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
+    """Trains the experts; ``on_evaluation(k, record)`` is called after each evaluation of expert ``k``
+    (after its checkpoint is written), as the Ray sweep reports them."""
     args = resolve_preset(args)
     try:
-        snippet = resolve_snippet(args.clip)
+        if not args.clips:
+            raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
+        snippets = [resolve_snippet(clip) for clip in args.clips]
         backend = check_backend(args.backend)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_dir = Path(args.log_root) / snippet.id / str(args.seed)
-    checkpoint_path = run_dir / "checkpoint" / "state.pt"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clip_info = {
-        "clip_id": snippet.clip_id,
-        "start_step": snippet.start,
-        "end_step": snippet.end,
-        "snippet_id": snippet.id,
-    }
-    write_json(run_dir / "clip_info.json", clip_info)
+    ids = [s.id for s in snippets]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        print(f"error: snippet(s) {repeated} given more than once.", file=sys.stderr)
+        return 2
+    num_experts = len(snippets)
+    run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
+    checkpoint_paths = [run_dir / "checkpoint" / "state.pt" for run_dir in run_dirs]
+    clip_infos = [
+        {"clip_id": s.clip_id, "start_step": s.start, "end_step": s.end, "snippet_id": s.id} for s in snippets
+    ]
+    for run_dir, clip_info in zip(run_dirs, clip_infos, strict=True):
+        write_json(run_dir / "clip_info.json", clip_info)
 
     # -- seeding ---------------------------------------------------------------------
     seed_everything(args.seed)
     torch.set_num_threads(args.torch_threads)
 
-    # -- environments ----------------------------------------------------------------
+    # -- environments: one vector env of num_envs worlds per expert ----------------
     env_kwargs = dict(
         observables="time_index",
         ref_steps=(0,),
         termination_error_threshold=args.termination_error_threshold,
     )
-    envs = make_tracking_vec_env(
-        args.clip,
-        args.num_envs,
-        backend,
-        args.vectorization_mode,
-        random_start=True,
-        min_steps=clamp_min_steps(snippet, args.min_steps),
-        act_noise=args.act_noise,
-        **env_kwargs,
-    )
-    autoreset_mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    envs = [
+        make_tracking_vec_env(
+            snippet.id,
+            args.num_envs,
+            backend,
+            args.vectorization_mode,
+            random_start=True,
+            min_steps=clamp_min_steps(snippet, args.min_steps),
+            act_noise=args.act_noise,
+            **env_kwargs,
+        )
+        for snippet in snippets
+    ]
+    autoreset_mode = envs[0].metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if autoreset_mode != AutoresetMode.NEXT_STEP:
         raise RuntimeError(f"the trainer expects next-step autoreset, the vector env uses {autoreset_mode}.")
-    observation_keys = list(envs.single_observation_space.spaces)
-    observation_sizes = [envs.single_observation_space[k].shape[0] for k in observation_keys]
-    observation_size, action_size = sum(observation_sizes), envs.single_action_space.shape[0]
-    eval_envs: dict[str, Any] = {}  # built at the first evaluation
-    # With residual actions the policy's mean is added to the reference action at the observed step.
-    reference_actions = None
+    observation_keys = list(envs[0].single_observation_space.spaces)
+    observation_sizes = [envs[0].single_observation_space[k].shape[0] for k in observation_keys]
+    observation_size, action_size = sum(observation_sizes), envs[0].single_action_space.shape[0]
+    eval_envs: list[dict[str, Any]] = [{} for _ in snippets]  # built at the first evaluation
+
+    # With residual actions each policy's mean is added to its snippet's reference action at the observed step.
+    reference_actions: list[ReferenceActions | None] = [None] * num_experts
     if args.action_parameterization == "reference_residual":
-        reference_actions = ReferenceActions.for_snippet(args.clip)
+        reference_actions = [ReferenceActions.for_snippet(s.id) for s in snippets]
         time_column = sum(observation_sizes[: observation_keys.index(TIME_KEY)])
 
-    def action_offset(flat_observation: np.ndarray) -> torch.Tensor | None:
-        if reference_actions is None:
+    def action_offset(k: int, flat_observation: np.ndarray) -> np.ndarray | None:
+        """Expert ``k``'s reference actions for a batch of flat (unnormalised) observations."""
+        if reference_actions[k] is None:
             return None
-        return torch.as_tensor(reference_actions.at(flat_observation[:, time_column : time_column + 1]))
+        return reference_actions[k].at(flat_observation[:, time_column : time_column + 1])
 
-    # -- agent -------------------------------------------------------------------------
-    policy = ExpertActorCritic(
-        observation_size,
-        action_size,
-        args.policy_hidden_sizes,
-        args.value_hidden_sizes,
-        args.activation,
-        args.log_std_init,
-        args.learn_log_std,
-    )
+    # -- agents: K independent actor-critics, computed together ------------------------
+    experts = []
+    for snippet in snippets:
+        torch.manual_seed(snippet_seed(args.seed, snippet.id))
+        experts.append(
+            ExpertActorCritic(
+                observation_size,
+                action_size,
+                args.policy_hidden_sizes,
+                args.value_hidden_sizes,
+                args.activation,
+                args.log_std_init,
+                args.learn_log_std,
+            )
+        )
+    torch.manual_seed(args.seed)
+    policy = ExpertEnsemble(experts)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
-    obs_normalizer = ObservationNormalizer(observation_size, enabled=args.normalize_observations)
-    reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, enabled=args.normalize_rewards)
+    obs_normalizers = [ObservationNormalizer(observation_size, enabled=args.normalize_observations) for _ in snippets]
+    reward_normalizers = [RewardNormalizer(args.num_envs, args.gamma, enabled=args.normalize_rewards) for _ in snippets]
 
-    # -- state that a checkpoint carries across runs -------------------------------------
-    global_step, update, training_seconds = 0, 0, 0.0
-    best_return = {kind: -math.inf for kind in EVAL_SETTINGS}
-    early_stop = {"best_norm_return": -math.inf, "evals_without_improvement": 0, "stopped": False}
-    evaluations: list[dict[str, Any]] = []
-    resumed = args.resume and checkpoint_path.is_file()
-    if resumed:
-        state = torch.load(checkpoint_path, weights_only=True)
+    # -- state that a checkpoint carries across runs, per expert ---------------------------
+    global_step = np.zeros(num_experts, np.int64)
+    update = np.zeros(num_experts, np.int64)
+    training_seconds = np.zeros(num_experts)
+    best_return = [{kind: -math.inf for kind in EVAL_SETTINGS} for _ in snippets]
+    early_stop = [{"best_norm_return": -math.inf, "evals_without_improvement": 0, "stopped": False} for _ in snippets]
+    evaluations: list[list[dict[str, Any]]] = [[] for _ in snippets]
+    resumed = [args.resume and path.is_file() for path in checkpoint_paths]
+    adam_moments: dict[str, dict[str, list[torch.Tensor | None]]] = {}
+    for k in np.flatnonzero(resumed):
+        state = torch.load(checkpoint_paths[k], weights_only=True)
         try:
-            policy.load_state_dict(state["policy"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as error:
+            policy.load_expert_state(k, state["policy"])
+        except (RuntimeError, ValueError, KeyError) as error:
             print(
-                f"error: {checkpoint_path} was written with other network settings ({run_dir / 'args.json'}); "
-                f"pass the same flags, or --no-resume to start again.\n{error}",
+                f"error: {checkpoint_paths[k]} was written with other network settings "
+                f"({run_dirs[k] / 'args.json'}); pass the same flags, or --no-resume to start again.\n{error}",
                 file=sys.stderr,
             )
-            envs.close()
+            for env in envs:
+                env.close()
             return 2
-        obs_normalizer.rms.load_state_dict(state["obs_rms"])
-        reward_normalizer.return_rms.load_state_dict(state["return_rms"])
+        obs_normalizers[k].rms.load_state_dict(state["obs_rms"])
+        reward_normalizers[k].return_rms.load_state_dict(state["return_rms"])
         set_rng_state(state["rng"])
-        global_step, update, training_seconds = state["global_step"], state["update"], state["training_seconds"]
-        best_return, early_stop, evaluations = state["best_return"], state["early_stop"], state["evaluations"]
-        print(f"resuming {run_dir} from step {global_step:,} (update {update})")
-    if early_stop["stopped"] or global_step >= args.total_timesteps:
-        reason = (
-            "stopped early" if early_stop["stopped"] else f"reached {global_step:,} >= {args.total_timesteps:,} steps"
+        global_step[k], update[k], training_seconds[k] = (
+            state["global_step"],
+            state["update"],
+            state["training_seconds"],
         )
-        print(f"{run_dir}: already {reason}; nothing to do (raise --total-timesteps to train on).")
-        envs.close()
+        best_return[k], early_stop[k], evaluations[k] = state["best_return"], state["early_stop"], state["evaluations"]
+        for key, moments in state["adam"].items():
+            adam_moments.setdefault(key, {"exp_avg": [None] * num_experts, "exp_avg_sq": [None] * num_experts})
+            for name in ("exp_avg", "exp_avg_sq"):
+                adam_moments[key][name][k] = moments[name]
+        print(f"resuming {run_dirs[k]} from step {int(global_step[k]):,} (update {int(update[k])})")
+    if adam_moments:
+        # Adam keeps one step count per parameter tensor: experts resumed together share the largest.
+        adam_step = float(max(update))
+        for key, parameter in policy.expert_parameters():
+            if not parameter.requires_grad:
+                continue
+            state = optimizer.state[parameter]
+            state["step"] = torch.tensor(adam_step)
+            for name in ("exp_avg", "exp_avg_sq"):
+                state[name] = torch.zeros_like(parameter)
+                for k, moment in enumerate(adam_moments.get(key, {}).get(name, [])):
+                    if moment is not None:
+                        state[name][k] = moment
+
+    active = np.array(
+        [not early_stop[k]["stopped"] and global_step[k] < args.total_timesteps for k in range(num_experts)]
+    )
+    for k in np.flatnonzero(~active):
+        reason = "stopped early" if early_stop[k]["stopped"] else f"reached {int(global_step[k]):,} steps"
+        print(f"{run_dirs[k]}: already {reason}; nothing to do (raise --total-timesteps to train on).")
+    if not active.any():
+        for env in envs:
+            env.close()
         return 0
-    write_json(run_dir / "args.json", dataclasses.asdict(args))
+    for k in np.flatnonzero(active):
+        write_json(run_dirs[k] / "args.json", {**dataclasses.asdict(args), "clips": [snippets[k].id]})
 
     # TensorBoard continues a resumed run; purge_step drops what the old run logged past its checkpoint.
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step + 1 if resumed else None)
-    if not resumed:
-        table = "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    writers = [
+        SummaryWriter(str(run_dirs[k] / "tb"), purge_step=int(global_step[k]) + 1 if resumed[k] else None)
+        for k in range(num_experts)
+    ]
+    for k in np.flatnonzero(active):
+        if not resumed[k]:
+            table = "\n".join(f"|{name}|{value}|" for name, value in dataclasses.asdict(args).items())
+            writers[k].add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
-    checkpointed_step = global_step  # where a rerun would resume
+    checkpointed_step = global_step.copy()  # where a rerun would resume
 
-    def checkpoint() -> None:
-        nonlocal checkpointed_step
+    def checkpoint(k: int) -> None:
+        adam = {}
+        for key, parameter in policy.expert_parameters():
+            state = optimizer.state.get(parameter)
+            if state:
+                adam[key] = {name: state[name][k].clone() for name in ("exp_avg", "exp_avg_sq")}
         save_checkpoint(
-            checkpoint_path,
+            checkpoint_paths[k],
             {
-                "global_step": global_step,
-                "update": update,
-                "training_seconds": training_seconds + time.time() - start_time,
-                "policy": policy.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "obs_rms": {k: torch.from_numpy(v) for k, v in obs_normalizer.rms.state_dict().items()},
-                "return_rms": {k: torch.from_numpy(v) for k, v in reward_normalizer.return_rms.state_dict().items()},
+                "global_step": int(global_step[k]),
+                "update": int(update[k]),
+                "training_seconds": float(training_seconds[k] + time.time() - start_time),
+                "policy": policy.expert_state(k),
+                "adam": adam,
+                "obs_rms": {n: torch.from_numpy(v) for n, v in obs_normalizers[k].rms.state_dict().items()},
+                "return_rms": {
+                    n: torch.from_numpy(v) for n, v in reward_normalizers[k].return_rms.state_dict().items()
+                },
                 "rng": rng_state(),
-                "best_return": best_return,
-                "early_stop": early_stop,
-                "evaluations": evaluations,
-                "args": json.dumps(dataclasses.asdict(args)),
+                "best_return": best_return[k],
+                "early_stop": early_stop[k],
+                "evaluations": evaluations[k],
+                "args": json.dumps({**dataclasses.asdict(args), "clips": [snippets[k].id]}),
             },
         )
-        checkpointed_step = global_step
+        checkpointed_step[k] = global_step[k]
 
-    def save_model(kind: str, summary: dict[str, float]) -> None:
+    def save_model(k: int, kind: str, summary: dict[str, float]) -> None:
         save_expert(
-            run_dir / kind / "model",
-            policy,
-            obs_normalizer,
+            run_dirs[k] / kind / "model",
+            policy.expert(k),
+            obs_normalizers[k],
             observation_keys,
             observation_sizes,
-            reward_normalizer.return_rms,
-            reward_normalizer.config(),
-            metadata={**clip_info, "ref_steps": [0], "global_step": global_step, "evaluation": {kind: summary}},
-            reference_actions=reference_actions,
+            reward_normalizers[k].return_rms,
+            reward_normalizers[k].config(),
+            metadata={
+                **clip_infos[k],
+                "ref_steps": [0],
+                "global_step": int(global_step[k]),
+                "evaluation": {kind: summary},
+            },
+            reference_actions=reference_actions[k],
         )
 
-    @torch.no_grad()
-    def act_deterministic(observation: dict[str, np.ndarray]) -> np.ndarray:
-        flat = flatten_observation(observation, observation_keys)
-        x = torch.as_tensor(obs_normalizer(flat))
-        return policy.act(x, True, action_offset(flat.reshape(len(x), -1))).clamp(-1.0, 1.0).numpy()
+    def evaluate(k: int) -> bool:
+        """MoCapAct's two evaluations of expert ``k``; saves each one's best model; True when it should stop."""
+        expert = policy.expert(k)
 
-    def evaluate() -> bool:
-        """MoCapAct's two evaluations; saves each one's best model; True when training should stop early."""
-        minutes = (training_seconds + time.time() - start_time) / 60
-        record: dict[str, Any] = {"global_step": global_step, "training_minutes": minutes}
+        @torch.no_grad()
+        def act_deterministic(observation: dict[str, np.ndarray]) -> np.ndarray:
+            flat = flatten_observation(observation, observation_keys).reshape(args.eval_num_envs, -1)
+            offset = action_offset(k, flat)
+            x = torch.as_tensor(obs_normalizers[k](flat))
+            mean = expert.act(x, True, None if offset is None else torch.as_tensor(offset))
+            return mean.clamp(-1.0, 1.0).numpy()
+
+        minutes = float(training_seconds[k] + time.time() - start_time) / 60
+        record: dict[str, Any] = {"global_step": int(global_step[k]), "training_minutes": minutes}
         for kind, num_episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
-            if kind not in eval_envs:
-                eval_envs[kind] = make_eval_vec_env(
-                    args.clip, kind, args.eval_num_envs, backend, args.vectorization_mode, **env_kwargs
+            if kind not in eval_envs[k]:
+                eval_envs[k][kind] = make_eval_vec_env(
+                    snippets[k].id, kind, args.eval_num_envs, backend, args.vectorization_mode, **env_kwargs
                 )
-            eval_seed = args.seed + 1_000_003 * (len(evaluations) + 1) + (kind == "eval_start")
-            summary = summarize(run_episodes(eval_envs[kind], act_deterministic, num_episodes, seed=eval_seed))
+            eval_seed = args.seed + 1_000_003 * (len(evaluations[k]) + 1) + (kind == "eval_start")
+            summary = summarize(run_episodes(eval_envs[k][kind], act_deterministic, num_episodes, seed=eval_seed))
             for key, value in summary.items():
-                writer.add_scalar(f"{kind}/{key}", value, global_step)
-            writer.add_scalar(f"{kind}/training_minutes", minutes, global_step)
-            if summary["mean_episode_return"] > best_return[kind]:
-                best_return[kind] = summary["mean_episode_return"]
-                save_model(kind, summary)
+                writers[k].add_scalar(f"{kind}/{key}", value, global_step[k])
+            writers[k].add_scalar(f"{kind}/training_minutes", minutes, global_step[k])
+            if summary["mean_episode_return"] > best_return[k][kind]:
+                best_return[k][kind] = summary["mean_episode_return"]
+                save_model(k, kind, summary)
             record[kind] = summary
-        evaluations.append(record)
-        write_json(run_dir / "evaluations.json", evaluations)
+        evaluations[k].append(record)
+        write_json(run_dirs[k] / "evaluations.json", evaluations[k])
 
-        rsi = record["eval_rsi"]
-        if rsi["mean_norm_episode_return"] > early_stop["best_norm_return"] + args.early_stop_min_delta:
-            early_stop["best_norm_return"] = rsi["mean_norm_episode_return"]
-            early_stop["evals_without_improvement"] = 0
+        rsi, stop = record["eval_rsi"], early_stop[k]
+        if rsi["mean_norm_episode_return"] > stop["best_norm_return"] + args.early_stop_min_delta:
+            stop["best_norm_return"] = rsi["mean_norm_episode_return"]
+            stop["evals_without_improvement"] = 0
         else:
-            early_stop["evals_without_improvement"] += 1
-        early_stop["stopped"] = (
+            stop["evals_without_improvement"] += 1
+        stop["stopped"] = (
             rsi["mean_norm_episode_length"] >= args.early_stop_min_norm_length
-            and early_stop["evals_without_improvement"] > args.early_stop_patience
+            and stop["evals_without_improvement"] > args.early_stop_patience
         )
-        progress.set_postfix(
-            rsi_len=f"{rsi['mean_norm_episode_length']:.2f}", rsi_ret=f"{rsi['mean_norm_episode_return']:.2f}"
-        )
-        return early_stop["stopped"]
+        latest_rsi[k] = rsi
+        return stop["stopped"]
 
-    # -- rollout storage -----------------------------------------------------------------
-    shape = (args.num_steps, args.num_envs)
+    def evaluated(k: int) -> None:
+        """Expert ``k``'s checkpoint after an evaluation, then the caller's callback."""
+        checkpoint(k)
+        if on_evaluation is not None:
+            on_evaluation(k, evaluations[k][-1])
+
+    # -- rollout storage: a leading expert axis ------------------------------------------
+    shape = (num_experts, args.num_steps, args.num_envs)
     obs = torch.zeros((*shape, observation_size))
     actions = torch.zeros((*shape, action_size))
     offsets = torch.zeros((*shape, action_size))  # reference actions under the policy's mean (0 if absolute)
     logprobs, rewards, values = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
     terminateds, dones = torch.zeros(shape), torch.zeros(shape)
-    valid = torch.zeros(shape, dtype=torch.bool)  # False on steps that only autoreset
+    valid = torch.zeros(shape, dtype=torch.bool)  # False on steps that only autoreset, and for stopped experts
 
     # -- start the game ------------------------------------------------------------------
-    start_time, start_step, last_checkpoint = time.time(), global_step, time.time()
-    # A resumed run reseeds the envs from its update count: their RNG state is not checkpointed.
-    next_obs_dict, info = envs.reset(seed=args.seed + update * args.num_envs)
-    tracker = EpisodeTracker(args.num_envs)
-    tracker.on_reset(info)
-    flat = flatten_observation(batched_observation(next_obs_dict, args.num_envs), observation_keys)
-    obs_normalizer.update(flat)
-    next_obs, next_offset = torch.as_tensor(obs_normalizer(flat)), action_offset(flat)
-    resetting = np.zeros(args.num_envs, dtype=bool)
+    start_time, start_steps, last_checkpoint = time.time(), global_step.copy(), time.time()
+    next_obs = torch.zeros((num_experts, args.num_envs, observation_size))
+    next_offset = torch.zeros((num_experts, args.num_envs, action_size))
+    trackers = [EpisodeTracker(args.num_envs) for _ in snippets]
+    for k in range(num_experts):
+        # A resumed run reseeds the envs from its update count: their RNG state is not checkpointed.
+        observation, info = envs[k].reset(seed=args.seed + int(update[k]) * args.num_envs)
+        trackers[k].on_reset(info)
+        flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
+        obs_normalizers[k].update(flat)
+        next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
+        if reference_actions[k] is not None:
+            next_offset[k] = torch.as_tensor(action_offset(k, flat))
+    resetting = np.zeros((num_experts, args.num_envs), dtype=bool)
     next_eval_step = (global_step // args.eval_every_steps + 1) * args.eval_every_steps
-    last_eval_step = evaluations[-1]["global_step"] if evaluations else -1
-    stop_reason = f"reached {args.total_timesteps:,} steps"
+    last_eval_step = np.array([e[-1]["global_step"] if e else -1 for e in evaluations])
+    latest_rsi: list[dict[str, float] | None] = [e[-1]["eval_rsi"] if e else None for e in evaluations]
+    stop_reasons = [f"reached {args.total_timesteps:,} steps"] * num_experts
+    for k in np.flatnonzero(~active):
+        stop_reasons[k] = "nothing to do"
     progress = tqdm(
-        total=args.total_timesteps, initial=global_step, unit="step", disable=not args.progress_bar, dynamic_ncols=True
+        total=num_experts * args.total_timesteps,
+        initial=int(np.minimum(global_step, args.total_timesteps).sum()),
+        unit="step",
+        disable=not args.progress_bar,
+        dynamic_ncols=True,
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
 
     try:
-        while global_step < args.total_timesteps:
+        while active.any():
             if args.max_minutes is not None and time.time() - start_time >= 60 * args.max_minutes:
-                stop_reason = f"--max-minutes {args.max_minutes} reached"
+                for k in np.flatnonzero(active):
+                    stop_reasons[k] = f"--max-minutes {args.max_minutes} reached"
                 break
-            update += 1
-            learning_rate = learning_rate_at(args, global_step)
+            training = active.copy()  # the experts this update trains
+            trained = np.flatnonzero(training)
+            update[training] += 1
+            # Every expert in an update steps as many times, so they share one schedule position.
+            learning_rate = learning_rate_at(args, int(global_step[training].max()))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
 
             for step in range(args.num_steps):
-                obs[step] = next_obs
-                if next_offset is not None:
-                    offsets[step] = next_offset
-                valid[step] = torch.from_numpy(~resetting)
+                obs[:, step] = next_obs
+                offsets[:, step] = next_offset
+                valid[:, step] = torch.from_numpy(~resetting & training[:, None])
                 with torch.no_grad():
                     action, logprob, _, value = policy.action_and_value(next_obs, action_offset=next_offset)
-                actions[step], logprobs[step], values[step] = action, logprob, value
-
+                actions[:, step], logprobs[:, step], values[:, step] = action, logprob, value
                 # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
-                next_obs_dict, reward, terminated, truncated, info = envs.step(action.clamp(-1.0, 1.0).numpy())
-                done = np.logical_or(terminated, truncated)
-                rewards[step] = torch.from_numpy(reward_normalizer(reward, done, ~resetting))
-                terminateds[step], dones[step] = torch.from_numpy(terminated), torch.from_numpy(done)
-                global_step += int((~resetting).sum())
-                for episode in tracker.on_step(reward, terminated, truncated, info):
-                    writer.add_scalar("charts/episodic_return", episode.episode_return, global_step)
-                    writer.add_scalar("charts/episodic_length", episode.episode_length, global_step)
-                    writer.add_scalar("charts/norm_episode_return", episode.norm_episode_return, global_step)
-                    writer.add_scalar("charts/norm_episode_length", episode.norm_episode_length, global_step)
-                tracker.on_reset(info, mask=resetting)
-                resetting = done
-
-                flat = flatten_observation(batched_observation(next_obs_dict, args.num_envs), observation_keys)
-                obs_normalizer.update(flat)
-                next_obs, next_offset = torch.as_tensor(obs_normalizer(flat)), action_offset(flat)
+                env_actions = action.clamp(-1.0, 1.0).numpy()
+                for k in trained:
+                    observation, reward, terminated, truncated, info = envs[k].step(env_actions[k])
+                    done = np.logical_or(terminated, truncated)
+                    rewards[k, step] = torch.from_numpy(reward_normalizers[k](reward, done, ~resetting[k]))
+                    terminateds[k, step], dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
+                    global_step[k] += int((~resetting[k]).sum())
+                    for episode in trackers[k].on_step(reward, terminated, truncated, info):
+                        writers[k].add_scalar("charts/episodic_return", episode.episode_return, global_step[k])
+                        writers[k].add_scalar("charts/episodic_length", episode.episode_length, global_step[k])
+                        writers[k].add_scalar("charts/norm_episode_return", episode.norm_episode_return, global_step[k])
+                        writers[k].add_scalar("charts/norm_episode_length", episode.norm_episode_length, global_step[k])
+                    trackers[k].on_reset(info, mask=resetting[k])
+                    resetting[k] = done
+                    flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
+                    obs_normalizers[k].update(flat)
+                    next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
+                    if reference_actions[k] is not None:
+                        next_offset[k] = torch.as_tensor(action_offset(k, flat))
 
             # GAE. A truncated episode bootstraps from its final observation, which next-step autoreset
             # returns as the following observation (obs[t + 1], or next_obs); a terminated one from 0.
             with torch.no_grad():
                 next_value = policy.value(next_obs)
                 advantages = torch.zeros_like(rewards)
-                last_gae = torch.zeros(args.num_envs)
+                last_gae = torch.zeros((num_experts, args.num_envs))
                 for t in reversed(range(args.num_steps)):
-                    following_value = next_value if t == args.num_steps - 1 else values[t + 1]
-                    delta = rewards[t] + args.gamma * following_value * (1.0 - terminateds[t]) - values[t]
-                    last_gae = delta + args.gamma * args.gae_lambda * (1.0 - dones[t]) * last_gae
-                    advantages[t] = last_gae
+                    following_value = next_value if t == args.num_steps - 1 else values[:, t + 1]
+                    delta = rewards[:, t] + args.gamma * following_value * (1.0 - terminateds[:, t]) - values[:, t]
+                    last_gae = delta + args.gamma * args.gae_lambda * (1.0 - dones[:, t]) * last_gae
+                    advantages[:, t] = last_gae
                 returns = advantages + values
 
-            # Flatten the batch and keep only real transitions.
-            keep = valid.reshape(-1)
-            b_obs = obs.reshape(-1, observation_size)[keep]
-            b_actions = actions.reshape(-1, action_size)[keep]
-            b_offsets = offsets.reshape(-1, action_size)[keep]
-            b_logprobs, b_advantages = logprobs.reshape(-1)[keep], advantages.reshape(-1)[keep]
-            b_returns, b_values = returns.reshape(-1)[keep], values.reshape(-1)[keep]
+            # Flatten each expert's batch; steps that only reset stay in place, masked out of every mean.
+            b_obs = obs.reshape(num_experts, -1, observation_size)
+            b_actions = actions.reshape(num_experts, -1, action_size)
+            b_offsets = offsets.reshape(num_experts, -1, action_size)
+            b_logprobs, b_advantages = logprobs.reshape(num_experts, -1), advantages.reshape(num_experts, -1)
+            b_returns, b_values = returns.reshape(num_experts, -1), values.reshape(num_experts, -1)
+            b_valid = valid.reshape(num_experts, -1).float()
 
-            # Optimise the policy and value networks.
-            batch_size = len(b_obs)
-            clipfracs: list[float] = []
+            # Optimise every expert's policy and value networks on its own data.
+            batch_size = b_obs.shape[1]
+            clipfracs: list[torch.Tensor] = []
             for _epoch in range(args.update_epochs):
-                permutation = np.random.permutation(batch_size)
+                permutation = torch.from_numpy(np.random.permutation(batch_size))
                 for start in range(0, batch_size, args.minibatch_size):
-                    mb = torch.from_numpy(permutation[start : start + args.minibatch_size])
+                    mb = permutation[start : start + args.minibatch_size]
+                    mask = b_valid[:, mb]
+                    count = mask.sum(-1).clamp(min=1.0)
                     _, new_logprob, entropy, new_value = policy.action_and_value(
-                        b_obs[mb], b_actions[mb], b_offsets[mb]
+                        b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
                     )
-                    log_ratio = new_logprob - b_logprobs[mb]
+                    log_ratio = new_logprob - b_logprobs[:, mb]
                     ratio = log_ratio.exp()
                     with torch.no_grad():
-                        old_approx_kl = (-log_ratio).mean()
-                        approx_kl = ((ratio - 1) - log_ratio).mean()
-                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                        old_approx_kl = masked_mean(-log_ratio, mask, count)
+                        approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
+                        clipfracs.append(masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count))
 
-                    mb_advantages = b_advantages[mb]
-                    if len(mb) > 1:  # SB3 normalises advantages per minibatch
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                    # SB3 normalises advantages per minibatch: here per expert, over its real transitions.
+                    mb_advantages = b_advantages[:, mb]
+                    adv_mean = masked_mean(mb_advantages, mask, count).unsqueeze(1)
+                    adv_var = ((mb_advantages - adv_mean) ** 2 * mask).sum(-1) / (count - 1.0).clamp(min=1.0)
+                    mb_advantages = torch.where(
+                        (count > 1).unsqueeze(1),
+                        (mb_advantages - adv_mean) / (adv_var.sqrt().unsqueeze(1) + 1e-8),
+                        mb_advantages,
+                    )
                     pg_loss1 = -mb_advantages * ratio
                     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-                    v_loss = ((new_value - b_returns[mb]) ** 2).mean()
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+                    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
+                    v_loss = masked_mean((new_value - b_returns[:, mb]) ** 2, mask, count)
+                    entropy_loss = masked_mean(entropy, mask, count)
+                    # The experts share no parameter: the sum trains each on its own loss.
+                    loss = (pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss).sum()
 
                     optimizer.zero_grad()
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+                    policy.clip_grad_norm_(args.max_grad_norm)
                     optimizer.step()
-                if args.target_kl is not None and approx_kl > args.target_kl:
+                if args.target_kl is not None and approx_kl[training].max() > args.target_kl:
                     break
 
-            y_pred, y_true = b_values.numpy(), b_returns.numpy()
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-            steps_per_second = (global_step - start_step) / (time.time() - start_time)
-            writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-            writer.add_scalar("charts/SPS", steps_per_second, global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            progress.update(min(global_step, args.total_timesteps) - progress.n)
-            progress.set_description(f"{snippet.id} {steps_per_second:.0f} SPS")
+            clipfrac = torch.stack(clipfracs).mean(0)
+            elapsed = time.time() - start_time
+            for k in trained:
+                y_pred, y_true = b_values[k][b_valid[k] > 0].numpy(), b_returns[k][b_valid[k] > 0].numpy()
+                var_y = np.var(y_true)
+                explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+                step_k, writer = int(global_step[k]), writers[k]
+                writer.add_scalar("charts/learning_rate", learning_rate, step_k)
+                writer.add_scalar("charts/SPS", (global_step[k] - start_steps[k]) / elapsed, step_k)
+                writer.add_scalar("losses/value_loss", v_loss[k].item(), step_k)
+                writer.add_scalar("losses/policy_loss", pg_loss[k].item(), step_k)
+                writer.add_scalar("losses/entropy", entropy_loss[k].item(), step_k)
+                writer.add_scalar("losses/old_approx_kl", old_approx_kl[k].item(), step_k)
+                writer.add_scalar("losses/approx_kl", approx_kl[k].item(), step_k)
+                writer.add_scalar("losses/clipfrac", clipfrac[k].item(), step_k)
+                writer.add_scalar("losses/explained_variance", explained_var, step_k)
+            steps_per_second = (global_step - start_steps).sum() / elapsed
+            progress.update(int(np.minimum(global_step, args.total_timesteps).sum()) - progress.n)
+            label = snippets[0].id if num_experts == 1 else f"{int(active.sum())}/{num_experts} experts"
+            progress.set_description(f"{label} {steps_per_second:.0f} SPS")
 
-            if global_step >= next_eval_step:
-                next_eval_step = (global_step // args.eval_every_steps + 1) * args.eval_every_steps
-                last_eval_step = global_step
-                if evaluate():
-                    stop_reason = "stopped early: normalized return no longer improves"
-                    checkpoint()
-                    break
-                checkpoint()
+            evaluated_now = False
+            for k in trained:
+                if global_step[k] >= next_eval_step[k] or global_step[k] >= args.total_timesteps:
+                    next_eval_step[k] = (global_step[k] // args.eval_every_steps + 1) * args.eval_every_steps
+                    last_eval_step[k] = global_step[k]
+                    if evaluate(k):
+                        stop_reasons[k] = "stopped early: normalized return no longer improves"
+                        active[k] = False
+                    elif global_step[k] >= args.total_timesteps:
+                        active[k] = False
+                    evaluated(k)  # a finished expert's last checkpoint: it is not written again
+                    evaluated_now = True
+            if evaluated_now:
+                shown = [r for r in latest_rsi if r is not None]
+                progress.set_postfix(
+                    rsi_len=f"{np.mean([r['mean_norm_episode_length'] for r in shown]):.2f}",
+                    rsi_ret=f"{np.mean([r['mean_norm_episode_return'] for r in shown]):.2f}",
+                )
                 last_checkpoint = time.time()
             elif time.time() - last_checkpoint >= args.checkpoint_every_seconds:
-                checkpoint()
+                for k in np.flatnonzero(active):
+                    checkpoint(k)
                 last_checkpoint = time.time()
 
-        # Every run ends with an evaluated, saved model.
-        if last_eval_step != global_step:
-            evaluate()
-        checkpoint()
+        # Every run ends with an evaluated, saved model (those still active stopped on --max-minutes).
+        for k in np.flatnonzero(active):
+            if last_eval_step[k] != global_step[k]:
+                evaluate(k)
+                evaluated(k)
+            else:
+                checkpoint(k)
     except KeyboardInterrupt:
-        stop_reason = f"interrupted at step {global_step:,}; the next run resumes from the last checkpoint"
+        for k in range(num_experts):
+            stop_reasons[k] = (
+                f"interrupted at step {int(global_step[k]):,}; the next run resumes from the last checkpoint"
+            )
         global_step = checkpointed_step
     finally:
         progress.close()
-        writer.close()
-        envs.close()
-        for env in eval_envs.values():
+        for writer in writers:
+            writer.close()
+        for env in envs:
             env.close()
+        for kinds in eval_envs:
+            for env in kinds.values():
+                env.close()
 
-    print(f"{run_dir}: {stop_reason} at step {global_step:,}.")
-    if evaluations:
-        last = evaluations[-1]
-        for kind in EVAL_SETTINGS:
-            s = last[kind]
-            print(
-                f"  {kind:10s} return {s['mean_episode_return']:8.2f}  length {s['mean_episode_length']:6.1f}  "
-                f"norm return {s['mean_norm_episode_return']:.3f}  norm length {s['mean_norm_episode_length']:.3f}"
-            )
+    for k in range(num_experts):
+        if stop_reasons[k] == "nothing to do":
+            continue
+        print(f"{run_dirs[k]}: {stop_reasons[k]} at step {int(global_step[k]):,}.")
+        if evaluations[k]:
+            last = evaluations[k][-1]
+            for kind in EVAL_SETTINGS:
+                s = last[kind]
+                print(
+                    f"  {kind:10s} return {s['mean_episode_return']:8.2f}  length {s['mean_episode_length']:6.1f}  "
+                    f"norm return {s['mean_norm_episode_return']:.3f}  norm length {s['mean_norm_episode_length']:.3f}"
+                )
     return 0
 
 

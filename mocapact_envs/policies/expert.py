@@ -203,3 +203,127 @@ class ExpertActorCritic(nn.Module):
             action = distribution.sample()
         log_prob = distribution.log_prob(action).sum(-1)
         return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
+
+
+class _BatchedMLP(nn.Module):
+    """K independent MLPs of one shape, evaluated together: inputs ``(K, B, in)``, outputs ``(K, B, out)``.
+
+    Layer ``i`` keeps ``weights[i]`` as ``(K, out, in)`` and ``biases[i]`` as ``(K, out)``, so
+    ``weights[i][k]`` is exactly the ``nn.Linear`` weight of network ``k``'s layer ``i``.
+    """
+
+    def __init__(self, mlps: Sequence[nn.Sequential], activation: str):
+        super().__init__()
+        linears = [[layer for layer in mlp if isinstance(layer, nn.Linear)] for mlp in mlps]
+        self.weights = nn.ParameterList(
+            [torch.stack([net[i].weight.detach() for net in linears]) for i in range(len(linears[0]))]
+        )
+        self.biases = nn.ParameterList(
+            [torch.stack([net[i].bias.detach() for net in linears]) for i in range(len(linears[0]))]
+        )
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if i < last:
+                x = self.activation(x)
+        return x
+
+
+class ExpertEnsemble(nn.Module):
+    """K independent :class:`ExpertActorCritic` networks of one architecture, computed as batched tensor operations.
+
+    Inputs and outputs carry a leading expert axis: observations ``(K, B, D)``, actions ``(K, B, A)``,
+    values and log probabilities ``(K, B)``. Summing the K experts' losses trains each on its own loss:
+    they share no parameter (gradient clipping is per expert, :meth:`clip_grad_norm_`).
+    :meth:`expert` and :meth:`load_expert_state` convert expert ``k`` to and from an ``ExpertActorCritic``
+    state dict, so each expert is saved and resumed exactly as a single one.
+    """
+
+    def __init__(self, experts: Sequence[ExpertActorCritic]):
+        super().__init__()
+        first = experts[0]
+        if any(e.config() != first.config() for e in experts):
+            raise ValueError("the experts of an ensemble must share one architecture.")
+        self.num_experts = len(experts)
+        self.single_config = first.config()
+        self.actor_mean = _BatchedMLP([e.actor_mean for e in experts], first.activation)
+        self.critic = _BatchedMLP([e.critic for e in experts], first.activation)
+        self.log_std = nn.Parameter(
+            torch.stack([e.log_std.detach() for e in experts]), requires_grad=first.learn_log_std
+        )
+        # The ensemble parameter behind each ExpertActorCritic state-dict key (Linear layers sit at even
+        # indices of its Sequential MLPs, activations between them).
+        batched = {"log_std": self.log_std}
+        for name, mlp in (("actor_mean", self.actor_mean), ("critic", self.critic)):
+            for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+                batched[f"{name}.{2 * i}.weight"], batched[f"{name}.{2 * i}.bias"] = weight, bias
+        self._single_keys = list(first.state_dict())
+        if set(batched) != set(self._single_keys):
+            raise AssertionError(f"ensemble keys {sorted(batched)} differ from {self._single_keys}.")
+        self._batched = [batched[key] for key in self._single_keys]
+
+    def expert(self, k: int) -> ExpertActorCritic:
+        """Expert ``k`` as a standalone network (a copy)."""
+        single = ExpertActorCritic.from_config(self.single_config)
+        single.load_state_dict(self.expert_state(k))
+        return single
+
+    def expert_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Expert ``k``'s weights under ``ExpertActorCritic``'s state-dict keys."""
+        return {key: p[k].detach().clone() for key, p in zip(self._single_keys, self._batched, strict=True)}
+
+    @torch.no_grad()
+    def load_expert_state(self, k: int, state: Mapping[str, torch.Tensor]) -> None:
+        missing = set(self._single_keys) ^ set(state)
+        if missing:
+            raise ValueError(f"the expert state does not match the ensemble's architecture (keys {sorted(missing)}).")
+        for key, p in zip(self._single_keys, self._batched, strict=True):
+            if p[k].shape != state[key].shape:
+                raise ValueError(f"{key}: shape {tuple(state[key].shape)}, the ensemble's is {tuple(p[k].shape)}.")
+            p[k].copy_(state[key])
+
+    def expert_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Pairs of (``ExpertActorCritic`` state-dict key, ensemble parameter with a leading expert axis)."""
+        return list(zip(self._single_keys, self._batched, strict=True))
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Each expert's gradients scaled to a total norm of at most ``max_norm``; the K norms before clipping."""
+        grads = [p.grad for p in self._batched if p.grad is not None]
+        norms = torch.stack([g.reshape(self.num_experts, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+        return norms
+
+    def value(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.critic(observation).squeeze(-1)
+
+    def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
+        mean = self.actor_mean(observation)
+        return mean if action_offset is None else mean + action_offset
+
+    def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
+        mean = self.mean_action(observation, action_offset)
+        return Normal(mean, self.log_std.exp().unsqueeze(1).expand_as(mean))
+
+    def act(
+        self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if deterministic:
+            return self.mean_action(observation, action_offset)
+        return self.distribution(observation, action_offset).sample()
+
+    def action_and_value(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor | None = None,
+        action_offset: torch.Tensor | None = None,
+    ):
+        distribution = self.distribution(observation, action_offset)
+        if action is None:
+            action = distribution.sample()
+        log_prob = distribution.log_prob(action).sum(-1)
+        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
