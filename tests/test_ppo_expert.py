@@ -66,8 +66,15 @@ def test_train_writes_mocapact_layout(first_run):
     }
     for kind in ("eval_rsi", "eval_start"):
         model_dir = first_run / kind / "model"
-        assert {p.name for p in model_dir.iterdir()} == {"config.json", "model.safetensors", "normalizer.safetensors"}
+        # The default preset's experts act around the reference: its actions are saved with them.
+        assert {p.name for p in model_dir.iterdir()} == {
+            "config.json",
+            "model.safetensors",
+            "normalizer.safetensors",
+            "reference_actions.safetensors",
+        }
         config = json.loads((model_dir / "config.json").read_text())
+        assert config["format_version"] == 2 and config["action_offset"]["time_key"] == "walker/time_in_clip"
         assert config["observation_keys"] == sorted(config["observation_keys"])
         assert sum(config["observation_sizes"]) == 206
         assert np.allclose(config["action_std"], 0.1)
@@ -89,9 +96,11 @@ def test_resume_continues_from_checkpoint(first_run, tmp_path):
     after = checkpoint(first_run)
     assert after["update"] > before["update"] and 1024 <= after["global_step"]
     assert [e["global_step"] for e in after["evaluations"]] == [before["global_step"], after["global_step"]]
-    # The optimiser carried on (Adam's step count) and TensorBoard's steps never went back.
-    adam_steps = [int(next(iter(s["optimizer"]["state"].values()))["step"]) for s in (before, after)]
-    assert adam_steps[1] > adam_steps[0]
+    # The optimiser carried on (Adam's moments, saved under the network's own keys) and TensorBoard's
+    # steps never went back.
+    assert set(before["adam"]) == set(before["policy"]) - {"log_std"}
+    moments = [s["adam"]["actor_mean.0.weight"]["exp_avg"] for s in (before, after)]
+    assert moments[0].abs().sum() > 0 and not torch.equal(*moments)
     events = EventAccumulator(str(first_run / "tb"))
     events.Reload()
     sps_steps = [e.step for e in events.Scalars("charts/SPS")]
@@ -253,3 +262,86 @@ def test_vecnormalize_unpickler_refuses_other_globals(tmp_path):
 def test_load_expert_names_what_it_looked_for(tmp_path):
     with pytest.raises(FileNotFoundError, match="best_model.zip"):
         mocapact_envs.load_expert(tmp_path)
+
+
+def test_residual_expert_acts_around_the_reference(first_run, tmp_path):
+    """A residual expert whose network outputs 0 plays the reference actions: the servo targets of the next
+    reference pose, which keep the humanoid up far longer than zero actions."""
+    from safetensors.torch import load_file, save_file
+
+    from mocapact_envs.reference_actions import ReferenceActions, pose_to_action
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(first_run / "eval_rsi" / "model", model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    last = max(int(key.split(".")[1]) for key in weights if key.startswith("actor_mean."))
+    for name in ("weight", "bias"):
+        weights[f"actor_mean.{last}.{name}"].zero_()
+    save_file(weights, str(model_dir / "model.safetensors"))
+    expert = mocapact_envs.load_expert(model_dir)
+    reference = ReferenceActions.for_snippet("CMU_016_22-0-82")
+    joints = mocapact_envs.mocap.source.get_source().clip_set("CMU_016_22-0-82").reference_features(0)["joints"]
+
+    env = make_tracking_env("CMU_016_22", random_start=False)
+    lengths = {}
+    for name, act in (("reference", lambda o: expert.predict(o)[0]), ("zero", lambda o: np.zeros(56, np.float32))):
+        observation, _ = env.reset(seed=0)
+        for step in range(1, 200):
+            action = act(observation)
+            if name == "reference":
+                np.testing.assert_allclose(action, pose_to_action(joints[step]), atol=1e-6)
+            observation, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                break
+        lengths[name] = step
+    env.close()
+    assert reference.num_steps == 83
+    assert lengths["reference"] >= 2 * lengths["zero"] and lengths["reference"] >= 20
+
+
+def test_experts_trained_together_load_and_roll_out(tmp_path):
+    """Two snippets in one invocation: each expert in its own MoCapAct run folder, loadable, collectable."""
+    snippets = ("CMU_016_22-0-82", "CMU_009_12-0-100")
+    run(TRAIN, *TINY, "--clips", *snippets, "--log-root", tmp_path / "experts", "--total-timesteps", "256")
+    observation = make_tracking_env("CMU_009_12-0-100").reset(seed=0)[0]
+    for snippet in snippets:
+        run_dir = tmp_path / "experts" / snippet / "3"
+        assert json.loads((run_dir / "clip_info.json").read_text())["snippet_id"] == snippet
+        expert = mocapact_envs.load_expert(run_dir)
+        assert expert.snippet_id == snippet and expert.predict(observation)[0].shape == (56,)
+        assert checkpoint(run_dir)["global_step"] >= 256
+    collect = [
+        "-m", "mocapact_envs.datasets.collect", tmp_path / "experts", "--output-dir", tmp_path / "rollouts",
+        "--n-start-rollouts", "1", "--n-rsi-rollouts", "1", "--workers", "1",
+    ]  # fmt: skip
+    run(*collect)
+    assert sorted(p.name for p in (tmp_path / "rollouts").glob("*.hdf5")) == ["CMU_009_12.hdf5", "CMU_016_22.hdf5"]
+
+
+def test_ensemble_computes_each_expert_as_alone():
+    from mocapact_envs.policies.expert import ExpertActorCritic, ExpertEnsemble
+
+    torch.manual_seed(0)
+    experts = [ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh") for _ in range(3)]
+    for expert in experts:
+        torch.nn.init.normal_(expert.actor_mean[-1].weight, std=0.1)
+    ensemble = ExpertEnsemble(experts)
+    x, offset = torch.randn(3, 5, 206), torch.randn(3, 5, 56)
+    actions, log_prob, _, value = ensemble.action_and_value(x, action_offset=offset)
+    for k, expert in enumerate(experts):
+        _, expected_log_prob, _, expected_value = expert.action_and_value(x[k], actions[k], offset[k])
+        torch.testing.assert_close(log_prob[k], expected_log_prob, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(value[k], expected_value, atol=1e-5, rtol=1e-5)
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(ensemble.expert(k).state_dict().values(), expert.state_dict().values(), strict=True)
+        )
+    # Gradient clipping is per expert: a huge loss on expert 0 leaves expert 1's gradient as it was.
+    values = ensemble.value(x)
+    (values[0].sum() * 1e6 + values[1].sum() * 1e-4).backward()
+    before = ensemble.critic.weights[0].grad[1].clone()
+    norms = ensemble.clip_grad_norm_(1.0)
+    assert norms[0] > 1.0 > norms[1]
+    assert torch.equal(ensemble.critic.weights[0].grad[1], before)
+    clipped = sum(p.grad[0].pow(2).sum() for p in ensemble.parameters() if p.grad is not None).sqrt()
+    assert clipped == pytest.approx(1.0, rel=1e-4)
