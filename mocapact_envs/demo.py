@@ -19,14 +19,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from mocapact_envs.experts import SHIPPED_EXPERTS
 from mocapact_envs.io import replace_atomically
 from mocapact_envs.metrics import EpisodeMetrics, EpisodeTracker
 from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.tracking_env import MocapTrackingEnv
 
 VIDEO_SIZE = (640, 480)
-#: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
-SHIPPED_EXPERTS = Path(__file__).parent / "pretrained" / "experts"
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:

@@ -9,22 +9,79 @@ last step is ``truncated``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from dm_control.rl.control import PhysicsError
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.utils import EzPickle
+
+from mocapact_envs.policies.saving import SavedInDirectory
 
 DEFAULT_CAMERA = "walker/side"
 
 
-class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+class SerializableEnv(EzPickle):
+    """Gymnasium's conventions for environments that wrap C code, shared by every environment of the package.
+
+    * Pickling and ``copy.deepcopy`` rebuild the environment from the arguments it was made with
+      (Gymnasium's ``EzPickle``, as its MuJoCo environments): the copy is a new environment, not a
+      snapshot of the running episode. The arguments are captured in ``__new__``, so no subclass
+      lists them again.
+    * ``spec.kwargs`` (set by ``gym.make``) hold JSON values: paths become strings and a saved policy
+      its directory, so ``env.spec.to_json()`` and ``gym.make(EnvSpec.from_json(...))`` work.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        env = super().__new__(cls)
+        EzPickle.__init__(env, *args, **kwargs)
+        return env
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        if spec is not None:
+            spec.kwargs = {key: json_ready(value) for key, value in spec.kwargs.items()}
+        self.__dict__["_spec"] = spec
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON can hold it where it is a path (a string) or a policy saved in a directory (that directory).
+
+    A policy object that was never saved becomes a string saying so: the spec still serialises, and
+    making an environment from it fails naming that string.
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(json_ready(item) for item in value)
+    if isinstance(value, Mapping):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, SavedInDirectory):
+        if value.saved_directory is not None:
+            return os.fspath(value.saved_directory)
+        return f"unsaved {type(value).__name__} (save it and pass its directory to make this spec reproducible)"
+    return value
+
+
+class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
     """Base class: subclasses build ``self._dm_env`` and call :meth:`_setup_spaces`.
 
     ``self._dm_env`` is a composer environment or anything with its interface: ``reset`` and
     ``step`` returning ``dm_env.TimeStep`` s, ``action_spec``, ``observation_spec``,
     ``control_timestep``, ``random_state``, ``physics`` and ``close``.
+
+    ``step`` before the first ``reset`` or after an episode has ended raises ``RuntimeError``; an
+    action with NaN entries raises ``ValueError`` naming them and ends the episode.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
@@ -40,12 +97,16 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose None or 'rgb_array'.")
-        if act_noise < 0:
-            raise ValueError(f"act_noise must be >= 0, got {act_noise}.")
+        if not act_noise >= 0:  # NaN fails too
+            raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
+        for name, size in (("width", width), ("height", height)):
+            if isinstance(size, bool) or int(size) != size or size < 1:
+                raise ValueError(f"{name} must be a positive number of pixels, got {size!r}.")
         self.act_noise = float(act_noise)
         self.render_mode = render_mode
         self.width, self.height, self.camera = width, height, camera
         self._dm_env = None
+        self._episode_over = True
         #: Called with ``(physics, scene)`` before each rendered frame, as dm_control's ``scene_callback``.
         self._scene_callback = None
 
@@ -73,13 +134,25 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if seed is not None:
             self._dm_env.random_state.seed(seed)
         timestep = self._dm_env.reset()
+        self._episode_over = False
         self._after_reset()
         return self._observation(timestep.observation), self._info()
 
     def step(self, action: np.ndarray):
-        timestep = self._dm_env.step(self._applied_action(action))
+        if self._episode_over:
+            raise reset_needed_error(self)
+        applied = self._applied_action(action)
+        try:
+            timestep = self._dm_env.step(applied)
+        except PhysicsError as error:
+            self._episode_over = True
+            bad_action = invalid_action_error(action)
+            if bad_action is None:
+                raise
+            raise bad_action from error
         terminated = bool(timestep.last() and timestep.discount == 0.0)
         truncated = bool(timestep.last() and not terminated)
+        self._episode_over = terminated or truncated
         return self._observation(timestep.observation), float(timestep.reward), terminated, truncated, self._info()
 
     def _applied_action(self, action: np.ndarray) -> np.ndarray:
@@ -112,6 +185,31 @@ class DmControlEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _info(self) -> dict[str, Any]:
         return {"physics_state": self.physics.get_state().copy()}
+
+
+def reset_needed_error(env: gym.Env) -> RuntimeError:
+    """What stepping an environment whose episode has ended (or not begun) raises."""
+    return RuntimeError(
+        f"{type(env).__name__}.step() called with no episode running: the last one ended (terminated or "
+        "truncated) or reset() was never called. Call reset() to start an episode."
+    )
+
+
+def invalid_action_error(action: Any) -> ValueError | None:
+    """A ``ValueError`` naming an action's NaN entries (MuJoCo rejects them as it steps), or ``None`` if it has none.
+
+    Called only once a step has failed, so valid actions pay nothing for the check.
+    """
+    values = np.asarray(action, dtype=np.float64)
+    bad = np.flatnonzero(np.isnan(values))
+    if not len(bad):
+        return None
+    shown = ", ".join(str(i) for i in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    return ValueError(
+        f"the action has NaN at {len(bad)} of its {values.size} entries (flat indices {shown}); actions must be "
+        "numbers (values outside [-1, 1] are clipped). MuJoCo rejected the step, so the episode has ended: "
+        "call reset()."
+    )
 
 
 def action_space_from_spec(spec) -> spaces.Box:

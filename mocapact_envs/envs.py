@@ -6,7 +6,7 @@ so the backend and the vectorisation mode are chosen the same way everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -25,8 +25,10 @@ def available_backends() -> tuple[str, ...]:
 
 
 def default_backend() -> str:
-    """``"fast"`` where the tracking env has it, else the dm_control reference backend."""
-    return "fast" if "fast" in available_backends() else "dm_control"
+    """The tracking env's default backend (``"fast"``)."""
+    from mocapact_envs.tracking_env import DEFAULT_BACKEND
+
+    return DEFAULT_BACKEND
 
 
 def check_backend(backend: str | None) -> str:
@@ -49,14 +51,24 @@ def resolve_snippet(clip: str, mocap_path: str | None = None) -> Snippet:
     return snippets[0]
 
 
-def clamp_min_steps(snippet: Snippet, min_steps: int, ref_steps: tuple[int, ...] = (0,)) -> int:
-    """``min_steps`` lowered for short snippets so a random start still has somewhere to start.
+def clamp_min_steps(snippet: Snippet, min_steps: int, ref_steps: Sequence[int] = (0,)) -> int:
+    """The environment's ``min_steps`` for random starts that leave at least ``min_steps`` steps to track:
+    MoCapAct's rule, ``min(min_steps, end - start - max(ref_steps)) - 1``, the one rule its expert training,
+    evaluation and rollouts use (``snippet.end`` resolved).
 
-    dm_control draws starts from ``[start, end - max(ref_steps) - min_steps)``; MoCapAct's
-    rollouts use ``min(30, end - start - 5)`` for the same reason.
+    dm_control draws starts from ``[start, end - max(ref_steps) - env_min_steps)`` and an episode runs to
+    ``end - max(ref_steps)``, so ``env_min_steps = min_steps - 1`` leaves ``min_steps`` steps; a snippet too
+    short for that lowers it to what the snippet has.
     """
-    room = snippet.end - snippet.start - max(ref_steps) - 5  # type: ignore[operator]
-    return max(1, min(int(min_steps), room))
+    if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 1:
+        raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}.")
+    trackable = snippet.end - snippet.start - max(ref_steps)  # type: ignore[operator]
+    if trackable < 1:
+        raise ValueError(
+            f"snippet {snippet.id} has {snippet.end - snippet.start} steps after its start, too few to look "
+            f"{max(ref_steps)} steps ahead (ref_steps={tuple(ref_steps)})."
+        )
+    return min(int(min_steps), trackable) - 1
 
 
 def resolve_vectorization_mode(vectorization_mode: str | None, backend: str) -> str:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mocapact_envs.io import replace_atomically
+from mocapact_envs.io import read_json, replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 
 # torch (and SB3) load on first use: importing the package stays light.
@@ -199,7 +199,7 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
 
     from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer
 
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    config = read_json(model_dir / CONFIG_FILE)
     if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{model_dir / CONFIG_FILE} is not a {FORMAT_NAME} v{FORMAT_VERSION} expert "
@@ -359,6 +359,8 @@ def load_expert(path: str | Path, device: str = "cpu") -> Expert | SB3Expert:
 
 #: The file that names the snippet of an expert run (MoCapAct's layout).
 CLIP_INFO_FILE = "clip_info.json"
+#: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
+SHIPPED_EXPERTS = Path(__file__).parent / "pretrained" / "experts"
 
 
 @dataclass(frozen=True)
@@ -388,7 +390,7 @@ class ExpertSearch:
 
 def read_clip_info(path: Path) -> Snippet:
     """The snippet a ``clip_info.json`` names (MoCapAct's ``clip_id``/``start_step``/``end_step``)."""
-    info = json.loads(path.read_text())
+    info = read_json(path)
     if "snippet_id" in info:
         return parse_snippet(info["snippet_id"])
     missing = [k for k in ("clip_id", "start_step", "end_step") if k not in info]

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is lost: a temporary name, then a rename."""
+"""Writing files so that nothing is lost: a temporary name, then a rename; reading them back with errors that name the file."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
+
+# torch loads on first use: `import mocapact_envs` needs only numpy and mujoco.
+if TYPE_CHECKING:
+    import torch
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -31,8 +33,20 @@ def write_json(path: str | Path, data: Any) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``; a file that is not JSON raises ``ValueError`` naming it and where it breaks."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the file is corrupt or truncated.") from error
+
+
 def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor | np.ndarray]) -> None:
     """Saves tensors as safetensors (contiguous CPU copies), atomically."""
+    import torch
+    from safetensors.torch import save_file
+
     prepared = {
         name: (
             torch.from_numpy(np.ascontiguousarray(t)) if isinstance(t, np.ndarray) else t.detach().cpu().contiguous()
@@ -43,4 +57,11 @@ def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor | np.ndar
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """The tensors of a safetensors file; an unreadable file raises ``ValueError`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); it is corrupt or truncated.") from error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from mocapact_envs.mocap.source import ClipSet, get_source
 from mocapact_envs.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.motion_completion import MotionCompletion
 from mocapact_envs.tasks.tracking import build_tracking_environment
+from mocapact_envs.tracking_env import reference_source
 
 
 class MotionCompletionEnv(DmControlEnv):
@@ -56,6 +58,8 @@ class MotionCompletionEnv(DmControlEnv):
         clips: clip ids (or a collection) to start from; whole clips.
         prompt_experts: a folder of expert runs (``<clip>-<start>-<end>/<seed>/``
             with ``clip_info.json``) or one run; the expert covering each start prompts.
+            ``None``: the experts shipped with the package (``mocapact_envs/pretrained/experts``,
+            CMU_016_22), so ``gym.make("mocapact/MotionCompletion-CMU_016_22-v0")`` needs no argument.
         prompt_steps: steps the expert drives.
         max_steps: the most steps an episode lasts, the prompt included.
         observables: the observation set or keys the policy under test sees.
@@ -84,18 +88,22 @@ class MotionCompletionEnv(DmControlEnv):
         camera: str | int = DEFAULT_CAMERA,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        from mocapact_envs.experts import find_experts
+        from mocapact_envs.experts import SHIPPED_EXPERTS, find_experts
 
         if prompt_experts is None:
-            raise ValueError("prompt_experts is required: a folder of expert runs whose snippets cover the clips.")
+            prompt_experts = SHIPPED_EXPERTS
         if not 1 <= prompt_steps < max_steps:
             raise ValueError(f"prompt_steps must be in [1, max_steps={max_steps}), got {prompt_steps}.")
+        clips = os.fspath(clips) if isinstance(clips, os.PathLike) else clips  # a clip list file
         self.clip_set: ClipSet = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
         clip_ids = sorted({s.clip_id for s in self.clip_set.snippets})
         self.expert_runs = find_experts([prompt_experts], clip_ids).runs_by_clip
         lacking = [c for c in clip_ids if c not in self.expert_runs]
         if lacking:
-            raise ValueError(f"no expert under {prompt_experts} tracks {', '.join(lacking)}; each clip needs one.")
+            raise ValueError(
+                f"no expert under {prompt_experts} tracks {', '.join(lacking)}; each clip needs one: pass "
+                "prompt_experts= a folder of expert runs that covers them."
+            )
         self.prompt_steps = int(prompt_steps)
         self._experts: dict[str, Any] = {}
         policy_keys = resolve_observables(observables)
@@ -114,6 +122,8 @@ class MotionCompletionEnv(DmControlEnv):
         )
         self._task = self._dm_env.task
         self._setup_spaces(policy_keys)
+        self.reference_source = reference_source(self.clip_set, mocap_path)
+        self.metadata = {**self.metadata, "reference_source": self.reference_source}
         self._prompt: dict[str, np.ndarray] = {}
         self._last_raw_observation = None
         self._prompt_run = None
@@ -155,6 +165,7 @@ class MotionCompletionEnv(DmControlEnv):
         if seed is not None:
             self._dm_env.random_state.seed(seed)
         timestep = self._dm_env.reset()
+        self._episode_over = False
         clip_id = self.clip_set.snippets[self._task._current_clip_index].clip_id
         self._start_step = self._clip_step()
         self._prompt_run = self._choose_prompt_run(clip_id, self._start_step)

@@ -35,25 +35,42 @@ TRANSFER_ENTRY_POINTS = {
 
 
 def register_transfer_envs() -> None:
-    """Registers MoCapAct's transfer tasks; ``low_level_policy=`` in ``gym.make`` wraps them."""
+    """Registers MoCapAct's transfer tasks; ``low_level_policy=`` in ``gym.make`` wraps them.
+
+    ``max_episode_steps`` is each task's own ``episode_steps`` default, so ``spec.max_episode_steps``
+    tells the episode length; the ``TimeLimit`` ``gym.make`` adds truncates at the step the
+    environment truncates itself. A longer ``episode_steps=`` also needs ``max_episode_steps=``.
+    """
+    from mocapact_envs.transfer_envs import GO_TO_TARGET_EPISODE_STEPS, VELOCITY_CONTROL_EPISODE_STEPS
+
+    max_episode_steps = {
+        "mocapact/GoToTarget-v0": GO_TO_TARGET_EPISODE_STEPS,
+        "mocapact/VelocityControl-v0": VELOCITY_CONTROL_EPISODE_STEPS,
+    }
     for env_id, entry_point in TRANSFER_ENTRY_POINTS.items():
-        # No TimeLimit: the environments end episodes at their own episode_steps.
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point)
+            register(id=env_id, entry_point=entry_point, max_episode_steps=max_episode_steps[env_id])
 
 
 MOTION_COMPLETION_ENTRY_POINT = "mocapact_envs.motion_completion_env:MotionCompletionEnv"
 
 
 def register_motion_completion_envs() -> None:
-    """Registers motion completion for each clip of ``ALL`` and a generic id; ``prompt_experts=`` is required."""
-    from mocapact_envs.mocap.ids import dm_control_subset
+    """Registers a generic motion completion id and one for each clip the shipped experts cover.
+
+    Each id makes an environment without arguments (``prompt_experts`` defaults to the shipped
+    experts); other clips need ``gym.make("mocapact/MotionCompletion-v0", clips=..., prompt_experts=...)``.
+    """
+    from mocapact_envs.experts import SHIPPED_EXPERTS
+    from mocapact_envs.mocap.ids import parse_snippet
 
     if "mocapact/MotionCompletion-v0" in registry:
         return
     # No TimeLimit: the environment truncates at its own max_steps.
     register(id="mocapact/MotionCompletion-v0", entry_point=MOTION_COMPLETION_ENTRY_POINT)
-    for clip_id in dm_control_subset("ALL"):
+    # Shipped runs are <clip>-<start>-<end> folders (MoCapAct's layout): their names say the clips.
+    shipped_clips = sorted({parse_snippet(run.name).clip_id for run in SHIPPED_EXPERTS.iterdir() if run.is_dir()})
+    for clip_id in shipped_clips:
         register(
             id=f"mocapact/MotionCompletion-{clip_id}-v0",
             entry_point=MOTION_COMPLETION_ENTRY_POINT,

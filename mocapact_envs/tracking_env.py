@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dm_control.rl.control import PhysicsError
 
-from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
-from mocapact_envs.mocap.source import ClipSet, get_source
+from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv, invalid_action_error, reset_needed_error
+from mocapact_envs.mocap.source import MOCAP_PATH_ENV, ClipSet, MocapSourceError, get_source
 from mocapact_envs.observables import resolve_observables
 from mocapact_envs.tasks.tracking import build_tracking_environment
 from mocapact_envs.tasks.tracking_fast import REWARD_TYPES, FastTrackingEnvironment
@@ -88,6 +90,14 @@ class MocapTrackingEnv(DmControlEnv):
         backend: ``"fast"`` (the default: the same task stepped with the ``mujoco`` bindings and
             numpy, equal to dm_control step for step and several times faster) or
             ``"dm_control"`` (composer, the reference implementation).
+        reference_digest: the ``metadata["reference_source"]["digest"]`` the reference must have (a
+            dataset's env spec records it); another digest raises ``MocapSourceError``.
+
+    Metadata:
+        ``metadata["reference_source"]``: ``{"source": ..., "digest": ...}``, the source the clips were
+        read from (``"AMC folder /path"`` or ``"HDF5 file /path"``) and
+        :meth:`~mocapact_envs.mocap.source.ClipSet.content_digest` of the reference tracked, so two
+        environments of the same id over different ``MOCAPACT_MOCAP_PATH`` data tell themselves apart.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
@@ -112,6 +122,7 @@ class MocapTrackingEnv(DmControlEnv):
         height: int = 480,
         camera: str | int = DEFAULT_CAMERA,
         backend: str = DEFAULT_BACKEND,
+        reference_digest: str | None = None,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
         if backend not in BACKENDS:
@@ -144,13 +155,26 @@ class MocapTrackingEnv(DmControlEnv):
             )
             self._episode = _ComposerEpisode(self._dm_env)
         self._setup_spaces(observable_keys)
+        self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)
+        self.metadata = {**self.metadata, "reference_source": self.reference_source}
         self._start_time_in_clip = 0.0
 
     def step(self, action: np.ndarray):
-        if self.backend != "fast" or self._episode.needs_reset:
+        if self.backend != "fast":
             return super().step(action)
+        episode = self._episode
+        if episode.needs_reset:
+            raise reset_needed_error(self)
+        applied = self._applied_action(action)
         # The fast backend's flags directly: what DmControlEnv.step gives, without a dm_env.TimeStep.
-        observation, reward, terminated, truncated = self._episode.advance(self._applied_action(action))
+        try:
+            observation, reward, terminated, truncated = episode.advance(applied)
+        except PhysicsError as error:
+            episode.end_episode()
+            bad_action = invalid_action_error(action)
+            if bad_action is None:
+                raise
+            raise bad_action from error
         return observation, float(reward), terminated, truncated, self._info()
 
     # -- helpers -------------------------------------------------------------------
@@ -179,6 +203,22 @@ class MocapTrackingEnv(DmControlEnv):
         }
 
 
+def reference_source(clip_set: ClipSet, mocap_path: str | Path | None, expected_digest: str | None = None) -> dict:
+    """What an environment reports of its reference: ``{"source": description, "digest": content digest}``.
+
+    Raises ``MocapSourceError`` when ``expected_digest`` is given and the reference differs.
+    """
+    source = get_source(mocap_path)
+    digest = clip_set.content_digest()
+    if expected_digest is not None and expected_digest != digest:
+        raise MocapSourceError(
+            f"the reference of {', '.join(s.id for s in clip_set.snippets[:3])} in {source.description} has digest "
+            f"{digest}, not the expected {expected_digest}: this is different motion data from what the spec (or "
+            f"dataset) was made with. Point {MOCAP_PATH_ENV} (or mocap_path=) at that data, or drop reference_digest."
+        )
+    return {"source": source.description, "digest": digest}
+
+
 def resolve_tracking_arguments(
     clips: str | Sequence[str],
     *,
@@ -193,6 +233,13 @@ def resolve_tracking_arguments(
     keyword arguments of the task builders (``build_tracking_environment``, ``TrackingWorlds``)."""
     if reward_type not in REWARD_TYPES:
         raise ValueError(f"unknown reward_type {reward_type!r}; choose one of {', '.join(REWARD_TYPES)}.")
+    if not isinstance(clips, (str, os.PathLike, Sequence)):
+        raise TypeError(
+            f"clips must be a clip or snippet id, a collection name, a path to an id list or a list of these; "
+            f"got {clips!r} ({type(clips).__name__})."
+        )
+    if isinstance(clips, os.PathLike):  # a clip list file
+        clips = os.fspath(clips)
     ref_steps = tuple(int(s) for s in ref_steps)
     if not ref_steps or min(ref_steps) < 0:
         raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")

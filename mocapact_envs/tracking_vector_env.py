@@ -8,15 +8,21 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from dm_control.rl.control import PhysicsError
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from mocapact_envs.dm_control_env import action_space_from_spec, observation_space_from_spec
+from mocapact_envs.dm_control_env import (
+    SerializableEnv,
+    action_space_from_spec,
+    invalid_action_error,
+    observation_space_from_spec,
+)
 from mocapact_envs.tasks.tracking_fast import TrackingWorlds
-from mocapact_envs.tracking_env import resolve_tracking_arguments
+from mocapact_envs.tracking_env import reference_source, resolve_tracking_arguments
 
 
-class MocapTrackingVectorEnv(gym.vector.VectorEnv):
+class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
     """``num_envs`` copies of :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` (fast backend) in one
     process, sharing one compiled model; features, observations and rewards are batched numpy.
 
@@ -52,7 +58,8 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
         backend: only ``"fast"``; vectorise the ``"dm_control"`` backend with ``"sync"`` or ``"async"``.
         clips, mocap_path, observables, ref_steps, random_start, min_steps,
         termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
-        skip_missing_clips: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`.
+        skip_missing_clips, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
+            ``metadata["reference_source"]`` too.
         render_mode: only ``None``; render a single environment instead.
     """
 
@@ -77,6 +84,7 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
         render_mode: str | None = None,
         backend: str = "fast",
         num_threads: int = 1,
+        reference_digest: str | None = None,
     ):
         if backend != "fast":
             raise ValueError(
@@ -87,8 +95,8 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"the native vector env does not render (render_mode={render_mode!r}); choose None.")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-        if act_noise < 0:
-            raise ValueError(f"act_noise must be >= 0, got {act_noise}.")
+        if not act_noise >= 0:  # NaN fails too
+            raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
         self.clip_set, observable_keys, task_kwargs = resolve_tracking_arguments(
             clips,
             mocap_path=mocap_path,
@@ -109,7 +117,12 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
             self.clip_set, observable_keys, num_worlds=num_envs, num_threads=num_threads, **task_kwargs
         )
         dm_env = self._worlds.dm_env
-        self.metadata = {**self.metadata, "render_fps": 1.0 / dm_env.control_timestep()}
+        self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)
+        self.metadata = {
+            **self.metadata,
+            "render_fps": 1.0 / dm_env.control_timestep(),
+            "reference_source": self.reference_source,
+        }
         self.single_action_space = action_space_from_spec(dm_env.action_spec())
         self.single_observation_space = observation_space_from_spec(dm_env.observation_spec(), observable_keys)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -119,6 +132,8 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
         self._tracking_error = np.zeros(num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._all_worlds = np.ones(num_envs, dtype=bool)
+        # Until the first reset, and after a step MuJoCo rejected: reset() must come before step().
+        self._needs_reset = True
 
     @property
     def random_states(self) -> list[np.random.RandomState]:
@@ -147,14 +162,22 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
         self._tracking_error[worlds] = error[worlds]
         self._start_time_in_clip[worlds] = self._worlds.time_in_clip()[worlds]
         self._autoreset[worlds] = False
+        if mask.all():
+            self._needs_reset = False
         return observation, self._infos(mask)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError(
+                "MocapTrackingVectorEnv.step() called before reset(), or after a step that raised: call reset() "
+                "to start every world's episode."
+            )
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != self.action_space.shape:
             raise ValueError(f"actions must have shape {self.action_space.shape}, got {actions.shape}.")
+        original_actions = actions
         # Next-step autoreset: the worlds whose episode ended at the last step only reset.
         resetting = np.flatnonzero(self._autoreset) if self._autoreset.any() else None
         stepping = None if resetting is None else np.flatnonzero(~self._autoreset)
@@ -164,7 +187,17 @@ class MocapTrackingVectorEnv(gym.vector.VectorEnv):
                 noise[world] = self._worlds.random_states[world].normal(scale=self.act_noise, size=actions.shape[1])
             actions = actions + noise
         actions = np.minimum(np.maximum(actions, self.single_action_space.low), self.single_action_space.high)
-        self._worlds.step(actions, stepping)
+        try:
+            self._worlds.step(actions, stepping)
+        except PhysicsError as error:
+            self._needs_reset = True
+            bad_worlds = np.flatnonzero(np.isnan(original_actions).any(axis=1))
+            if not len(bad_worlds):
+                raise
+            message = str(invalid_action_error(original_actions[bad_worlds[0]]))
+            raise ValueError(
+                f"actions of world(s) {bad_worlds.tolist()}: {message.replace('call reset()', 'call reset() on the vector env')}"
+            ) from error
         if resetting is not None:
             self._worlds.reset(resetting)
         observation, reward, error = self._worlds.evaluate()

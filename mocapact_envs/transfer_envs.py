@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.mocap.source import get_source
 from mocapact_envs.observables import resolve_observables
 from mocapact_envs.tasks.go_to_target import TARGET_OBSERVABLE, build_go_to_target_environment
 from mocapact_envs.tasks.standing_start import (
@@ -21,6 +22,7 @@ from mocapact_envs.tasks.velocity_control import (
     VELOCITY_COMMAND_OBSERVABLE,
     build_velocity_control_environment,
 )
+from mocapact_envs.tracking_env import reference_source
 
 if TYPE_CHECKING:  # torch loads only when a low-level policy is used
     from mocapact_envs.policies.low_level import LowLevelPolicy
@@ -37,6 +39,11 @@ def _check_common(episode_steps: int, arena_size: Sequence[float]) -> tuple[floa
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"arena_size must be two positive lengths (x, y) in metres, got {arena_size!r}.")
     return size  # type: ignore[return-value]
+
+
+def _standing_pose_source(clip_id: str, mocap_path: str | Path | None) -> dict:
+    """``metadata["reference_source"]``: where the standing pose's clip was read and its content digest."""
+    return reference_source(get_source(mocap_path).clip_set(clip_id), mocap_path)
 
 
 class GoToTargetEnv(DmControlEnv):
@@ -139,6 +146,8 @@ class GoToTargetEnv(DmControlEnv):
         )
         self._task = self._dm_env.task
         self._setup_spaces(observable_keys)
+        self.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
+        self.metadata = {**self.metadata, "reference_source": self.reference_source}
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics
@@ -242,6 +251,8 @@ class VelocityControlEnv(DmControlEnv):
         )
         self._task = self._dm_env.task
         self._setup_spaces(observable_keys)
+        self.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
+        self.metadata = {**self.metadata, "reference_source": self.reference_source}
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics

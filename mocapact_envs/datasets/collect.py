@@ -43,22 +43,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from mocapact_envs.datasets.cameras import CAMERA_OBSERVATION_KEY, DEFAULT_CAMERA_SIZE, render_egocentric
 from mocapact_envs.datasets.rollouts import (
     METRIC_NAMES,
+    REFERENCE_DIGEST_ATTRIBUTE,
+    REFERENCE_SOURCE_ATTRIBUTE,
     Episode,
     SnippetRollouts,
     clip_files,
     generalized_advantages,
+    read_rollout_file,
     remove_stale_temporaries,
     write_clip_file,
     write_dataset_metrics,
 )
 from mocapact_envs.experts import ExpertRun, find_experts
-from mocapact_envs.mocap.ids import Snippet
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
 PRESETS = {"large": (100, 100), "small": (10, 10)}
@@ -116,17 +117,6 @@ def snippet_seed(seed: int, snippet_id: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), int.from_bytes(digest[:8], "little")])
 
 
-def rollout_min_steps(snippet: Snippet, min_steps: int, ref_steps: Sequence[int]) -> int:
-    """MoCapAct's rollout ``min_steps``: ``min(min_steps, end - start - max(ref_steps)) - 1``."""
-    value = min(min_steps, snippet.end - snippet.start - max(ref_steps)) - 1
-    if value < 1:
-        raise ValueError(
-            f"snippet {snippet.id} is too short for reference steps {tuple(ref_steps)}: "
-            f"min_steps would be {value} (needs at least 1)."
-        )
-    return value
-
-
 def observable_layout(observation_space) -> dict[str, np.ndarray]:
     """Column indices of each observable in the concatenated (alphabetical) proprioceptive vector."""
     indices, offset = {}, 0
@@ -141,13 +131,13 @@ class SnippetRollout:
     """Rolls out one snippet's expert in its own start and random-start environments."""
 
     def __init__(self, run: ExpertRun, settings: RolloutSettings):
-        from mocapact_envs.envs import make_tracking_env, resolve_snippet
+        from mocapact_envs.envs import clamp_min_steps, make_tracking_env, resolve_snippet
         from mocapact_envs.experts import load_expert
 
         self.run, self.settings = run, settings
         self.snippet = resolve_snippet(run.snippet.id, settings.mocap_path)
         self.expert = load_expert(run.model_dir)
-        min_steps = rollout_min_steps(self.snippet, settings.min_steps, settings.ref_steps)
+        min_steps = clamp_min_steps(self.snippet, settings.min_steps, settings.ref_steps)
         self.envs = {
             random_start: make_tracking_env(
                 self.snippet.id,
@@ -247,7 +237,7 @@ def clip_file_path(output_dir: str | Path, clip_id: str) -> Path:
 
 def finished_clip_matches(path: Path, runs: Sequence[ExpertRun], settings: RolloutSettings) -> str | None:
     """``None`` when an existing clip file holds exactly what this run would write, else why not."""
-    with h5py.File(path, "r") as h5:
+    with read_rollout_file(path) as h5:
         snippets = sorted(k for k in h5.keys() if k.startswith("CMU_"))
         counts = (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...]))
     wanted = sorted(run.snippet.id for run in runs)
@@ -278,7 +268,12 @@ def collect_clip(
     remove_stale_temporaries(path)
     rollouts = [SnippetRollout(run, settings) for run in runs]
     try:
-        layout = observable_layout(rollouts[0].envs[False].observation_space)
+        first_env = rollouts[0].envs[False].unwrapped
+        layout = observable_layout(first_env.observation_space)
+        reference = {
+            REFERENCE_SOURCE_ATTRIBUTE: first_env.reference_source["source"],
+            REFERENCE_DIGEST_ATTRIBUTE: first_env.clip_set.clip_digests()[clip_id],
+        }
         write_clip_file(
             path,
             (rollout.collect(on_episode) for rollout in rollouts),
@@ -286,6 +281,7 @@ def collect_clip(
             ref_steps=settings.ref_steps,
             n_start_rollouts=settings.n_start_rollouts,
             n_rsi_rollouts=settings.n_rsi_rollouts,
+            attributes=reference,
         )
     finally:
         for rollout in rollouts:

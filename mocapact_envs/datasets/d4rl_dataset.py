@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 
-from mocapact_envs.datasets.rollouts import RolloutFiles
+from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
 from mocapact_envs.observables import resolve_observables
 
 D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -70,7 +70,7 @@ class D4RLDataset(torch.utils.data.IterableDataset):
         try:
             for ref in episodes:
                 if ref.file_index not in handles:
-                    handles[ref.file_index] = h5py.File(self.files.paths[ref.file_index], "r")
+                    handles[ref.file_index] = open_rollout_file(self.files.paths[ref.file_index])
                 group = handles[ref.file_index][ref.group]
                 proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
                 proprio = np.ascontiguousarray(proprio[:, self._columns])  # column picks come out column-major

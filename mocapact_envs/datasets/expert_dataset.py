@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mocapact_envs.datasets.rollouts import RolloutFiles
+from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
 from mocapact_envs.observables import resolve_observables
 
 #: Weighting schemes: what the energy x is and its default temperature.
@@ -110,7 +109,7 @@ class ExpertDataset(torch.utils.data.Dataset):
         observations, actions, values, advantages = [], [], [], []
         obs_offsets, act_offsets, snippet_of_episode = [], [], []
         obs_rows = act_rows = 0
-        handles = [h5py.File(p, "r") for p in self.files.paths]
+        handles = [open_rollout_file(p) for p in self.files.paths]
         try:
             for ref in self.files.episodes:
                 group = handles[ref.file_index][ref.group]
@@ -218,10 +217,3 @@ class ExpertDataset(torch.utils.data.Dataset):
         if isinstance(samples, WindowBatch):
             return tuple(torch.from_numpy(array) for array in samples.arrays)
         return torch.utils.data.default_collate(samples)
-
-    def split_observation(self, observation: np.ndarray | torch.Tensor, keys: Sequence[str]):
-        """The columns of ``keys`` from a concatenated observation, in the order given."""
-        index = np.concatenate(
-            [np.arange(self.observable_slices[k].start, self.observable_slices[k].stop) for k in keys]
-        )
-        return observation[..., index]

@@ -43,10 +43,19 @@ import h5py
 import numpy as np
 
 from mocapact_envs.datasets.cameras import CAMERA_OBSERVATION_KEY
-from mocapact_envs.datasets.collect import RolloutSettings, rollout_min_steps
+from mocapact_envs.datasets.collect import RolloutSettings
 from mocapact_envs.datasets.nested_observation import WRAPPER_ENTRY_POINT, nest, nested_space
-from mocapact_envs.datasets.rollouts import RolloutFiles, expand_rollout_paths
+from mocapact_envs.datasets.rollouts import (
+    REFERENCE_DIGEST_ATTRIBUTE,
+    REFERENCE_SOURCE_ATTRIBUTE,
+    RolloutFiles,
+    expand_rollout_paths,
+    open_rollout_file,
+    read_rollout_file,
+)
+from mocapact_envs.envs import clamp_min_steps
 from mocapact_envs.mocap.ids import parse_snippet
+from mocapact_envs.mocap.source import combine_clip_digests
 from mocapact_envs.observables import OBSERVATION_SETS
 
 NAMESPACE = "mocapact"
@@ -76,14 +85,35 @@ def observation_set_name(keys: Sequence[str]) -> str | list[str]:
     return sorted(keys)
 
 
+def recorded_reference(files: RolloutFiles) -> tuple[list[str], str | None]:
+    """The reference sources the collector recorded in the files, and the content digest of the clips
+    they tracked (:meth:`~mocapact_envs.mocap.source.ClipSet.content_digest`); ``None`` when a file does
+    not record it (MoCapAct's published files)."""
+    sources, clip_digests = set(), {}
+    for path in files.paths:
+        with read_rollout_file(path) as h5:
+            clips = {key.split("-")[0] for key in h5.keys() if key.startswith("CMU_")}
+            source = h5.attrs.get(REFERENCE_SOURCE_ATTRIBUTE)
+            digest = h5.attrs.get(REFERENCE_DIGEST_ATTRIBUTE)
+        if source is None or digest is None or len(clips) != 1:
+            return sorted(sources), None
+        sources.add(str(source))
+        clip_digests[clips.pop()] = str(digest)
+    return sorted(sources), combine_clip_digests(clip_digests)
+
+
 def tracking_env_spec(files: RolloutFiles, camera_size: int | None) -> gym.envs.registration.EnvSpec:
-    """The env the files' episodes came from, observing what the Minari dataset stores."""
+    """The env the files' episodes came from, observing what the Minari dataset stores.
+
+    Where the files record their reference, the spec's ``reference_digest`` makes the recovered
+    environment refuse other motion data (another ``MOCAPACT_MOCAP_PATH``) instead of silently tracking it.
+    """
     from gymnasium.envs.registration import EnvSpec, WrapperSpec
 
     snippet_ids = sorted({ref.snippet_id for ref in files.episodes})
     defaults = RolloutSettings()
     # One min_steps valid for every snippet: the smallest of the collector's per-snippet values.
-    min_steps = min(rollout_min_steps(parse_snippet(s), defaults.min_steps, files.ref_steps) for s in snippet_ids)
+    min_steps = min(clamp_min_steps(parse_snippet(s), defaults.min_steps, files.ref_steps) for s in snippet_ids)
     kwargs = {
         "clips": snippet_ids if len(snippet_ids) > 1 else snippet_ids[0],
         "observables": observation_set_name(list(files.observable_indices)),
@@ -92,6 +122,9 @@ def tracking_env_spec(files: RolloutFiles, camera_size: int | None) -> gym.envs.
         "min_steps": min_steps,
         "termination_error_threshold": defaults.termination_error_threshold,
     }
+    _, digest = recorded_reference(files)
+    if digest is not None:
+        kwargs["reference_digest"] = digest
     wrapper = WrapperSpec(
         name="NestedObservation", entry_point=WRAPPER_ENTRY_POINT, kwargs={"camera_size": camera_size}
     )
@@ -127,7 +160,7 @@ def zero_action_return(env_spec, episodes: int, seed: int = 0) -> float:
 def dataset_mean_return(files: RolloutFiles) -> float:
     returns = []
     for path in files.paths:
-        with h5py.File(path, "r") as h5:
+        with read_rollout_file(path) as h5:
             for snippet_id in {ref.snippet_id for ref in files.episodes}:
                 if snippet_id in h5:
                     for part in ("start_metrics", "rsi_metrics"):
@@ -139,6 +172,12 @@ def describe(files: RolloutFiles, action_key: str, include_cameras: bool) -> str
     snippets = sorted({ref.snippet_id for ref in files.episodes})
     clips = sorted({s.split("-")[0] for s in snippets})
     shown = ", ".join(clips[:10]) + (f" and {len(clips) - 10} more" if len(clips) > 10 else "")
+    sources, digest = recorded_reference(files)
+    reference_note = (
+        f"Reference motion: {'; '.join(sources)} (content digest {digest}; the env spec checks it)."
+        if digest is not None
+        else "Reference motion: not recorded in the rollout files."
+    )
     return (
         f"MoCapAct-style expert rollouts of the CMU humanoid tracking {len(snippets)} snippets of "
         f"{len(clips)} motion-capture clips ({shown}): {len(files.episodes)} episodes, start and random-start, "
@@ -149,7 +188,7 @@ def describe(files: RolloutFiles, action_key: str, include_cameras: bool) -> str
         + (" plus egocentric camera frames" if include_cameras else "")
         + "; infos hold the experts' mean_actions, values (reward units) and GAE(0.95, 0.95) advantages per "
         "observation (NaN on the final one); terminations mark lost tracking, truncations the snippet end. "
-        "Converted from per-clip HDF5 rollout files by mocapact_envs.datasets.minari_export."
+        "Converted from per-clip HDF5 rollout files by mocapact_envs.datasets.minari_export. " + reference_note
     )
 
 
@@ -163,7 +202,7 @@ def _episode_buffers(
     try:
         for episode_id, ref in enumerate(files.episodes):
             if ref.file_index not in handles:
-                handles[ref.file_index] = h5py.File(files.paths[ref.file_index], "r")
+                handles[ref.file_index] = open_rollout_file(files.paths[ref.file_index])
             group = handles[ref.file_index][ref.group]
             proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
             flat = {key: proprio[:, columns] for key, columns in files.observable_indices.items()}
@@ -207,7 +246,7 @@ def _episode_buffers(
 
 def _check_consistent(paths: Sequence[Path], files: RolloutFiles) -> None:
     for path in paths:
-        with h5py.File(path, "r") as h5:
+        with read_rollout_file(path) as h5:
             ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
             keys = {f"walker/{name}" for name in h5["observable_indices/walker"]}
         if ref_steps != files.ref_steps or keys != set(files.observable_indices):
@@ -256,7 +295,7 @@ def export_to_minari(
         for key, columns in files.observable_indices.items()
     }
     if include_cameras:
-        with h5py.File(paths[0], "r") as h5:
+        with read_rollout_file(paths[0]) as h5:
             frames = h5[f"{files.episodes[0].group}/observations/{CAMERA_OBSERVATION_KEY}"]
             camera_size = int(frames.shape[1])
         flat_spaces[CAMERA_OBSERVATION_KEY] = gym.spaces.Box(0, 255, (camera_size, camera_size, 3), np.uint8)
@@ -355,9 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         for name, job_paths in jobs:
-            total = len(RolloutFiles(job_paths).episodes)
-            task = bar.add_task(name, total=total)
             try:
+                task = bar.add_task(name, total=len(RolloutFiles(job_paths).episodes))
                 with warnings.catch_warnings():
                     # An email is optional here; Minari warns about it on every dataset.
                     warnings.filterwarnings("ignore", message="`author_email` is set to None")

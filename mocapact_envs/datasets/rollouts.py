@@ -21,8 +21,9 @@ dataset-wide ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +94,12 @@ def write_clip_file(
     ref_steps: Sequence[int],
     n_start_rollouts: int,
     n_rsi_rollouts: int,
+    attributes: Mapping[str, str] | None = None,
 ) -> None:
     """Writes one clip's rollouts under a temporary name, then renames it into place.
+
+    ``attributes`` become the file's HDF5 attributes (the collector records the reference source there:
+    :data:`REFERENCE_SOURCE_ATTRIBUTE` and :data:`REFERENCE_DIGEST_ATTRIBUTE`).
 
     ``snippets`` may be a generator: each snippet is written as it is produced, so
     only one snippet's episodes need to be in memory.
@@ -107,6 +112,7 @@ def write_clip_file(
     count = 0
     try:
         with h5py.File(tmp, "w") as h5:
+            h5.attrs.update(dict(attributes or {}))
             h5["n_start_rollouts"] = n_start_rollouts
             h5["n_rsi_rollouts"] = n_rsi_rollouts
             h5["ref_steps"] = np.asarray(ref_steps, dtype=np.int64)
@@ -143,6 +149,39 @@ def write_clip_file(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: File attributes naming the reference the rollouts tracked: where it was read, and the clip's
+#: :meth:`~mocapact_envs.mocap.source.ClipSet.clip_digests` entry. MoCapAct's files have neither.
+REFERENCE_SOURCE_ATTRIBUTE, REFERENCE_DIGEST_ATTRIBUTE = "reference_source", "reference_clip_digest"
+
+
+class RolloutFileError(ValueError):
+    """A rollout file that cannot be read: corrupt, truncated, or not in the rollout layout."""
+
+
+def open_rollout_file(path: str | Path) -> h5py.File:
+    """``h5py.File(path, "r")``; a file h5py cannot open raises :class:`RolloutFileError` naming it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise RolloutFileError(
+            f"rollout file {path} cannot be opened as HDF5 ({error}): it is corrupt or truncated. Delete it "
+            "and collect it again (mocapact-collect writes only the clip files that are missing)."
+        ) from error
+
+
+@contextlib.contextmanager
+def read_rollout_file(path: str | Path) -> Iterator[h5py.File]:
+    """Reads a rollout file: errors opening it, reading its data (``OSError``) or finding an entry
+    (``KeyError``) raise :class:`RolloutFileError` naming the file."""
+    with open_rollout_file(path) as h5:
+        try:
+            yield h5
+        except (OSError, KeyError) as error:
+            raise RolloutFileError(
+                f"rollout file {path} is damaged or not in the rollout layout: {error!r} while reading it."
+            ) from error
 
 
 @dataclass(frozen=True)
@@ -182,7 +221,7 @@ class RolloutFiles:
         self.snippet_norm_returns: dict[str, float] = {}
         stats_parts = []
         for file_index, path in enumerate(self.paths):
-            with h5py.File(path, "r") as h5:
+            with read_rollout_file(path) as h5:
                 if file_index == 0:
                     self.ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
                     self.observable_indices = {

@@ -43,10 +43,6 @@ class Snippet:
         return self.id
 
 
-def is_clip_id(text: str) -> bool:
-    return CLIP_ID_PATTERN.match(text) is not None
-
-
 def parse_snippet(text: str) -> Snippet:
     """Parses a clip id (``CMU_016_22``) or a snippet id (``CMU_016_22-0-82``)."""
     text = text.strip()

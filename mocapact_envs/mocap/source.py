@@ -10,6 +10,7 @@ file is used when it is present or can be downloaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -91,11 +92,42 @@ class ClipSet:
                 features[name] = values
         return features
 
+    def content_digest(self) -> str:
+        """``sha256:<hex>`` of the reference these snippets track: :func:`combine_clip_digests` of
+        :meth:`clip_digests`. Equal digests mean equal reference data, whatever source or path gave them."""
+        return combine_clip_digests(self.clip_digests())
+
+    def clip_digests(self) -> dict[str, str]:
+        """Each clip's sha256 (hex) over its ``dt`` and walker pose arrays as stored."""
+        stat = self.hdf5_path.stat()
+        key = (str(self.hdf5_path), stat.st_mtime_ns, stat.st_size)
+        return {clip_id: _clip_digest(*key, clip_id) for clip_id in sorted(set(self.ids))}
+
     def clip_collection(self):
         """The dm_control ``ClipCollection`` of these snippets."""
         from dm_control.locomotion.tasks.reference_pose import types
 
         return types.ClipCollection(ids=self.ids, start_steps=self.start_steps, end_steps=self.end_steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _clip_digest(hdf5_path: str, mtime_ns: int, size: int, clip_id: str) -> str:
+    """One clip's digest, once per file version (the file's modification time and size are in the key)."""
+    with h5py.File(hdf5_path, "r") as h5:
+        group = h5[clip_id]
+        digest = hashlib.sha256(f"{clip_id} dt={float(group.attrs['dt'])!r}".encode())
+        walker = group["walkers/walker_0"]
+        for name in amc.WALKER_POSE_FIELDS:
+            values = np.ascontiguousarray(walker[name][...])
+            digest.update(f"\n{name} {values.dtype.str} {values.shape}\n".encode())
+            digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def combine_clip_digests(clip_digests: dict[str, str]) -> str:
+    """``sha256:<hex>`` of several clips' digests (``{clip_id: hex}``), whatever order they come in."""
+    lines = "".join(f"{clip_id} {digest}\n" for clip_id, digest in sorted(clip_digests.items()))
+    return f"sha256:{hashlib.sha256(lines.encode()).hexdigest()}"
 
 
 class MocapSource:

@@ -9,11 +9,10 @@ loading on torch >= 2.6; these never depend on pickle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mocapact_envs.io import read_tensors, write_json, write_tensors
+from mocapact_envs.io import read_json, read_tensors, write_json, write_tensors
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -27,12 +26,15 @@ class SavedInDirectory:
 
     config_class: ClassVar[type]
     description: ClassVar[str] = "policy"
+    #: Where the policy was last saved or loaded from (an environment spec records it in place of the object).
+    saved_directory: Path | None = None
 
     def save(self, directory: str | Path) -> Path:
         """Saves into ``directory`` (created if needed); returns it."""
         directory = Path(directory)
         write_tensors(directory / WEIGHTS_FILE, self.state_dict())
         write_json(directory / CONFIG_FILE, self.config.to_json_dict())
+        self.saved_directory = directory
         return directory
 
     @classmethod
@@ -46,7 +48,8 @@ class SavedInDirectory:
                 f"{directory} is not a saved {cls.description}: it lacks {', '.join(missing)} "
                 f"(a policy directory holds {CONFIG_FILE} and {WEIGHTS_FILE})."
             )
-        config = cls.config_class.from_json_dict(json.loads(config_path.read_text()), source=str(config_path))
+        config = cls.config_class.from_json_dict(read_json(config_path), source=str(config_path))
         policy = cls(config)
         policy.load_state_dict(read_tensors(weights_path))
+        policy.saved_directory = directory
         return policy.to(device).eval()

@@ -40,6 +40,9 @@ def build_tracking_environment(
     ``task_class`` (default dm_control's ``MultiClipMocapTracking``) and
     ``task_kwargs`` let variants of the task, such as motion completion, reuse it.
     """
+    check_tracking_arguments(
+        clip_set, ref_steps, random_start, min_steps, termination_error_threshold, physics_timestep
+    )
     from dm_control import composer
     from dm_control.locomotion.arenas import floors
     from dm_control.locomotion.tasks.reference_pose import tracking
@@ -78,3 +81,39 @@ def build_tracking_environment(
         if not name.startswith("walker/"):
             observable.enabled = False
     return composer.Environment(task=task, random_state=seed, strip_singleton_obs_buffer_dim=True)
+
+
+def check_tracking_arguments(
+    clip_set: ClipSet,
+    ref_steps: Sequence[int],
+    random_start: bool,
+    min_steps: int,
+    termination_error_threshold: float,
+    physics_timestep: float,
+) -> None:
+    """Raises ``ValueError`` naming the bad value where dm_control would fail later, or run a task that
+    makes no sense (a negative threshold ends every episode at once)."""
+    if not termination_error_threshold > 0:  # NaN fails too
+        raise ValueError(
+            f"termination_error_threshold must be > 0 (float('inf') never terminates), got {termination_error_threshold!r}."
+        )
+    if not physics_timestep > 0:
+        raise ValueError(f"physics_timestep must be > 0 seconds, got {physics_timestep!r}.")
+    if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 0:
+        raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}.")
+    max_ref_step = max(ref_steps)
+    too_short = [s for s in clip_set.snippets if s.end - s.start <= max_ref_step]
+    if too_short:
+        snippet = too_short[0]
+        raise ValueError(
+            f"ref_steps={tuple(ref_steps)} looks {max_ref_step} steps ahead, but snippet {snippet.id} has only "
+            f"{snippet.end - snippet.start} steps after its start; the largest reference step must be smaller."
+        )
+    if random_start and all(s.end - max_ref_step - min_steps <= s.start for s in clip_set.snippets):
+        longest = max(clip_set.snippets, key=lambda s: s.end - s.start)
+        allowed = longest.end - longest.start - max_ref_step - 1
+        raise ValueError(
+            f"min_steps={min_steps} leaves no random start: a start must leave min_steps steps before the "
+            f"last trackable step, and the longest snippet, {longest.id}, allows at most min_steps={allowed} "
+            f"with ref_steps={tuple(ref_steps)}."
+        )

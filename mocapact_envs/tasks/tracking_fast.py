@@ -986,6 +986,10 @@ class FastTrackingEnvironment:
         """Whether the episode has ended (or not started): :meth:`step` then resets instead."""
         return self._needs_reset
 
+    def end_episode(self) -> None:
+        """Ends the episode after a step that failed part way (its physics is no longer the task's)."""
+        self._needs_reset = True
+
     def advance(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], np.float64, bool, bool]:
         """One step of a running episode: observation, reward, ``terminated`` and ``truncated``.
 
