@@ -142,26 +142,53 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
             ("tuple", "Tuple"),
         ):
             table[(f"{package}.spaces.{module}", name)] = getattr(spaces, name)
+    # gym 0.22 / 0.23 seeded spaces with their own Generator subclass.
+    table[("gym.utils.seeding", "RandomNumberGenerator")] = np.random.Generator
+    table[("gym.utils.seeding", "_generator_ctor")] = np_random_pickle.__generator_ctor
     return table
 
 
-class _VecNormalizeUnpickler(pickle.Unpickler):
-    """Refuses every global but the classes and NumPy helpers a ``vecnormalize.pkl`` holds."""
+_ALLOWED_GLOBALS = _allowed_globals()
 
-    allowed = _allowed_globals()
+
+class AllowListUnpickler(pickle.Unpickler):
+    """Resolves a pickle's globals from ``allowed`` only: any other class or function is refused.
+
+    Subclasses set ``allowed`` (``(module, name) -> object``) and ``holds`` (what such a
+    file holds, for the refusal message).
+    """
+
+    allowed: dict[tuple[str, str], Any] = {}
+    holds = "a pickle of this kind"
 
     def find_class(self, module: str, name: str) -> Any:
         try:
             return self.allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
-                f"vecnormalize.pkl refers to {module}.{name}, which a VecNormalize pickle does not hold; refused."
+                f"refers to {module}.{name}, which {self.holds} does not hold; refused (only known classes and "
+                "functions are loaded, never arbitrary code)."
             ) from None
+
+
+def sb3_allowed_globals() -> dict[tuple[str, str], Any]:
+    """What SB3 1.x / 2.x pickles of gym < 0.24 or Gymnasium spaces and NumPy arrays refer to, mapped to today's."""
+    return dict(_ALLOWED_GLOBALS)
+
+
+class _VecNormalizeUnpickler(AllowListUnpickler):
+    """Refuses every global but the classes and NumPy helpers a ``vecnormalize.pkl`` holds."""
+
+    allowed = _ALLOWED_GLOBALS
+    holds = "a VecNormalize pickle"
 
 
 def load_vecnormalize(path: str | Path) -> VecNormalize:
     """A ``VecNormalize`` without its env, from a pickle of gym < 0.24 / SB3 1.x or of today."""
-    vec_normalize = _VecNormalizeUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    try:
+        vec_normalize = _VecNormalizeUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(f"{path} {error}") from None
     if not isinstance(vec_normalize, VecNormalize):
         raise ValueError(f"{path} holds a {type(vec_normalize).__name__}, not a VecNormalize.")
     if isinstance(vec_normalize.obs_rms, dict) and getattr(vec_normalize, "norm_obs_keys", None) is None:
