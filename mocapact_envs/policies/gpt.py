@@ -12,7 +12,8 @@ std. MoCapAct's configuration: context 32, 8 layers, 8 heads, width 768, dropout
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE
+from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE, flatten_observation
+from mocapact_envs.policies.low_level import check_observation_widths
 from mocapact_envs.policies.multiclip import gaussian_log_prob
 from mocapact_envs.policies.saving import SavedInDirectory
 
@@ -39,11 +41,24 @@ class GPTConfig:
     heads: int = 8
     width: int = 768
     dropout: float = 0.1
+    observation_sizes: tuple[int, ...] = ()
+    """Width of each observation key, in ``observation_keys`` order; empty: only the total is checked."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts (where a converted policy came from); not read by the policy."""
 
     def __post_init__(self):
         object.__setattr__(self, "observation_keys", tuple(self.observation_keys))
+        object.__setattr__(self, "observation_sizes", tuple(int(s) for s in self.observation_sizes))
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be a multiple of heads {self.heads}.")
+        if self.observation_sizes and (
+            len(self.observation_sizes) != len(self.observation_keys)
+            or sum(self.observation_sizes) != self.observation_size
+        ):
+            raise ValueError(
+                f"observation_sizes {self.observation_sizes} must give one width per observation key "
+                f"({len(self.observation_keys)}) summing to observation_size {self.observation_size}."
+            )
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -141,6 +156,17 @@ class GPTPolicy(SavedInDirectory, nn.Module):
         log_prob = gaussian_log_prob(target_actions, self(observations), self.config.action_std)
         loss = -(weights * log_prob).sum() / weights.numel()
         return loss, {"loss": loss.item(), "log_prob": log_prob.mean().item()}
+
+    def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One context row (or a batch of them) from a Dict observation, its layout checked."""
+        check_observation_widths(observation, self.config.observation_keys, self.config.observation_sizes)
+        flat = flatten_observation(observation, self.config.observation_keys)
+        if flat.shape[-1] != self.config.observation_size:
+            raise ValueError(
+                f"the observables {list(self.config.observation_keys)} hold {flat.shape[-1]} values; the policy "
+                f"expects {self.config.observation_size}."
+            )
+        return flat
 
     @torch.no_grad()
     def act(self, context: np.ndarray, deterministic: bool = True) -> np.ndarray:

@@ -11,7 +11,8 @@ A saved policy is a directory:
 * ``model.safetensors``: the MLP weights and the normaliser's ``observation_mean``
   and ``observation_std`` buffers;
 * ``config.json``: the format name and version and the architecture (observation
-  keys and size, latent size, action size, hidden sizes, activation, layer norm).
+  keys and sizes, latent size, action size, hidden sizes, activation, layer norm,
+  whether a tanh squashes the output).
 
 Each file is written under a temporary name and renamed into place, the config
 last, so a reader never sees a half-written policy. Nothing is pickled: MoCapAct's
@@ -21,7 +22,7 @@ pickled checkpoints stopped loading on torch >= 2.6.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,48 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh
 GENERAL_LATENT_SIZE, LOCOMOTION_LATENT_SIZE = 60, 20
 
 
+def build_mlp(
+    in_size: int,
+    hidden_sizes: Sequence[int],
+    out_size: int,
+    activation: str = "elu",
+    layer_norm: bool = True,
+    squash_output: bool = False,
+) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> activation hidden layers, a linear output and an optional tanh.
+
+    The module indices are those of MoCapAct's ``create_mlp``, so its state dicts map one to one.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers.append(nn.Linear(in_size, size))
+        if layer_norm:
+            layers.append(nn.LayerNorm(size))
+        layers.append(ACTIVATIONS[activation]())
+        in_size = size
+    layers.append(nn.Linear(in_size, out_size))
+    if squash_output:
+        layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+def check_observation_widths(
+    observation: Mapping[str, Any], keys: Sequence[str], sizes: Sequence[int], hint: str = ""
+) -> None:
+    """Raises ``ValueError`` naming each key whose last axis is not the width a policy was built for."""
+    if not sizes:
+        return
+    wrong = [
+        f"{key} has {np.shape(observation[key])[-1]} values, the policy expects {size}"
+        for key, size in zip(keys, sizes, strict=True)
+        if key in observation and np.shape(observation[key])[-1:] != (size,)
+    ]
+    if wrong:
+        raise ValueError(f"the observation does not have the policy's layout: {'; '.join(wrong)}.{hint}")
+
+
 @dataclass(frozen=True)
 class LowLevelPolicyConfig:
     """The decoder's architecture; everything needed to rebuild it before loading weights."""
@@ -52,12 +95,25 @@ class LowLevelPolicyConfig:
     hidden_sizes: tuple[int, ...] = (1024, 1024, 1024)
     activation: str = "elu"
     layer_norm: bool = True
+    squash_output: bool = False
+    """A tanh on the output (MoCapAct's ``squash_output``; its published decoders have none)."""
+    observation_sizes: tuple[int, ...] = ()
+    """Width of each observation key, in ``observation_keys`` order; empty: only the total is checked."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form facts a trainer records (data, seed, ...); not read by the policy."""
 
     def __post_init__(self):
         object.__setattr__(self, "observation_keys", tuple(self.observation_keys))
         object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
+        object.__setattr__(self, "observation_sizes", tuple(int(s) for s in self.observation_sizes))
+        if self.observation_sizes and (
+            len(self.observation_sizes) != len(self.observation_keys)
+            or sum(self.observation_sizes) != self.observation_size
+        ):
+            raise ValueError(
+                f"observation_sizes {self.observation_sizes} must give one width per observation key "
+                f"({len(self.observation_keys)}) summing to observation_size {self.observation_size}."
+            )
         for name in ("latent_size", "observation_size", "action_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -72,6 +128,7 @@ class LowLevelPolicyConfig:
         data = asdict(self)
         data["observation_keys"] = list(self.observation_keys)
         data["hidden_sizes"] = list(self.hidden_sizes)
+        data["observation_sizes"] = list(self.observation_sizes)
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
 
     @classmethod
@@ -113,16 +170,14 @@ class LowLevelPolicy(SavedInDirectory, nn.Module):
         self.config = config
         self.register_buffer("observation_mean", torch.zeros(config.observation_size))
         self.register_buffer("observation_std", torch.ones(config.observation_size))
-        layers: list[nn.Module] = []
-        in_size = config.observation_size + config.latent_size
-        for size in config.hidden_sizes:
-            layers.append(nn.Linear(in_size, size))
-            if config.layer_norm:
-                layers.append(nn.LayerNorm(size))
-            layers.append(ACTIVATIONS[config.activation]())
-            in_size = size
-        layers.append(nn.Linear(in_size, config.action_size))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = build_mlp(
+            config.observation_size + config.latent_size,
+            config.hidden_sizes,
+            config.action_size,
+            config.activation,
+            config.layer_norm,
+            config.squash_output,
+        )
         self.eval()
 
     @property
@@ -164,6 +219,7 @@ class LowLevelPolicy(SavedInDirectory, nn.Module):
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """The decoder's input from an environment's (or a batch's) dict observation."""
+        check_observation_widths(observation, self.config.observation_keys, self.config.observation_sizes)
         flat = flatten_observation(observation, self.config.observation_keys)
         if flat.shape[-1] != self.config.observation_size:
             raise ValueError(

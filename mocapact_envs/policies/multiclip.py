@@ -3,10 +3,12 @@
 NPMP (neural probabilistic motor primitives, as MoCapAct trains it):
 
 * the encoder reads the high-level observation (1291 dims: base proprioception,
-  body height and the reference 1..5 steps ahead) and the previous latent, and
-  gives the mean and log-std of a Gaussian over the latent ``z``;
+  body height and the reference 1..5 steps ahead) and the previous latent (unless
+  ``recurrent_encoder`` is off), and gives the mean and log-std of a Gaussian over
+  the latent ``z``;
 * the decoder, :class:`~mocapact_envs.policies.low_level.LowLevelPolicy`, reads
-  the base proprioception and ``z`` and gives the action mean;
+  the base proprioception (``decoder_observation_keys``, columns of the same
+  observation) and ``z`` and gives the action mean;
 * the prior over ``z_t`` is AR(1): ``N(alpha z_{t-1}, sqrt(1 - alpha^2))``;
   ``alpha = 0`` is a standard normal prior, what MoCapAct's published run used.
 
@@ -15,6 +17,10 @@ KL(q || prior)) / (B T)`` with the experts' mean actions ``a*`` as targets.
 
 The MLP baseline maps the high-level observation straight to the action mean.
 
+Hidden layers are Linear -> LayerNorm -> ELU by default; ``activation``,
+``layer_norm`` and ``squash_output`` (a tanh on the action mean) cover MoCapAct's
+other settings, so its checkpoints convert (:mod:`mocapact_envs.policies.mocapact_checkpoints`).
+
 A saved policy is a directory with ``config.json`` and ``model.safetensors``;
 nothing is pickled.
 """
@@ -22,8 +28,8 @@ nothing is pickled.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,13 @@ import torch
 from torch import nn
 
 from mocapact_envs.observables import BASE, HIGH_LEVEL, flatten_observation
-from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
+from mocapact_envs.policies.low_level import (
+    ACTIVATIONS,
+    LowLevelPolicy,
+    LowLevelPolicyConfig,
+    build_mlp,
+    check_observation_widths,
+)
 from mocapact_envs.policies.saving import SavedInDirectory
 
 FORMAT_NAME = "mocapact_envs.multiclip_policy"
@@ -59,6 +71,19 @@ class MultiClipPolicyConfig:
     ref_steps: tuple[int, ...] = (1, 2, 3, 4, 5)
     trained_snippets: tuple[str, ...] = ()
     """The snippets whose rollouts it was trained on, for evaluation."""
+    activation: str = "elu"
+    layer_norm: bool = True
+    squash_output: bool = False
+    """A tanh on the action mean (MoCapAct's ``squash_output``)."""
+    recurrent_encoder: bool = True
+    """Whether the encoder also reads the previous latent (MoCapAct's ``recurrent_encoder``)."""
+    decoder_observation_keys: tuple[str, ...] = tuple(sorted(BASE))
+    """The keys the NPMP decoder reads, in its input order; a subset of ``observation_keys``."""
+    action_noise: bool = True
+    """Whether stochastic acting adds N(0, action_std) to the action mean; MoCapAct's own
+    ``predict`` samples only the latent (its converted policies set this off)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts (where a converted policy came from); not read by the policy."""
 
     def __post_init__(self):
         for name in ("observation_keys", "observation_sizes", "encoder_hidden_sizes", "decoder_hidden_sizes"):
@@ -66,15 +91,22 @@ class MultiClipPolicyConfig:
         object.__setattr__(self, "mlp_hidden_sizes", tuple(self.mlp_hidden_sizes))
         object.__setattr__(self, "ref_steps", tuple(int(s) for s in self.ref_steps))
         object.__setattr__(self, "trained_snippets", tuple(self.trained_snippets))
+        object.__setattr__(self, "decoder_observation_keys", tuple(self.decoder_observation_keys))
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy kind {self.kind!r}; choose one of {', '.join(POLICY_KINDS)}.")
         if not 0.0 <= self.prior_alpha < 1.0:
             raise ValueError(f"prior_alpha must be in [0, 1), got {self.prior_alpha}.")
+        if not self.recurrent_encoder and self.prior_alpha != 0.0:
+            raise ValueError(
+                f"a non-recurrent encoder has a standard normal prior; prior_alpha must be 0, got {self.prior_alpha}."
+            )
         if len(self.observation_sizes) != len(self.observation_keys):
             raise ValueError("observation_sizes must give one width per observation key.")
-        missing_base = sorted(set(BASE) - set(self.observation_keys))
-        if self.kind == "npmp" and missing_base:
-            raise ValueError(f"an NPMP decoder reads the base proprioception; the observation lacks {missing_base}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        missing = [k for k in self.decoder_observation_keys if k not in self.observation_keys]
+        if self.kind == "npmp" and missing:
+            raise ValueError(f"the NPMP decoder reads {missing}, which the observation keys lack.")
 
     @property
     def observation_size(self) -> int:
@@ -89,16 +121,6 @@ class MultiClipPolicyConfig:
         if data.pop("format", None) != FORMAT_NAME or data.pop("format_version", None) != FORMAT_VERSION:
             raise ValueError(f"{source} is not a version-{FORMAT_VERSION} {FORMAT_NAME} config.")
         return cls(**data)
-
-
-def _mlp(in_size: int, hidden_sizes: Sequence[int], out_size: int) -> nn.Sequential:
-    """Linear -> LayerNorm -> ELU hidden layers and a linear output, as MoCapAct's networks."""
-    layers: list[nn.Module] = []
-    for size in hidden_sizes:
-        layers += [nn.Linear(in_size, size), nn.LayerNorm(size), nn.ELU()]
-        in_size = size
-    layers.append(nn.Linear(in_size, out_size))
-    return nn.Sequential(*layers)
 
 
 def gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
@@ -129,21 +151,28 @@ class MultiClipPolicy(SavedInDirectory, nn.Module):
         self.register_buffer("observation_std", torch.ones(size))
         offsets = np.cumsum((0,) + config.observation_sizes)
         columns = {k: np.arange(offsets[i], offsets[i + 1]) for i, k in enumerate(config.observation_keys)}
+        layers = {"activation": config.activation, "layer_norm": config.layer_norm}
         if config.kind == "npmp":
-            base_keys = tuple(sorted(BASE))
+            base_keys = config.decoder_observation_keys
             self.register_buffer("base_columns", torch.from_numpy(np.concatenate([columns[k] for k in base_keys])))
-            self.encoder = _mlp(size + config.latent_size, config.encoder_hidden_sizes, 2 * config.latent_size)
+            encoder_input = size + config.latent_size if config.recurrent_encoder else size
+            self.encoder = build_mlp(encoder_input, config.encoder_hidden_sizes, 2 * config.latent_size, **layers)
             self.decoder = LowLevelPolicy(
                 LowLevelPolicyConfig(
                     latent_size=config.latent_size,
                     observation_keys=base_keys,
                     observation_size=len(self.base_columns),
+                    observation_sizes=tuple(len(columns[k]) for k in base_keys),
                     action_size=config.action_size,
                     hidden_sizes=config.decoder_hidden_sizes,
+                    squash_output=config.squash_output,
+                    **layers,
                 )
             )
         else:
-            self.mlp = _mlp(size, config.mlp_hidden_sizes, config.action_size)
+            self.mlp = build_mlp(
+                size, config.mlp_hidden_sizes, config.action_size, **layers, squash_output=config.squash_output
+            )
 
     # -- normalisation -------------------------------------------------------------
 
@@ -162,7 +191,10 @@ class MultiClipPolicy(SavedInDirectory, nn.Module):
 
     def encode(self, observation: torch.Tensor, previous_latent: torch.Tensor):
         """Mean and std of the posterior over ``z_t`` given the raw observation and ``z_{t-1}``."""
-        out = self.encoder(torch.cat([self._normalized(observation), previous_latent], dim=-1))
+        normalized = self._normalized(observation)
+        if self.config.recurrent_encoder:
+            normalized = torch.cat([normalized, previous_latent], dim=-1)
+        out = self.encoder(normalized)
         mean, log_std = out.chunk(2, dim=-1)
         return mean, log_std.exp().clamp_min(self.config.min_latent_std)
 
@@ -221,13 +253,47 @@ class MultiClipPolicy(SavedInDirectory, nn.Module):
             mean_q, std_q = self.encode(obs, latent)
             latent = mean_q if deterministic else mean_q + std_q * torch.randn_like(std_q)
             mean = self.decoder(obs[:, self.base_columns], latent)
-        if not deterministic:
+        if not deterministic and self.config.action_noise:
             mean = mean + self.config.action_std * torch.randn_like(mean)
         return mean.clamp(-1.0, 1.0).cpu().numpy(), latent
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The (B, D) observation vector from a batched Dict observation."""
+        """The (B, D) observation vector from a batched Dict observation, its layout checked."""
+        check_observation_widths(
+            observation,
+            self.config.observation_keys,
+            self.config.observation_sizes,
+            hint=f" (the policy's reference steps are {list(self.config.ref_steps)})",
+        )
         return flatten_observation(observation, self.config.observation_keys)
+
+    def check_environment(self, env) -> None:
+        """Raises ``ValueError`` unless ``env`` shows this policy's observation layout and reference steps.
+
+        The keys and widths come from ``env.observation_space``; the reference steps from
+        ``env.unwrapped.ref_steps`` when the environment has them (same widths, other steps
+        would be silent garbage).
+        """
+        space = env.observation_space
+        missing = [k for k in self.config.observation_keys if k not in getattr(space, "spaces", {})]
+        if missing:
+            raise ValueError(
+                f"the environment's observation lacks {missing}, which the policy reads; build it with "
+                f"observables={list(self.config.observation_keys)}."
+            )
+        widths = {k: int(np.prod(space[k].shape)) for k in self.config.observation_keys}
+        check_observation_widths(
+            {k: np.zeros(n) for k, n in widths.items()},
+            self.config.observation_keys,
+            self.config.observation_sizes,
+            hint=f" (the policy's reference steps are {list(self.config.ref_steps)})",
+        )
+        env_ref_steps = getattr(env.unwrapped, "ref_steps", None)
+        if env_ref_steps is not None and tuple(int(s) for s in env_ref_steps) != self.config.ref_steps:
+            raise ValueError(
+                f"the environment shows the reference {tuple(env_ref_steps)} steps ahead; the policy was trained "
+                f"with ref_steps={self.config.ref_steps}. Build the environment with ref_steps={self.config.ref_steps}."
+            )
 
     # -- files ---------------------------------------------------------------------
 
