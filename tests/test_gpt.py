@@ -42,7 +42,7 @@ def test_gpt_trains_then_completes_motion(rollouts, experts_root, tmp_path):
 
 
 def test_motion_completion_env(experts_root):
-    env = gym.make("mocapact/MotionCompletion-CMU_009_12-v0", prompt_experts=experts_root, max_steps=45)
+    env = gym.make("mocapact/MotionCompletion-v0", clips="CMU_009_12", prompt_experts=experts_root, max_steps=45)
     check_env(env.unwrapped, skip_render_check=True)
     observation, info = env.reset(seed=3)
     assert sum(v.size for v in observation.values()) == 206
@@ -62,8 +62,9 @@ def test_motion_completion_env(experts_root):
     # An episode ends on a fall with a tracking error, or at max_steps.
     assert truncated == (info["episode_steps"] == 45)
     assert terminated == (info["tracking_error"] > 0.3 and info["episode_steps"] < 45)
-    with pytest.raises(ValueError, match="prompt_experts is required"):
-        gym.make("mocapact/MotionCompletion-CMU_009_12-v0")
+    # Without prompt_experts the shipped experts prompt, and they track CMU_016_22 only.
+    with pytest.raises(ValueError, match="no expert under .* tracks CMU_009_12; each clip needs one"):
+        gym.make("mocapact/MotionCompletion-v0", clips="CMU_009_12")
 
 
 def test_gpt_loss_falls_and_is_causal(rollouts):
