@@ -8,17 +8,34 @@ export MOCAPACT_MOCAP_PATH ?= $(abspath ../shared/cmu-mocap)
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint format bench clean
+# The tested version of every package: what install (and so CI) puts in .venv; `make lock` refreshes it.
+LOCK := requirements.lock
+LOCK_VENV := .venv-lock
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: install lock demo test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch first, so the project's torch range installs nothing more.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) pip
+	# Exactly the locked versions (the CPU build of torch among them), then the project alone.
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# A fresh resolution of pyproject.toml's ranges in a scratch venv, written as the new lock.
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	# The CPU build of torch first, so the project's torch range installs nothing more.
+	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
+	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev]"
+	{ printf '%s\n' '# Tested versions of every package in .venv: what `make install` (and so CI) installs, exactly.' \
+	    '# Refresh with `make lock` (a fresh resolution of pyproject.toml'"'"'s ranges in a scratch venv), then run the tests.'; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/python -m mocapact_envs.demo --out-dir demo_output
@@ -36,4 +53,4 @@ bench: install
 	$(BIN)/python benchmarks/env_throughput.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) demo_output .pytest_cache
