@@ -85,6 +85,8 @@ class MocapTrackingEnv(DmControlEnv):
         reward_type: a dm_control ``reference_pose.rewards`` reward name.
         skip_missing_clips: use the clips the source has instead of failing on
             those it lacks.
+        strict: refuse snippets whose clip the AMC conversion could not make plausible (its quality
+            report lists problems, e.g. broken steps inside the snippet); False tracks every clip.
         render_mode: ``None`` or ``"rgb_array"`` (adds the reference ghost).
         width, height, camera: the rendered image and the camera's name or id.
         backend: ``"fast"`` (the default: the same task stepped with the ``mujoco`` bindings and
@@ -117,6 +119,7 @@ class MocapTrackingEnv(DmControlEnv):
         control_timestep: float = 0.03,
         reward_type: str = "comic",
         skip_missing_clips: bool = False,
+        strict: bool = False,
         render_mode: str | None = None,
         width: int = 640,
         height: int = 480,
@@ -139,6 +142,7 @@ class MocapTrackingEnv(DmControlEnv):
             control_timestep=control_timestep,
             reward_type=reward_type,
             skip_missing_clips=skip_missing_clips,
+            strict=strict,
         )
         self.ref_steps = task_kwargs["ref_steps"]
         self._snippet_ids = [snippet.id for snippet in self.clip_set.snippets]
@@ -227,6 +231,7 @@ def resolve_tracking_arguments(
     ref_steps: Sequence[int],
     reward_type: str,
     skip_missing_clips: bool,
+    strict: bool = False,
     **task_kwargs: Any,
 ) -> tuple[ClipSet, tuple[str, ...], dict[str, Any]]:
     """Checks :class:`MocapTrackingEnv`'s task arguments: the clip set, the observable keys and the
@@ -243,7 +248,7 @@ def resolve_tracking_arguments(
     ref_steps = tuple(int(s) for s in ref_steps)
     if not ref_steps or min(ref_steps) < 0:
         raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
-    clip_set = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
+    clip_set = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips, strict=strict)
     task_kwargs = {**task_kwargs, "ref_steps": ref_steps, "reward_type": reward_type}
     return clip_set, resolve_observables(observables), task_kwargs
 

@@ -58,7 +58,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         backend: only ``"fast"``; vectorise the ``"dm_control"`` backend with ``"sync"`` or ``"async"``.
         clips, mocap_path, observables, ref_steps, random_start, min_steps,
         termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
-        skip_missing_clips, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
+        skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
             ``metadata["reference_source"]`` too.
         render_mode: only ``None``; render a single environment instead.
     """
@@ -81,6 +81,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         control_timestep: float = 0.03,
         reward_type: str = "comic",
         skip_missing_clips: bool = False,
+        strict: bool = False,
         render_mode: str | None = None,
         backend: str = "fast",
         num_threads: int = 1,
@@ -109,6 +110,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             control_timestep=control_timestep,
             reward_type=reward_type,
             skip_missing_clips=skip_missing_clips,
+            strict=strict,
         )
         self.num_envs = num_envs
         self.act_noise = float(act_noise)

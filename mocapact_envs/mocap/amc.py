@@ -4,8 +4,10 @@ The conversion follows the facts dm_control's own tools establish:
 ``dm_control.suite.utils.parse_amc`` reads the 62 AMC channels onto the 56 hinge
 joints of the CMU humanoid and resamples them from 120 Hz to the control step;
 the locomotion walker ``CMUHumanoidPositionControlledV2020`` shares those joint
-names, axes and order but is the suite body scaled by 1.2, so root position and
-root linear velocity are scaled by the same factor. The per-step pose features
+names, axes and order. The root translation is then fitted to the walker
+(:mod:`mocapact_envs.mocap.retarget`): scaled by the walker's leg length over the
+subject's (from the subject's ASF file) and raised or lowered, smoothly per step,
+so the walker stands on the floor; joint angles are kept. The per-step pose features
 (body positions, quaternions, end effectors, ...) are read off the walker with
 ``dm_control.locomotion.tasks.reference_pose.utils.get_features``, exactly as the
 tracking task reads them off the simulated walker.
@@ -24,16 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import mujoco
 import numpy as np
 
-#: The 2020 walker is the suite's CMU body scaled by this factor.
-V2020_SCALE = 1.2
+from mocapact_envs.mocap import retarget
+from mocapact_envs.mocap.retarget import ClipQuality
+
 #: MoCapAct's and dm_control's 2020 clips step at 0.03 s.
 DEFAULT_DT = 0.03
 #: ``mocap_pb2.Walker.Model.CMU_2020``.
 CMU_2020_MODEL_ENUM = 4
 #: Bump when the conversion changes, so cached files are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 3
 
 WALKER_POSE_FIELDS = (
     "position",
@@ -57,8 +61,7 @@ class ConvertedClip:
     clip_id: str
     dt: float
     features: dict[str, np.ndarray]
-    joint_range_violation: float
-    """Share of joint values outside the V2020 walker's joint ranges."""
+    quality: ClipQuality
 
     @property
     def num_steps(self) -> int:
@@ -110,12 +113,71 @@ class WalkerPoser:
         self.physics = mjcf.Physics.from_mjcf_model(arena.mjcf_model)
         joints = self.physics.bind(self.walker.mocap_joints)
         self.joint_range = np.array(joints.range)
+        self.joint_names = tuple(joint.name for joint in self.walker.mocap_joints)
         self._utils = utils
+        model = self.physics.model
+        walker_geoms = [
+            i
+            for i in range(model.ngeom)
+            if model.geom_bodyid[i] > 0 and (model.geom_contype[i] or model.geom_conaffinity[i])
+        ]
+        self._geoms = np.array(walker_geoms)
+        self._geom_size = np.array(model.geom_size[self._geoms])
+        kind = np.array(model.geom_type[self._geoms])
+        self._capsules = kind == mujoco.mjtGeom.mjGEOM_CAPSULE
+        self._spheres = kind == mujoco.mjtGeom.mjGEOM_SPHERE
+        self._ellipsoids = kind == mujoco.mjtGeom.mjGEOM_ELLIPSOID
+        if not np.all(self._capsules | self._spheres | self._ellipsoids):
+            raise ValueError("the walker has colliding geoms other than capsules, spheres and ellipsoids")
+
+    def lowest_point(self) -> float:
+        """Height above the floor (z = 0) of the walker's lowest point in its current pose, negative
+        below it: the signed distance of the nearest colliding geom."""
+        data = self.physics.data
+        centre_height = data.geom_xpos[self._geoms, 2]
+        # Row 2 of each geom's rotation: its local axes' vertical components.
+        vertical = data.geom_xmat[self._geoms].reshape(-1, 3, 3)[:, 2, :]
+        size, capsule, ellipsoid = self._geom_size, self._capsules, self._ellipsoids
+        reach = np.zeros(len(self._geoms))
+        reach[capsule] = np.abs(vertical[capsule, 2]) * size[capsule, 1] + size[capsule, 0]
+        reach[self._spheres] = size[self._spheres, 0]
+        reach[ellipsoid] = np.sqrt(((vertical[ellipsoid] * size[ellipsoid]) ** 2).sum(axis=1))
+        return float(np.min(centre_height - reach))
+
+    def lowest_points(self, qpos: np.ndarray) -> np.ndarray:
+        """:meth:`lowest_point` for each row of ``qpos`` (steps, 63)."""
+        heights = np.empty(len(qpos))
+        for step, pose in enumerate(qpos):
+            self._utils.set_walker(self.physics, self.walker, pose, np.zeros(self.physics.model.nv))
+            self.physics.forward()
+            heights[step] = self.lowest_point()
+        return heights
+
+    def feature_lowest_points(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """:meth:`lowest_point` at each step of reference features (each field shaped (steps, ...))."""
+        steps = len(features["joints"])
+        heights = np.empty(steps)
+        for step in range(steps):
+            self.set_features({name: values[step] for name, values in features.items()})
+            heights[step] = self.lowest_point()
+        return heights
 
     def features(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:
         self._utils.set_walker(self.physics, self.walker, qpos, qvel)
         self.physics.forward()
         return self._utils.get_features(self.physics, self.walker)
+
+    @functools.cached_property
+    def leg_length(self) -> float:
+        """The walker's hip-to-ankle height standing straight (m), along the root frame's y axis, the
+        vertical of CMU's ASF skeletons (both legs averaged)."""
+        qpos = np.zeros(7 + len(self.joint_names))
+        qpos[3] = 1.0
+        self._utils.set_walker(self.physics, self.walker, qpos, np.zeros(self.physics.model.nv))
+        self.physics.forward()
+        root = self.physics.named.data.xpos["walker/root"]
+        ankles = [self.physics.named.data.xpos[f"walker/{side}foot"] for side in "lr"]
+        return float(np.mean([root[1] - ankle[1] for ankle in ankles]))
 
     def set_features(self, features: dict[str, np.ndarray]) -> None:
         """Poses the walker as one step of reference features (a kinematic replay)."""
@@ -124,12 +186,19 @@ class WalkerPoser:
 
 
 @functools.cache
-def _walker_poser() -> WalkerPoser:
+def walker_poser() -> WalkerPoser:
+    """One shared :class:`WalkerPoser` (compiling the walker takes about a second)."""
     return WalkerPoser()
 
 
-def convert_amc(path: str | Path, clip_id: str, dt: float = DEFAULT_DT) -> ConvertedClip:
-    """Converts one ``.amc`` file into reference features for the V2020 walker."""
+def convert_amc(
+    path: str | Path, clip_id: str, dt: float = DEFAULT_DT, asf_path: str | Path | None = None
+) -> ConvertedClip:
+    """Converts one ``.amc`` file into reference features for the V2020 walker, fitted to its floor.
+
+    ``asf_path`` is the subject's skeleton, by default ``SS.asf`` beside the file; without one the
+    root is scaled by :data:`~mocapact_envs.mocap.retarget.DEFAULT_ROOT_SCALE`.
+    """
     from dm_control.suite.utils import parse_amc
 
     path = Path(path)
@@ -141,20 +210,40 @@ def convert_amc(path: str | Path, clip_id: str, dt: float = DEFAULT_DT) -> Conve
         os.unlink(tmp.name)
 
     qpos = np.array(converted.qpos, dtype=np.float64).T  # (T, 63)
-    qvel = np.array(converted.qvel, dtype=np.float64).T  # (T - 1, 62): finite differences
+    qvel = np.array(converted.qvel, dtype=np.float64).T  # (T - 1, 62): forward differences
     if len(qpos) < 2:
         raise ValueError(f"{path} is too short to convert: {len(qpos)} step(s) at dt={dt}.")
-    qvel = np.concatenate([qvel, qvel[-1:]], axis=0)  # the last step keeps the last velocity
-    qpos[:, :3] *= V2020_SCALE
-    qvel[:, :3] *= V2020_SCALE
 
-    poser = _walker_poser()
+    poser = walker_poser()
+    asf_path = Path(asf_path) if asf_path is not None else retarget.subject_asf_path(path)
+    if asf_path.is_file():
+        root_scale = poser.leg_length / retarget.asf_leg_length(asf_path)
+        root_scale_from = f"leg length in {asf_path.name}"
+    else:
+        root_scale, root_scale_from = retarget.DEFAULT_ROOT_SCALE, "default (no ASF file)"
+    qpos[:, :3] *= root_scale
+    qvel[:, :3] *= root_scale
+    source_lowest = poser.lowest_points(qpos)
+    broken = retarget.broken_steps(qpos[:, :3], dt)
+    correction = retarget.height_correction(source_lowest, qpos[:, 2], broken, dt)
+    qpos[:, 2] += correction.offset
+    qvel[:, 2] += np.diff(correction.offset) / dt  # the free joint's linear velocity is in world axes
+    qvel = np.concatenate([qvel, qvel[-1:]], axis=0)  # the last step keeps the last velocity
+
     steps = [poser.features(p, v) for p, v in zip(qpos, qvel, strict=True)]
     features = {name: np.stack([s[name] for s in steps]) for name in WALKER_POSE_FIELDS}
-    joints = qpos[:, 7:]
-    low, high = poser.joint_range[:, 0], poser.joint_range[:, 1]
-    violation = float(np.mean((joints < low) | (joints > high)))
-    return ConvertedClip(clip_id=clip_id, dt=dt, features=features, joint_range_violation=violation)
+    quality = retarget.assess(
+        root_scale=root_scale,
+        root_scale_from=root_scale_from,
+        source_lowest=source_lowest,
+        lowest=poser.lowest_points(qpos),
+        correction=correction,
+        broken=broken,
+        joints=qpos[:, 7:],
+        joint_range=poser.joint_range,
+        joint_names=poser.joint_names,
+    )
+    return ConvertedClip(clip_id=clip_id, dt=dt, features=features, quality=quality)
 
 
 def write_clip(h5: h5py.File, clip: ConvertedClip) -> None:
@@ -162,6 +251,7 @@ def write_clip(h5: h5py.File, clip: ConvertedClip) -> None:
     group = h5.create_group(clip.clip_id)
     group.attrs["num_steps"] = clip.num_steps
     group.attrs["dt"] = clip.dt
+    group.attrs["quality"] = clip.quality.to_json()
     group.create_group("props")
     walker = group.create_group("walkers/walker_0")
     walker.attrs["name"] = np.bytes_(b"CMU_2020")
@@ -169,7 +259,7 @@ def write_clip(h5: h5py.File, clip: ConvertedClip) -> None:
     walker.attrs["mass"] = 0.0
     walker.attrs["end_effector_names"] = np.array([], dtype="S1")
     walker.attrs["appendage_names"] = np.array([], dtype="S1")
-    walker.attrs["joint_range_violation"] = clip.joint_range_violation
+    walker.attrs["joint_range_violation"] = clip.quality.joint_range_violation
     walker.create_group("scaling")
     walker.create_group("markers")
     for name, values in clip.features.items():

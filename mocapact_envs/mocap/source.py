@@ -26,6 +26,7 @@ import numpy as np
 from mocapact_envs.io import replace_atomically
 from mocapact_envs.mocap import amc
 from mocapact_envs.mocap.ids import Snippet, amc_file_clip_id, resolve_snippets, suggest
+from mocapact_envs.mocap.retarget import ClipQuality, subject_asf_path
 
 MOCAP_PATH_ENV = "MOCAPACT_MOCAP_PATH"
 CACHE_DIR_ENV = "MOCAPACT_CACHE_DIR"
@@ -92,6 +93,13 @@ class ClipSet:
                 features[name] = values
         return features
 
+    def quality(self, clip_id: str) -> ClipQuality | None:
+        """The conversion's quality report of a clip; None for clips not converted here (dm_control's
+        official file is already fitted to the walker and carries none)."""
+        with h5py.File(self.hdf5_path, "r") as h5:
+            text = h5[clip_id].attrs.get("quality")
+        return None if text is None else ClipQuality.from_json(text)
+
     def content_digest(self) -> str:
         """``sha256:<hex>`` of the reference these snippets track: :func:`combine_clip_digests` of
         :meth:`clip_digests`. Equal digests mean equal reference data, whatever source or path gave them."""
@@ -145,11 +153,13 @@ class MocapSource:
         """An HDF5 file in dm_control's layout that holds at least these clips."""
         raise NotImplementedError
 
-    def clip_set(self, clips: str | Sequence[str], skip_missing_clips: bool = False) -> ClipSet:
+    def clip_set(self, clips: str | Sequence[str], skip_missing_clips: bool = False, strict: bool = False) -> ClipSet:
         """Resolves clip ids, snippet ids or collections against this source.
 
         Raises :class:`MocapSourceError` naming the source for unknown clips (with
-        close ids), clips the source lacks and snippet bounds outside the clip.
+        close ids), clips the source lacks and snippet bounds outside the clip; with
+        ``strict=True`` also for snippets whose clip's quality report lists problems
+        (broken steps count only inside the snippet's bounds).
         """
         snippets = resolve_snippets(clips)
         available = set(self.available_clips())
@@ -186,7 +196,26 @@ class MocapSource:
                 )
             resolved.append(Snippet(s.clip_id, s.start, end))
         path = self.hdf5_for(sorted({s.clip_id for s in resolved}))
-        return ClipSet(path, tuple(resolved))
+        clip_set = ClipSet(path, tuple(resolved))
+        if strict:
+            _refuse_implausible(clip_set)
+        return clip_set
+
+
+def _refuse_implausible(clip_set: ClipSet) -> None:
+    refused = []
+    for snippet in clip_set.snippets:
+        quality = clip_set.quality(snippet.clip_id)
+        problems = quality.problems_within(snippet.start, snippet.end) if quality else ()
+        if problems:
+            refused.append(f"{snippet.id} ({'; '.join(problems)})")
+    if refused:
+        shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        raise MocapSourceError(
+            f"strict=True refuses {len(refused)} snippet(s) the conversion could not make plausible: {shown}. "
+            "Choose snippets without those steps, or pass strict=False to track them anyway "
+            "(`mocapact-convert --report` lists every clip's quality)."
+        )
 
 
 class HDF5Source(MocapSource):
@@ -264,7 +293,14 @@ class AMCFolderSource(MocapSource):
         return tuple(sorted(self.files))
 
     def cached_clip_path(self, clip_id: str) -> Path:
-        digest = _sha256(self.files[clip_id])[:16]
+        """Keyed by the clip's content, its subject's ASF skeleton (which sets the root scale), the
+        step and the converter version."""
+        amc_path = self.files[clip_id]
+        asf_path = subject_asf_path(amc_path)
+        digest = _sha256(amc_path)
+        if asf_path.is_file():
+            digest = hashlib.sha256(f"{digest} {_sha256(asf_path)}".encode()).hexdigest()
+        digest = digest[:16]
         dt_ms = round(self.dt * 1000)
         return cache_dir() / "clips" / f"{clip_id}-{digest}-dt{dt_ms}ms-v{amc.CONVERTER_VERSION}.h5"
 
