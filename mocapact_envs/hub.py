@@ -12,8 +12,16 @@ archive once extracted (the large rollout dataset is hundreds of GB).
 
 With ``HF_HUB_OFFLINE=1`` only files already in the cache are used.
 
+``--convert`` then turns MoCapAct's multi-clip, GPT and transfer policies found in
+``--local-dir`` (Lightning ``.ckpt`` files and SB3 zips, which need MoCapAct's code
+and old libraries to unpickle) into this package's pickle-free policy folders under
+``--converted-dir`` (default ``<local-dir>/converted``), read with allow-list
+unpicklers: see :mod:`mocapact_envs.policies.mocapact_checkpoints`. Without names it
+converts what an earlier download left there.
+
     mocapact-download experts-sample --local-dir data/
     mocapact-download rollouts-small --parts 1 --local-dir data/ --delete-archives
+    mocapact-download multiclip gpt transfer --local-dir data/ --convert
     mocapact-download --list
 """
 
@@ -246,16 +254,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", default="main", help="repo branch, tag or commit")
     parser.add_argument("--delete-archives", action="store_true", help="drop each cached archive once unpacked")
     parser.add_argument("--list", action="store_true", help="list the downloads and exit")
+    parser.add_argument(
+        "--convert", action="store_true", help="convert the multi-clip, GPT and transfer policies in --local-dir"
+    )
+    parser.add_argument("--converted-dir", type=Path, help="where converted policies go (<local-dir>/converted)")
     return parser
+
+
+def convert_downloads(local_dir: str | Path, converted_dir: str | Path | None = None) -> int:
+    """The ``--convert`` step: converts MoCapAct's models under ``local_dir``; returns how many failed."""
+    from mocapact_envs.policies.mocapact_checkpoints import convert_directory
+
+    local_dir = Path(local_dir).expanduser()
+    converted_dir = Path(converted_dir) if converted_dir is not None else local_dir / "converted"
+    print(f"Converting MoCapAct's policies in {local_dir} into {converted_dir}")
+    report = convert_directory(local_dir, converted_dir)
+    converted, failed = len(report["converted"]), len(report["failed"])
+    print(f"{converted} converted, {failed} not (see {converted_dir}/conversion_report.json)")
+    return len(report["failed"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.list or not args.names:
+    if args.list or not (args.names or args.convert):
         for name, item in ARTEFACTS.items():
             print(f"{name:22} {item.repo_id:26} {', '.join(item.allow_patterns()):32} {item.description}")
         return 0 if args.list else 2
+    if not args.names:
+        return 1 if convert_downloads(args.local_dir, args.converted_dir) else 0
     try:
         markers = download(
             args.names,
@@ -268,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mocapact-download: error: {error}", file=sys.stderr)
         return 2
     print(f"{len(markers)} file(s) ready in {args.local_dir}")
+    if args.convert:
+        return 1 if convert_downloads(args.local_dir, args.converted_dir) else 0
     return 0
 
 
