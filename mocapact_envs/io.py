@@ -1,4 +1,4 @@
-"""Writing files so that nothing is lost: a temporary name, then a rename; reading them back with errors that name the file."""
+"""Files written so that nothing is lost (a temporary name, then a rename), and read with errors naming the file."""
 
 from __future__ import annotations
 

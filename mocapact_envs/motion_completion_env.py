@@ -67,6 +67,17 @@ class MotionCompletionEnv(DmControlEnv):
         arena_size: the floor's half extents (MoCapAct: 100 m x 100 m in all).
         mocap_path, act_noise, render_mode, width, height, camera: as in
             :class:`~mocapact_envs.MocapTrackingEnv`.
+
+    Version history:
+        * v0: MoCapAct's motion completion (mocapact-envs 0.1). ``prompt_experts`` defaults to
+          the shipped experts, and ``MotionCompletion-<clip>-v0`` is registered only for the clips
+          they cover, so every id makes without arguments (before, every clip of ``ALL`` had an id
+          that raised without ``prompt_experts``). Other
+          changes since keep the id and the task (dynamics, reward, episode ends):
+          ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
+          or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
+          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
     def __init__(

@@ -100,6 +100,15 @@ class MocapTrackingEnv(DmControlEnv):
         read from (``"AMC folder /path"`` or ``"HDF5 file /path"``) and
         :meth:`~mocapact_envs.mocap.source.ClipSet.content_digest` of the reference tracked, so two
         environments of the same id over different ``MOCAPACT_MOCAP_PATH`` data tell themselves apart.
+
+    Version history:
+        * v0: MoCapAct's tracking task (mocapact-envs 0.1). Changes since keep the id and the
+          task (dynamics, reward, episode ends): ``backend="fast"`` (the default, equal to
+          dm_control step for step), ``reference_digest``; ``step()`` with no episode running
+          raises ``RuntimeError`` (it raised ``TypeError`` or stepped a new episode), NaN actions
+          raise ``ValueError`` naming them and end the episode, bad arguments raise errors naming
+          them, ``metadata["reference_source"]``, pickling and ``copy.deepcopy``,
+          ``spec.to_json()`` with path arguments.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}

@@ -61,6 +61,10 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
             ``metadata["reference_source"]`` too.
         render_mode: only ``None``; render a single environment instead.
+
+    Version history:
+        * v0: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` v0; ``step()`` before ``reset()`` or
+          after a step that raised raises ``RuntimeError``, and NaN actions name their worlds.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -197,9 +201,8 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             if not len(bad_worlds):
                 raise
             message = str(invalid_action_error(original_actions[bad_worlds[0]]))
-            raise ValueError(
-                f"actions of world(s) {bad_worlds.tolist()}: {message.replace('call reset()', 'call reset() on the vector env')}"
-            ) from error
+            message = message.replace("call reset()", "call reset() on the vector env")
+            raise ValueError(f"actions of world(s) {bad_worlds.tolist()}: {message}") from error
         if resetting is not None:
             self._worlds.reset(resetting)
         observation, reward, error = self._worlds.evaluate()

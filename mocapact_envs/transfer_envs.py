@@ -101,6 +101,17 @@ class GoToTargetEnv(DmControlEnv):
         control_timestep: seconds per environment step, a multiple of ``physics_timestep``.
         render_mode: ``None`` or ``"rgb_array"``.
         width, height, camera: the rendered image and the camera's name or id.
+
+    Version history:
+        * v0: MoCapAct's go-to-target task (mocapact-envs 0.1). The registered spec's
+          ``max_episode_steps`` is 833 (it was ``None``): ``gym.make``'s ``TimeLimit`` truncates
+          at the step the task truncates itself; a longer ``episode_steps`` needs
+          ``max_episode_steps`` too. Other
+          changes since keep the id and the task (dynamics, reward, episode ends):
+          ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
+          or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
+          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
@@ -206,6 +217,15 @@ class VelocityControlEnv(DmControlEnv):
             published 333, 10 s; its code's default was 166).
         episode_steps, act_noise, physics_timestep, control_timestep, render_mode,
             width, height, camera: as in :class:`GoToTargetEnv`.
+
+    Version history:
+        * v0: MoCapAct's velocity-control task (mocapact-envs 0.1). The registered spec's
+          ``max_episode_steps`` is 2000 (it was ``None``), as :class:`GoToTargetEnv`'s. Other
+          changes since keep the id and the task (dynamics, reward, episode ends):
+          ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
+          or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
+          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}

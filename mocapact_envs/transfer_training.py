@@ -41,9 +41,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch import nn
 
 from mocapact_envs.io import read_tensors, write_json, write_tensors
+from mocapact_envs.policies.low_level import ACTIVATIONS
 
 #: Short task names and the environment ids they stand for.
 TRANSFER_TASKS = {"go_to_target": "mocapact/GoToTarget-v0", "velocity_control": "mocapact/VelocityControl-v0"}
@@ -57,7 +57,6 @@ ALGORITHMS = {
     "tqc": ("sb3_contrib:TQC", "sb3_contrib.tqc.policies:MultiInputPolicy"),
 }
 ON_POLICY_ALGORITHMS = ("ppo", "recurrent_ppo")
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 VEC_ENV_KINDS = ("subproc", "dummy")
 
 FORMAT_NAME = "mocapact_envs.task_policy"

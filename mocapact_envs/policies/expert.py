@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+from mocapact_envs.policies.low_level import ACTIVATIONS, build_mlp
 
 
 class RunningMeanStd:
@@ -110,13 +110,14 @@ class RewardNormalizer:
 
 def _mlp(in_size: int, hidden_sizes: Sequence[int], out_size: int, activation: str, out_gain: float) -> nn.Sequential:
     """An MLP with SB3's orthogonal initialisation: gain sqrt(2) inside, ``out_gain`` on the last layer."""
-    layers: list[nn.Module] = []
-    size = in_size
-    for hidden in hidden_sizes:
-        layers += [_orthogonal(nn.Linear(size, hidden), math.sqrt(2)), ACTIVATIONS[activation]()]
-        size = hidden
-    layers.append(_orthogonal(nn.Linear(size, out_size), out_gain))
-    return nn.Sequential(*layers)
+    return build_mlp(
+        in_size,
+        hidden_sizes,
+        out_size,
+        activation,
+        layer_norm=False,
+        initialize=lambda layer, is_output: _orthogonal(layer, out_gain if is_output else math.sqrt(2)),
+    )
 
 
 def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:

@@ -22,7 +22,7 @@ pickled checkpoints stopped loading on torch >= 2.6.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,21 +48,28 @@ def build_mlp(
     activation: str = "elu",
     layer_norm: bool = True,
     squash_output: bool = False,
+    initialize: Callable[[nn.Linear, bool], Any] | None = None,
 ) -> nn.Sequential:
     """Linear -> [LayerNorm] -> activation hidden layers, a linear output and an optional tanh.
 
     The module indices are those of MoCapAct's ``create_mlp``, so its state dicts map one to one.
+    ``initialize(linear, is_output)`` runs on each linear layer as it is made, so a seeded build draws
+    the same random numbers as one that initialises layer by layer (the clip experts' orthogonal init).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
     layers: list[nn.Module] = []
     for size in hidden_sizes:
         layers.append(nn.Linear(in_size, size))
+        if initialize is not None:
+            initialize(layers[-1], False)
         if layer_norm:
             layers.append(nn.LayerNorm(size))
         layers.append(ACTIVATIONS[activation]())
         in_size = size
     layers.append(nn.Linear(in_size, out_size))
+    if initialize is not None:
+        initialize(layers[-1], True)
     if squash_output:
         layers.append(nn.Tanh())
     return nn.Sequential(*layers)
