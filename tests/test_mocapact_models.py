@@ -28,6 +28,7 @@ from mocapact_envs.policies.mocapact_checkpoints import (
     policy_from_checkpoint,
     read_lightning_checkpoint,
     read_sb3_zip,
+    sb3_policy_from_mocapact,
 )
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 from mocapact_envs.tracking_env import MocapTrackingEnv
@@ -329,3 +330,39 @@ def test_npmp_options_beyond_the_published_run_convert():
     hidden = torch.tanh(linear(torch.cat([base, latent], dim=1), "action_decoder.0."))
     expected = torch.tanh(linear(hidden, "action_decoder.2."))
     np.testing.assert_allclose(actions, expected.numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_published_transfer_architecture_maps_at_full_size():
+    """MoCapAct's 3 x 1024 tanh PPO over GoToTarget's 227 values, concatenated in an order not the Dict's."""
+    generator = torch.Generator().manual_seed(2)
+    sizes = {**{k: n for k, n in HIGH_LEVEL_SIZES.items() if k in BASE_KEYS or k == "walker/body_height"}}
+    sizes.update({"walker/appendages_pos": 15, "walker/sensors_accelerometer": 3, "walker/target": 3})
+    assert sum(sizes.values()) == 227
+    mocapact_keys = sorted(sizes, reverse=True)
+    weights = {}
+    for net in ("policy_net", "value_net"):
+        for index, (in_size, out_size) in enumerate([(227, 1024), (1024, 1024), (1024, 1024)]):
+            weights[f"mlp_extractor.{net}.{2 * index}.weight"] = (
+                torch.randn(out_size, in_size, generator=generator) * 0.03
+            )
+            weights[f"mlp_extractor.{net}.{2 * index}.bias"] = torch.randn(out_size, generator=generator) * 0.1
+    weights["action_net.weight"] = torch.randn(60, 1024, generator=generator) * 0.03
+    weights["action_net.bias"] = torch.randn(60, generator=generator) * 0.1
+    weights["value_net.weight"] = torch.randn(1, 1024, generator=generator)
+    weights["value_net.bias"] = torch.randn(1, generator=generator)
+    weights["log_std"] = torch.full((60,), float(np.log(2.5)))
+    saved_kwargs = {"net_arch": [{"pi": [1024] * 3, "vf": [1024] * 3}], "activation_fn": torch.nn.Tanh}
+    space = spaces.Dict({k: spaces.Box(-np.inf, np.inf, (n,), np.float32) for k, n in sizes.items()})
+    policy, kwargs = sb3_policy_from_mocapact(weights, saved_kwargs, mocapact_keys, space, spaces.Box(-3, 3, (60,)))
+    assert kwargs["net_arch"] == {"pi": [1024] * 3, "vf": [1024] * 3}
+
+    rng = np.random.default_rng(0)
+    obs = {k: rng.normal(size=(2, n)).astype(np.float32) for k, n in sizes.items()}
+    with torch.no_grad():
+        mean = policy.get_distribution({k: torch.as_tensor(v) for k, v in obs.items()}).distribution.mean
+        x = torch.as_tensor(np.concatenate([obs[k] for k in mocapact_keys], axis=1))  # MoCapAct's order
+        for index in range(3):
+            layer = f"mlp_extractor.policy_net.{2 * index}."
+            x = torch.tanh(x @ weights[layer + "weight"].T + weights[layer + "bias"])
+        expected = x @ weights["action_net.weight"].T + weights["action_net.bias"]
+    np.testing.assert_allclose(mean.numpy(), expected.numpy(), atol=TOLERANCE, rtol=0)

@@ -499,6 +499,7 @@ def _task_policy_kwargs(saved_kwargs: Mapping[str, Any], source: str) -> dict[st
         "net_arch": _net_arch(saved_kwargs.get("net_arch"), source),
         "activation_fn": activation,
         "log_std_init": float(saved_kwargs.get("log_std_init", 0.0)),
+        "ortho_init": False,  # the weights are MoCapAct's; an orthogonal init first would only cost time
     }
 
 
@@ -522,18 +523,39 @@ def _reorder_observation_columns(
     return mapped
 
 
+def sb3_policy_from_mocapact(
+    weights: Mapping[str, torch.Tensor],
+    saved_kwargs: Mapping[str, Any],
+    mocapact_keys: Sequence[str],
+    observation_space,
+    action_space,
+    source: str = "the policy",
+):
+    """SB3's PPO policy over ``observation_space`` (a Dict) with MoCapAct's weights; and its JSON kwargs.
+
+    ``mocapact_keys`` is the order MoCapAct's extractor concatenated the observables in
+    (this package's names); the first layers' columns are moved to the Dict's order.
+    """
+    from mocapact_envs.transfer_training import policy_class, policy_kwargs_from_json
+
+    json_kwargs = _task_policy_kwargs(saved_kwargs, source)
+    policy = policy_class("ppo")(
+        observation_space, action_space, lambda _progress: 0.0, **policy_kwargs_from_json(json_kwargs)
+    )
+    widths = {k: int(np.prod(s.shape)) for k, s in observation_space.spaces.items()}
+    mapped = _reorder_observation_columns(weights, mocapact_keys, list(observation_space.spaces), widths, source)
+    _copy_parameters(policy, mapped, source)
+    policy.set_training_mode(False)
+    return policy, json_kwargs
+
+
 def convert_transfer_policy(model_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """Converts a MoCapAct transfer-policy directory into a task-policy directory at ``output_dir``.
 
     The observation layout (MoCapAct's keys, renamed where this package names them
     otherwise, and widths) is checked against this package's task environment, built here.
     """
-    from mocapact_envs.transfer_training import (
-        make_transfer_env,
-        policy_class,
-        policy_kwargs_from_json,
-        save_task_policy,
-    )
+    from mocapact_envs.transfer_training import make_transfer_env, save_task_policy
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     zip_path, vec_path, low_level_path = (model_dir / n for n in (*TRANSFER_FILES, "low_level_policy.ckpt"))
@@ -569,10 +591,7 @@ def convert_transfer_policy(model_dir: str | Path, output_dir: str | Path) -> di
             f"this package's {task} observation ({', '.join(f'{k}: {n}' for k, n in env_widths.items())})."
         )
 
-    json_kwargs = _task_policy_kwargs(saved_kwargs, str(zip_path))
-    policy = policy_class("ppo")(space, action_space, lambda _progress: 0.0, **policy_kwargs_from_json(json_kwargs))
-    mapped = _reorder_observation_columns(weights, keys, list(space.spaces), env_widths, str(zip_path))
-    _copy_parameters(policy, mapped, str(zip_path))
+    policy, json_kwargs = sb3_policy_from_mocapact(weights, saved_kwargs, keys, space, action_space, str(zip_path))
     statistics = types.SimpleNamespace(
         obs_rms=obs_rms,
         ret_rms=vec_normalize.ret_rms,
