@@ -127,6 +127,30 @@ class ExpertActor:
         return self.expert.predict(observation, deterministic=True)[0]
 
 
+def evaluate_expert(
+    expert,
+    clip: str,
+    num_episodes: Mapping[str, int],
+    *,
+    num_envs: int = 2,
+    backend: str | None = None,
+    vectorization_mode: str | None = None,
+    seed: int = 0,
+) -> dict[str, list[EpisodeMetrics]]:
+    """MoCapAct's evaluation of a snippet expert: ``num_episodes`` per kind (``{"eval_rsi": 1000, "eval_start": 100}``),
+    deterministic actions. Kinds with 0 episodes are skipped; ``eval_start`` episodes are seeded ``seed + 1``."""
+    episodes = {}
+    for kind, count in num_episodes.items():
+        if count <= 0:
+            continue
+        envs = make_eval_vec_env(clip, kind, num_envs, backend, vectorization_mode)
+        try:
+            episodes[kind] = run_episodes(envs, ExpertActor(expert), count, seed=seed + (kind == "eval_start"))
+        finally:
+            envs.close()
+    return episodes
+
+
 def evaluate_snippets(
     policy,
     snippet_ids: list[str],

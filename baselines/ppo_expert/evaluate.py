@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.envs import make_tracking_env
-from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
+from mocapact_envs.evaluation import EVAL_SETTINGS, evaluate_expert
 from mocapact_envs.experts import find_model_dir, load_expert
 from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeMetrics, summarize
@@ -207,22 +207,20 @@ def main(args: Args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"expert {model_dir} on {clip}")
 
-    def act(observation):
-        return expert.predict(observation, deterministic=True)[0]
-
-    results: dict[str, dict[str, float]] = {}
-    episodes: dict[str, list[EpisodeMetrics]] = {}
-    for kind, num_episodes in (("eval_rsi", args.rsi_episodes), ("eval_start", args.start_episodes)):
-        if num_episodes <= 0:
-            continue
-        try:
-            envs = make_eval_vec_env(clip, kind, args.num_envs, args.backend, args.vectorization_mode)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        episodes[kind] = run_episodes(envs, act, num_episodes, seed=args.seed + (kind == "eval_start"))
-        envs.close()
-        results[kind] = summarize(episodes[kind])
+    try:
+        episodes = evaluate_expert(
+            expert,
+            clip,
+            {"eval_rsi": args.rsi_episodes, "eval_start": args.start_episodes},
+            num_envs=args.num_envs,
+            backend=args.backend,
+            vectorization_mode=args.vectorization_mode,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = {kind: summarize(eps) for kind, eps in episodes.items()}
     if results:
         print_table(results)
     metrics = {

@@ -29,6 +29,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -580,7 +581,8 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
         disable=not args.progress_bar,
         dynamic_ncols=True,
     )
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
+    if threading.current_thread() is threading.main_thread():  # a Ray trial runs main() in a thread
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
 
     try:
         while active.any():

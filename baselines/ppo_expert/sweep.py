@@ -1,0 +1,396 @@
+"""Train clip experts for a whole collection on Ray Tune: on this machine, or on a Ray cluster.
+
+    .venv/bin/python baselines/ppo_expert/sweep.py --snippets CMU_016_22-0-82 CMU_009_12-0-210
+    .venv/bin/python baselines/ppo_expert/sweep.py --snippet-list ../shared/cmu-mocap/clip_lists/shared_mocapact_snippets.txt
+    .venv/bin/python baselines/ppo_expert/sweep.py --snippet-list LOCOMOTION_SMALL --address 10.0.0.5:6379
+
+Each Ray Tune trial trains ``--experts-per-trial`` snippets together with ``train.py``'s
+trainer (a function trainable: it reports every evaluation with a checkpoint and
+restores from ``tune.get_checkpoint()``), then evaluates each expert with MoCapAct's
+protocol. Experts land in ``<log-root>/<snippet>/<seed>/`` (MoCapAct's layout) as
+``train.py`` writes them, plus ``final_evaluation.json``.
+
+Nothing is lost: a failed trial is retried from its last checkpoint (``--max-failures``),
+and a sweep that was stopped resumes when the same command runs again, without
+retraining the snippets that finished. At the end ``<storage>/<name>/results.md``,
+``results.json`` and ``results.png`` give every snippet's figures.
+
+Without ``--address`` Ray starts inside this process on this machine's cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train  # noqa: E402  (the trainer beside this file)
+
+from mocapact_envs.io import write_json  # noqa: E402
+from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
+from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
+
+FINAL_EVALUATION_FILE = "final_evaluation.json"
+#: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
+SWEEP_FILE = "sweep.json"
+#: What a trial checkpoint carries of each run folder (no TensorBoard logs).
+CHECKPOINTED = ("checkpoint", "eval_rsi", "eval_start", "evaluations.json", "clip_info.json", "args.json")
+
+
+@dataclass
+class Args:
+    """Train experts for many snippets on Ray Tune; the same command resumes a stopped sweep."""
+
+    snippets: tuple[str, ...] = ()
+    """clip or snippet ids to train experts for"""
+    snippet_list: str | None = None
+    """a file of clip or snippet ids, one a line, or a dm_control subset name (LOCOMOTION_SMALL, ...)"""
+    seed: int = 0
+    """each expert's seed (names its run folder <log-root>/<snippet>/<seed>)"""
+    log_root: str = "runs/experts"
+    """root of the experts' MoCapAct layout; on a cluster, a folder every node reaches"""
+    storage_path: str = "runs/sweeps"
+    """where Ray Tune keeps the sweep's state, trial checkpoints and the final table"""
+    name: str = "experts"
+    """the sweep's name (a folder in --storage-path); rerunning with the same name resumes it"""
+    address: str | None = None
+    """a running Ray cluster's address (host:port, or "auto"); unset: a Ray of its own on this machine"""
+    experts_per_trial: int = 1
+    """snippets one trial trains together (train.py's --clips): more is faster per core"""
+    cpus_per_trial: float = 1.0
+    """CPUs Ray reserves for each trial"""
+    max_concurrent: int | None = None
+    """trials that run at once; unset: as many as the CPUs allow"""
+    max_failures: int = 3
+    """times a failed trial is retried from its last checkpoint"""
+    crop_uncovered: bool = False
+    """train snippets that run past their converted clip's end on the part it covers (same start, the clip's last
+    step as end), marked as cropped in the table; unset: such snippets are an error"""
+    final_rsi_episodes: int = 1000
+    """random-start episodes of each expert's final evaluation (MoCapAct: 1000)"""
+    final_start_episodes: int = 100
+    """snippet-start episodes of each expert's final evaluation (MoCapAct: 100)"""
+    final_num_envs: int = 4
+    """environments of the final evaluation"""
+    inject_failure_after: int | None = None
+    """fault-tolerance drill: a trial's first attempt raises after this many evaluation reports"""
+    trainer: train.Args = field(default_factory=lambda: train.Args(progress_bar=False))
+    """the trainer's settings (train.py's flags, as --trainer.FLAG); --trainer.clips, --trainer.seed and
+    --trainer.log-root are set by the sweep"""
+
+
+@dataclass(frozen=True)
+class PlannedSnippet:
+    requested: str
+    """the id as listed"""
+    snippet_id: str
+    """what is trained: the listed snippet, or its covered part"""
+    cropped: bool
+
+
+def read_snippet_ids(args: Args) -> list[str]:
+    ids = list(args.snippets)
+    if args.snippet_list:
+        ids += [s.id for s in resolve_snippets(args.snippet_list)]
+    if not ids:
+        raise ValueError("no snippet given: pass --snippets ids or --snippet-list FILE.")
+    return list(dict.fromkeys(ids))
+
+
+def plan_snippets(ids: list[str], crop_uncovered: bool) -> list[PlannedSnippet]:
+    """Every id resolved against the mocap source before anything trains; all bad ids are named at once."""
+    source = get_source()
+    available = set(source.available_clips())
+    problems, planned = [], []
+    for requested in ids:
+        try:
+            (snippet,) = resolve_snippets(requested)
+        except ValueError as error:
+            problems.append(f"{requested}: {error}")
+            continue
+        if snippet.clip_id not in available:
+            problems.append(f"{requested}: clip {snippet.clip_id} is not in {source.description}")
+            continue
+        last_step = source.num_steps(snippet.clip_id) - 1
+        end = last_step if snippet.end is None else snippet.end
+        if end > last_step and crop_uncovered and snippet.start < last_step:
+            planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{snippet.start}-{last_step}", True))
+        elif end > last_step:
+            problems.append(
+                f"{requested}: runs past the end of {snippet.clip_id}, whose steps in {source.description} end at "
+                f"{last_step} (--crop-uncovered trains the covered part)"
+            )
+        else:
+            planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{snippet.start}-{end}", False))
+    if problems:
+        raise ValueError(f"{len(problems)} of {len(ids)} snippet(s) cannot be trained:\n  " + "\n  ".join(problems))
+    return planned
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fails in seconds, naming the address, when nothing answers there (ray.init would retry for minutes)."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} is not host:port (for example 127.0.0.1:6379) or 'auto'.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster answers at --address {address} ({error}). Start one with `ray start --head` "
+            "on the head node, or leave --address unset to run on this machine."
+        ) from error
+
+
+def run_dir(args: Args, snippet_id: str) -> Path:
+    return Path(args.log_root).resolve() / snippet_id / str(args.seed)
+
+
+def is_finished(args: Args, snippet_id: str) -> bool:
+    return (run_dir(args, snippet_id) / FINAL_EVALUATION_FILE).is_file()
+
+
+def copy_run_state(source: Path, target: Path) -> None:
+    """The checkpointed parts of a run folder, copied (files replaced, folders merged)."""
+    for name in CHECKPOINTED:
+        path = source / name
+        if path.is_dir():
+            shutil.copytree(path, target / name, dirs_exist_ok=True)
+        elif path.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / name)
+
+
+def checkpoint_step(run: Path) -> int:
+    path = run / "checkpoint" / "state.pt"
+    if not path.is_file():
+        return -1
+    import torch
+
+    return int(torch.load(path, weights_only=True)["global_step"])
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: trains ``config["snippets"]`` together, then evaluates each expert."""
+    from ray import tune
+
+    args: Args = config["args"]
+    snippet_ids: list[str] = config["snippets"]
+    runs = {s: run_dir(args, s) for s in snippet_ids}
+    # Restore: a trial checkpoint newer than the run folder (another node wrote it, or the folder is gone) wins.
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            for snippet_id, run in runs.items():
+                saved = Path(folder) / snippet_id
+                if saved.is_dir() and checkpoint_step(saved) > checkpoint_step(run):
+                    copy_run_state(saved, run)
+
+    reports = 0
+
+    def report(k: int, record: dict[str, Any]) -> None:
+        nonlocal reports
+        with tempfile.TemporaryDirectory() as folder:
+            for snippet_id, run in runs.items():
+                copy_run_state(run, Path(folder) / snippet_id)
+            metrics = {
+                "snippet": snippet_ids[k],
+                "env_steps": record["global_step"],
+                "training_minutes": record["training_minutes"],
+                "rsi_norm_episode_length": record["eval_rsi"]["mean_norm_episode_length"],
+                "rsi_norm_episode_return": record["eval_rsi"]["mean_norm_episode_return"],
+                "start_norm_episode_length": record["eval_start"]["mean_norm_episode_length"],
+            }
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        reports += 1
+        if args.inject_failure_after is not None and restored is None and reports >= args.inject_failure_after:
+            raise RuntimeError(f"injected failure after {reports} evaluation reports (--inject-failure-after)")
+
+    todo = [s for s in snippet_ids if not is_finished(args, s)]
+    if todo:
+        trainer_args = dataclasses.replace(
+            args.trainer, clips=tuple(todo), seed=args.seed, log_root=str(Path(args.log_root).resolve())
+        )
+        code = train.main(trainer_args, on_evaluation=lambda k, record: report(snippet_ids.index(todo[k]), record))
+        if code != 0:
+            raise RuntimeError(f"train.py exited {code} for {todo}")
+    final_evaluation(args, todo)
+
+
+def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
+    """MoCapAct's evaluation of each expert's eval_rsi model, written to its run folder's final_evaluation.json."""
+    from mocapact_envs.evaluation import evaluate_expert
+    from mocapact_envs.experts import load_expert
+    from mocapact_envs.metrics import summarize
+
+    for snippet_id in snippet_ids:
+        run = run_dir(args, snippet_id)
+        episodes = evaluate_expert(
+            load_expert(run / "eval_rsi" / "model"),
+            snippet_id,
+            {"eval_rsi": args.final_rsi_episodes, "eval_start": args.final_start_episodes},
+            num_envs=args.final_num_envs,
+            seed=args.seed + 7919,  # fresh episodes, not those the model was chosen on
+        )
+        evaluations = json.loads((run / "evaluations.json").read_text())
+        write_json(
+            run / FINAL_EVALUATION_FILE,
+            {
+                "snippet_id": snippet_id,
+                "env_steps": evaluations[-1]["global_step"],
+                "training_minutes": evaluations[-1]["training_minutes"],
+                **{kind: summarize(eps) for kind, eps in episodes.items()},
+            },
+        )
+
+
+def results_table(args: Args, planned: list[PlannedSnippet]) -> list[dict[str, Any]]:
+    rows = []
+    for p in planned:
+        path = run_dir(args, p.snippet_id) / FINAL_EVALUATION_FILE
+        row: dict[str, Any] = {"snippet": p.requested, "trained_on": p.snippet_id, "cropped": p.cropped}
+        if path.is_file():
+            final = json.loads(path.read_text())
+            row.update(env_steps=final["env_steps"], training_minutes=round(final["training_minutes"], 1))
+            for kind, label in (("eval_rsi", "rsi"), ("eval_start", "start")):
+                if kind in final:
+                    row[f"{label}_norm_length"] = round(final[kind]["mean_norm_episode_length"], 3)
+                    row[f"{label}_norm_return"] = round(final[kind]["mean_norm_episode_return"], 3)
+                    row[f"{label}_episodes"] = final[kind]["episodes"]
+        else:
+            row["missing"] = "not finished"
+        rows.append(row)
+    return rows
+
+
+def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    write_json(folder / "results.json", rows)
+    columns = ("snippet", "env_steps", "training_minutes", "rsi_norm_length", "rsi_norm_return")
+    columns += ("start_norm_length", "start_norm_return")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        name = row["snippet"] + (f" (cropped to {row['trained_on']})" if row["cropped"] else "")
+        cells = [name] + [str(row.get(c, row.get("missing", ""))) for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    done = [r for r in rows if "rsi_norm_length" in r]
+    if done:
+        lengths = np.array([r["rsi_norm_length"] for r in done])
+        lines += [
+            "",
+            f"{len(done)} of {len(rows)} snippets evaluated; normalized length from random starts: median "
+            f"{np.median(lengths):.3f}, {np.mean(lengths >= 0.8):.0%} at least 0.8.",
+        ]
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
+    if done:
+        from mocapact_envs.plotting import save_figure, subplots
+
+        figure, axes = subplots(1, 2, figsize=(10, 4))
+        for ax, (label, key) in zip(axes, (("random starts", "rsi"), ("snippet starts", "start")), strict=True):
+            values = [r[f"{key}_norm_length"] for r in done if f"{key}_norm_length" in r]
+            ax.hist(values, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
+            ax.set_xlabel(f"normalized episode length, {label}")
+            ax.set_ylabel("experts")
+            ax.grid(alpha=0.3)
+        save_figure(figure, folder / "results.png", title=f"{len(done)} experts")
+
+
+def main(args: Args) -> int:
+    try:
+        planned = plan_snippets(read_snippet_ids(args), args.crop_uncovered)
+        if args.address:
+            check_address(args.address)
+    except (ValueError, MocapSourceError, ConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.experts_per_trial < 1:
+        print(f"error: --experts-per-trial must be >= 1, got {args.experts_per_trial}.", file=sys.stderr)
+        return 2
+
+    import ray
+    from ray import tune
+
+    storage = Path(args.storage_path).resolve()
+    sweep_folder = storage / args.name
+    snippet_ids = [p.snippet_id for p in planned]
+    finished = [s for s in snippet_ids if is_finished(args, s)]
+    todo = [s for s in snippet_ids if s not in finished]
+    groups = [todo[i : i + args.experts_per_trial] for i in range(0, len(todo), args.experts_per_trial)]
+    print(f"{len(snippet_ids)} snippets: {len(finished)} finished, {len(todo)} to train in {len(groups)} trials.")
+
+    if groups:
+        # Trials import train.py from this folder, and keep the working directory (relative paths stay valid).
+        here = str(Path(__file__).resolve().parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+        ray.init(
+            address=args.address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"], "RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+        )
+        try:
+            resources = ray.cluster_resources().get("CPU", 1)
+            max_concurrent = args.max_concurrent or max(1, math.floor(resources / args.cpus_per_trial))
+            trainable = tune.with_resources(train_trial, {"cpu": args.cpus_per_trial})
+            param_space = {"args": args, "snippets": tune.grid_search(groups)}
+            previous = (
+                json.loads((sweep_folder / SWEEP_FILE).read_text()) if (sweep_folder / SWEEP_FILE).is_file() else None
+            )
+            if previous is not None and previous["groups"] == groups and tune.Tuner.can_restore(str(sweep_folder)):
+                # The same sweep, stopped part-way: Tune resumes its unfinished and failed trials.
+                print(f"resuming the sweep in {sweep_folder}")
+                tuner = tune.Tuner.restore(str(sweep_folder), trainable, resume_errored=True, param_space=param_space)
+            else:
+                if previous is not None:
+                    # Other trials than last time (some finished, the list changed): a fresh Tune experiment;
+                    # the experts' own checkpoints still resume each snippet where it stopped.
+                    shutil.rmtree(sweep_folder, ignore_errors=True)
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space=param_space,
+                    tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+                    run_config=tune.RunConfig(
+                        name=args.name,
+                        storage_path=str(storage),
+                        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                        verbose=1,
+                    ),
+                )
+                sweep_folder.mkdir(parents=True, exist_ok=True)
+                write_json(sweep_folder / SWEEP_FILE, {"groups": groups, "seed": args.seed, "log_root": args.log_root})
+            results = tuner.fit()
+            errors = [str(r.error) for r in results if r.error is not None]
+        finally:
+            ray.shutdown()
+        if errors:
+            print(f"{len(errors)} trial(s) failed after {args.max_failures} retries:", file=sys.stderr)
+            for error in errors:
+                print(f"  {error.strip().splitlines()[-1] if error.strip() else error}", file=sys.stderr)
+
+    sweep_folder.mkdir(parents=True, exist_ok=True)
+    rows = results_table(args, planned)
+    write_results(sweep_folder, rows)
+    print((sweep_folder / "results.md").read_text())
+    print(f"results: {sweep_folder / 'results.md'}, results.json, results.png")
+    return 0 if all("missing" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    sys.exit(main(tyro.cli(Args)))
