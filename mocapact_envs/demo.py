@@ -12,6 +12,7 @@ one (CMU_016_22), else zero actions.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -83,7 +84,7 @@ def choose_policy(name: str, snippet_id: str, console: Console):
     return "expert", lambda observation: expert.predict(observation, deterministic=True)[0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", default="CMU_016_22", help="clip or snippet id to track")
     parser.add_argument("--out-dir", type=Path, default=Path("demo_output"), help="where videos are written")
@@ -97,7 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     console = Console()
+    try:
+        run_demo(args, console)
+    except (ValueError, FileNotFoundError) as error:  # bad clip, source or policy: the message says which
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        return 2
+    return 0
 
+
+def run_demo(args: argparse.Namespace, console: Console) -> None:
+    """Writes the reference replay and the policy's episode video, and prints the metrics table."""
     env = MocapTrackingEnv(args.clip, mocap_path=args.mocap_path, random_start=False, render_mode="rgb_array")
     fps = env.metadata["render_fps"]
     reference_path = args.out_dir / f"{args.clip}_reference.mp4"
@@ -131,4 +141,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

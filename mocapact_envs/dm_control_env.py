@@ -157,7 +157,12 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _applied_action(self, action: np.ndarray) -> np.ndarray:
         """The action the environment applies: checked, with ``act_noise`` added, clipped, float64."""
-        action = np.asarray(action, dtype=np.float64)
+        try:
+            action = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"action must be an array of {self.action_space.shape} numbers, got {action!r}."
+            ) from error
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}.")
         if self.act_noise > 0:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mocapact_envs.io import read_json, replace_atomically
+from mocapact_envs.io import read_arrays, read_json, read_tensors, replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 
 # torch (and SB3) load on first use: importing the package stays light.
@@ -194,8 +194,6 @@ class Expert:
 
 
 def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
-    from safetensors.numpy import load_file as load_numpy
-    from safetensors.torch import load_file as load_torch
 
     from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer
 
@@ -206,12 +204,12 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
             f"(format {config.get('format')!r}, version {config.get('format_version')!r})."
         )
     policy = ExpertActorCritic.from_config(config["network"])
-    policy.load_state_dict(load_torch(str(model_dir / WEIGHTS_FILE), device=device))
+    policy.load_state_dict(read_tensors(model_dir / WEIGHTS_FILE, device=device))
     norm_config = config["obs_normalization"]
     obs_normalizer = ObservationNormalizer(
         sum(config["observation_sizes"]), norm_config["clip"], norm_config["epsilon"], norm_config["enabled"]
     )
-    stats = load_numpy(str(model_dir / NORMALIZER_FILE))
+    stats = read_arrays(model_dir / NORMALIZER_FILE)
     obs_normalizer.rms.load_state_dict({k: stats[f"obs_{k}"] for k in ("mean", "var", "count")})
     reward_config = config.get("reward_normalization", {})
     value_scale = 1.0
@@ -224,7 +222,7 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
 
         if offset_kind != "reference_actions":
             raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
-        reference_actions = ReferenceActions(load_numpy(str(model_dir / REFERENCE_ACTIONS_FILE))["actions"])
+        reference_actions = ReferenceActions(read_arrays(model_dir / REFERENCE_ACTIONS_FILE)["actions"])
     return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir, reference_actions)
 
 

@@ -56,12 +56,24 @@ def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor | np.ndar
     replace_atomically(path, lambda tmp: save_file(prepared, str(tmp)))
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; an unreadable file raises ``ValueError`` naming it."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    return _read_safetensors(path, lambda: load_file(str(path), device=device))
+
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file, as numpy; an unreadable file raises ``ValueError`` naming it."""
+    from safetensors.numpy import load_file
+
+    return _read_safetensors(path, lambda: load_file(str(path)))
+
+
+def _read_safetensors(path: str | Path, load: Callable[[], dict]) -> dict:
+    from safetensors import SafetensorError
+
     try:
-        return load_file(str(path))
+        return load()
     except SafetensorError as error:
         raise ValueError(f"{path} is not a readable safetensors file ({error}); it is corrupt or truncated.") from error

@@ -32,9 +32,11 @@ GO_TO_TARGET_EPISODE_STEPS = 833
 VELOCITY_CONTROL_EPISODE_STEPS = 2000
 
 
-def _check_common(episode_steps: int, arena_size: Sequence[float]) -> tuple[float, float]:
+def _check_common(episode_steps: int, arena_size: Sequence[float], physics_timestep: float) -> tuple[float, float]:
     if int(episode_steps) != episode_steps or episode_steps < 1:
         raise ValueError(f"episode_steps must be a positive integer, got {episode_steps!r}.")
+    if not physics_timestep > 0:
+        raise ValueError(f"physics_timestep must be > 0 seconds, got {physics_timestep!r}.")
     size = tuple(float(s) for s in arena_size)
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"arena_size must be two positive lengths (x, y) in metres, got {arena_size!r}.")
@@ -137,7 +139,7 @@ class GoToTargetEnv(DmControlEnv):
         camera: str | int = DEFAULT_CAMERA,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        arena_size = _check_common(episode_steps, arena_size)
+        arena_size = _check_common(episode_steps, arena_size, physics_timestep)
         if steps_before_moving_target < 1:
             raise ValueError(f"steps_before_moving_target must be >= 1, got {steps_before_moving_target}.")
         if not distance_tolerance > 0:
@@ -252,7 +254,7 @@ class VelocityControlEnv(DmControlEnv):
         camera: str | int = DEFAULT_CAMERA,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        arena_size = _check_common(episode_steps, arena_size)
+        arena_size = _check_common(episode_steps, arena_size, physics_timestep)
         self.episode_steps = int(episode_steps)
         observable_keys = (
             resolve_observables(proprioception) + TORSO_VELOCITY_OBSERVABLES + (VELOCITY_COMMAND_OBSERVABLE,)

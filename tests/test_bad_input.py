@@ -173,6 +173,31 @@ def test_corrupt_expert_config_names_the_file(expert_copy):
         find_experts([expert_copy.parent.parent])
 
 
+def test_truncated_expert_weights_name_the_file(expert_copy):
+    weights = expert_copy / "eval_rsi" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file .*corrupt or truncated"):
+        load_expert(expert_copy)
+
+
+def test_other_bad_values_are_named():
+    env = mocapact_envs.MocapTrackingEnv("CMU_016_22-0-40")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action must be an array of \(56,\) numbers, got \['a'"):
+        env.step(["a"] * 56)
+    with pytest.raises(ValueError, match="physics_timestep must be > 0 seconds, got 0"):
+        gym.make("mocapact/GoToTarget-v0", physics_timestep=0)
+    # The demo CLI says what is wrong instead of printing a traceback.
+    result = subprocess.run(
+        [sys.executable, "-m", "mocapact_envs.demo", "--clip", "CMU_999_99", "--out-dir", "unused"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "1000"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: unknown clip id 'CMU_999_99'" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def rollout_file(tmp_path_factory) -> Path:
     """A real rollout file: one start and one random-start episode of the shipped CMU_016_22 expert."""
