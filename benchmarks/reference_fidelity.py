@@ -21,7 +21,7 @@ converter before and after a change, each with its own cache directory)::
 ``docs/reference_fidelity_v1_root_scale_1.2.json`` was measured on the files the converter before
 the floor fitting (version 1: root x 1.2) had cached, linked into one HDF5 file (``h5py.ExternalLink``
 per clip) and passed as ``--mocap-path``; ``docs/reference_fidelity_v3_fitted.json`` on the shared
-folder converted by version 3. Every figure of the v1 run matched a run of the version-1 code itself.
+folder converted by version 3. Its floor and survival figures match a run of the version-1 code itself.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from dm_control.suite.utils import parse_amc
 from mocapact_envs.mocap import amc, retarget
 from mocapact_envs.mocap.source import AMCFolderSource, MocapSourceError
 from mocapact_envs.tracking_env import MocapTrackingEnv
+from mocapact_envs.tracking_vector_env import MocapTrackingVectorEnv
 
 REPORT_FIELDS = {
     "root_scale",
@@ -112,6 +113,8 @@ def test_broken_steps_of_cmu_009_10_are_flagged_and_strict_refuses_them(source, 
     assert source.clip_set("CMU_009_10").ids == ("CMU_009_10",)
     with pytest.raises(MocapSourceError, match="CMU_009_10"):
         MocapTrackingEnv("CMU_009_10", mocap_path=mocap_folder, strict=True)
+    with pytest.raises(MocapSourceError, match="CMU_009_10"):
+        MocapTrackingVectorEnv(2, "CMU_009_10", mocap_path=mocap_folder, strict=True)
 
 
 def test_report_fields_in_cache_and_cli(mocap_folder, tmp_path, monkeypatch):
