@@ -117,7 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         **CPU_ABSOLUTE_PRESET,
         "action_parameterization": "reference_residual",
-        "total_timesteps": 1_200_000,
+        "total_timesteps": 1_000_000,
     },
 }
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
