@@ -77,7 +77,9 @@ class MocapTrackingEnv(DmControlEnv):
         observables: an observation set name or a list of observable keys.
         ref_steps: which future reference steps the reference observables show.
         random_start: start anywhere in the snippet (True) or at its start.
-        min_steps: the fewest steps a random start leaves before the snippet end.
+        min_steps: dm_control's: random starts are drawn from ``[start, end - max(ref_steps) - min_steps)``,
+            so an episode that does not terminate lasts at least ``min_steps + 1`` steps.
+            :func:`mocapact_envs.envs.clamp_min_steps` gives the value for MoCapAct's "at least N steps".
         termination_error_threshold: tracking error that ends an episode.
         act_noise: standard deviation of Gaussian action noise.
         physics_timestep: MuJoCo's step in seconds.
