@@ -5,7 +5,9 @@ Our format, one folder (``<run>/eval_rsi/model/``):
 * ``config.json``: format name and version, the network's arguments, the
   observation keys in concatenation order with their sizes, the action std,
   the normalisers' settings and the snippet the expert tracks;
-* ``model.safetensors``: the actor-critic's weights (``log_std`` included);
+* ``model.safetensors``: the actor-critic's weights (``log_std`` included), float32, or
+  stored compactly (the zoo's copies, :func:`compact_weights`): float16, or int8
+  matrices with a float32 scale per row (``<key>.int8_row_scale``); loaded as float32;
 * ``normalizer.safetensors``: the observation statistics (``obs_mean``,
   ``obs_var``, ``obs_count``) and the reward scaler's return statistics
   (``return_mean``, ``return_var``, ``return_count``), which undo the critic's
@@ -204,7 +206,7 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
             f"(format {config.get('format')!r}, version {config.get('format_version')!r})."
         )
     policy = ExpertActorCritic.from_config(config["network"])
-    policy.load_state_dict(read_tensors(model_dir / WEIGHTS_FILE, device=device))
+    policy.load_state_dict(expand_weights(read_tensors(model_dir / WEIGHTS_FILE, device=device)))
     norm_config = config["obs_normalization"]
     obs_normalizer = ObservationNormalizer(
         sum(config["observation_sizes"]), norm_config["clip"], norm_config["epsilon"], norm_config["enabled"]
@@ -224,6 +226,49 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
             raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
         reference_actions = ReferenceActions(read_arrays(model_dir / REFERENCE_ACTIONS_FILE)["actions"])
     return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir, reference_actions)
+
+
+# -- compact weights (the zoo's copies) ----------------------------------------------
+
+#: Key suffix of the float32 per-row scales of a weight matrix stored as int8.
+INT8_SCALE_SUFFIX = ".int8_row_scale"
+WEIGHT_STORAGES = ("float32", "float16", "int8")
+
+
+def compact_weights(state: Mapping[str, Any], storage: Mapping[str, str]) -> dict[str, Any]:
+    """``state``'s tensors as stored compactly; :func:`expand_weights` gives float32 tensors back.
+
+    ``storage`` maps a key prefix (``actor_mean``, ``critic``) to ``float32``, ``float16`` or ``int8``
+    (matrices rounded symmetrically per output row, with a float32 scale per row; vectors as float16);
+    keys that no prefix names stay as they are.
+    """
+    import torch
+
+    stored = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        kind = next((kind for prefix, kind in storage.items() if key.startswith(f"{prefix}.")), None)
+        if kind not in (None, *WEIGHT_STORAGES):
+            raise ValueError(f"unknown weight storage {kind!r} for {key}; choose one of {', '.join(WEIGHT_STORAGES)}.")
+        if kind == "int8" and tensor.dim() == 2:
+            scale = tensor.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+            stored[key] = torch.round(tensor / scale).clamp(-127, 127).to(torch.int8)
+            stored[f"{key}{INT8_SCALE_SUFFIX}"] = scale.float()
+        elif kind in ("float16", "int8"):
+            stored[key] = tensor.half()
+        else:
+            stored[key] = tensor.float() if kind == "float32" else tensor
+    return stored
+
+
+def expand_weights(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Float32 tensors from weights stored as float32, float16 or int8 with row scales (:func:`compact_weights`)."""
+    scales = {k.removesuffix(INT8_SCALE_SUFFIX): v for k, v in stored.items() if k.endswith(INT8_SCALE_SUFFIX)}
+    return {
+        key: tensor.float() * scales[key] if key in scales else tensor.float()
+        for key, tensor in stored.items()
+        if not key.endswith(INT8_SCALE_SUFFIX)
+    }
 
 
 # -- stable-baselines3 format (MoCapAct's published experts) ------------------------
@@ -343,12 +388,18 @@ def find_model_dir(path: str | Path) -> Path:
     )
 
 
-def load_expert(path: str | Path, device: str = "cpu") -> Expert | SB3Expert:
+def load_expert(path: str | Path, snippet_id: str | None = None, device: str = "cpu") -> Expert | SB3Expert:
     """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
 
+    With ``snippet_id``, ``path`` is an expert zoo (its folder or its ``experts`` folder; ``"zoo"``
+    alone is the project's zoo, :func:`mocapact_envs.zoo.zoo_root`) and the expert is that snippet's.
     The result has ``predict(observation, deterministic=True) -> (action, state)``
     for one Dict observation or a batch of them, and ``value(observation)``.
     """
+    if snippet_id is not None:
+        from mocapact_envs.zoo import find_zoo_expert
+
+        path = find_zoo_expert(path, snippet_id).run_dir
     model_dir = find_model_dir(path)
     if (model_dir / CONFIG_FILE).is_file():
         return load_our_expert(model_dir, device)
@@ -367,10 +418,17 @@ class ExpertRun:
 
     snippet: Snippet
     run_dir: Path
+    #: Other ids the run answers to: a zoo expert's listed snippet id when it was trained on a cropped part.
+    aliases: tuple[str, ...] = ()
 
     @property
     def model_dir(self) -> Path:
         return self.run_dir / "eval_rsi" / "model"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The ids that select this run: its snippet's, its clip's and its aliases."""
+        return (self.snippet.id, self.snippet.clip_id, *self.aliases)
 
 
 @dataclass
@@ -384,6 +442,10 @@ class ExpertSearch:
     @property
     def num_snippets(self) -> int:
         return sum(len(runs) for runs in self.runs_by_clip.values())
+
+
+#: The ``clip_info.json`` field where a zoo expert keeps its listed snippet id and how it was stored.
+ZOO_INFO_KEY = "zoo"
 
 
 def read_clip_info(path: Path) -> Snippet:
@@ -409,11 +471,13 @@ def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None)
         if not root.is_dir():
             raise FileNotFoundError(f"expert folder {root} does not exist.")
         for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
-            run = ExpertRun(read_clip_info(info_path), info_path.parent)
+            listed = read_json(info_path).get(ZOO_INFO_KEY, {}).get("listed_snippet_id")
+            snippet = read_clip_info(info_path)
+            run = ExpertRun(snippet, info_path.parent, (listed,) if listed and listed != snippet.id else ())
             if not run.model_dir.is_dir():
                 search.without_model.append(run.run_dir)
                 continue
-            if clips is not None and run.snippet.clip_id not in clips and run.snippet.id not in clips:
+            if clips is not None and not set(run.names) & set(clips):
                 continue
             if run.snippet.id in chosen:
                 search.duplicates.append((chosen[run.snippet.id], run))

@@ -1,0 +1,579 @@
+"""The expert zoo: one compact clip expert per MoCapAct snippet, in MoCapAct's layout.
+
+    zoo/
+      README.md                    the table and figures (``mocapact-zoo table``), the commands
+      figures/                     distributions of the experts' evaluations, frames with the ghost
+      experts/<snippet>/<seed>/    one expert per listed snippet id (``mocapact-zoo export``)
+        clip_info.json             the snippet it was trained on; ``"zoo"``: the listed id, the covered
+                                   steps, how the weights are stored and what that costs in accuracy
+        eval_rsi/model/            config.json, model.safetensors (compact), normalizer.safetensors,
+                                   reference_actions.safetensors
+        evaluations.json           the training run's evaluations
+        final_evaluation.json      MoCapAct's evaluation (1,000 random starts, 100 snippet starts)
+
+An expert in the zoo holds what it needs to act and to be judged: no optimiser
+state, checkpoint, TensorBoard log or ``eval_start`` model. Its policy network is
+stored as float16 and its critic (which only the rollouts' values need) as int8
+with a float32 scale per row (:func:`mocapact_envs.experts.compact_weights`);
+the normaliser and the reference actions stay float32. A 2 x 256 actor-critic over
+206 inputs takes 0.44 MB so, 84 experts about 37 MB, where float32 would take
+1.06 MB each (89 MB). Export checks each copy against its float32 original on the
+observations of 10 of its random-start episodes (MoCapAct's ``eval_rsi``), records
+the largest action and value change in ``clip_info.json``, and keeps the policy
+float32 when its actions move more than ``--action-tolerance`` (1e-3).
+
+Snippets that run past the end of their converted clip are trained on the part it
+covers (the sweep's ``--crop-uncovered``): their folder keeps the listed id, their
+``clip_info.json`` names the covered snippet, which rollouts and evaluation track.
+
+    mocapact-zoo export --runs runs/zoo --zoo zoo
+    mocapact-zoo table --zoo zoo
+    mocapact-zoo list --zoo zoo
+    mocapact-zoo frames --zoo zoo --snippets CMU_016_22-0-82 CMU_009_12-0-210
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mocapact_envs.experts import (
+    CLIP_INFO_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ZOO_INFO_KEY,
+    compact_weights,
+    expand_weights,
+    read_clip_info,
+)
+from mocapact_envs.io import read_json, read_tensors, replace_atomically, write_json, write_tensors
+from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
+
+#: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
+ZOO_ENV_VAR = "MOCAPACT_ZOO"
+DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+EXPERTS_FOLDER = "experts"
+FINAL_EVALUATION_FILE = "final_evaluation.json"
+EVALUATIONS_FILE = "evaluations.json"
+#: What a zoo expert keeps of its run folder besides eval_rsi/model.
+RUN_FILES = (CLIP_INFO_FILE, EVALUATIONS_FILE, FINAL_EVALUATION_FILE)
+#: How the zoo stores each network: the policy as float16 (if accurate enough), the critic as int8.
+DEFAULT_STORAGE = {"actor_mean": "float16", "critic": "int8"}
+ACTION_TOLERANCE = 1e-3
+CHECK_EPISODES, CHECK_SEED = 10, 0
+README_FILE = "README.md"
+TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+DISTRIBUTIONS_FIGURE = "figures/distributions.png"
+FRAMES_FIGURE = "figures/frames.png"
+#: MoCapAct's lists (``<mocap>/clip_lists``) that give a snippet's kind.
+LOCOMOTION_LIST, VALIDATION_LIST = "mocapact_locomotion_snippets.txt", "mocapact_val_clips.txt"
+ZOO_SNIPPET_LIST = "shared_mocapact_snippets.txt"
+
+
+def zoo_root(path: str | Path | None = None) -> Path:
+    """The zoo folder: ``path``, else ``$MOCAPACT_ZOO``, else ``zoo/`` at the repository's root."""
+    return Path(path or os.environ.get(ZOO_ENV_VAR) or DEFAULT_ZOO).expanduser()
+
+
+def experts_folder(path: str | Path | None = None) -> Path:
+    """The ``experts`` folder of a zoo given by its folder or its ``experts`` folder.
+
+    ``"zoo"`` where no such folder exists is the project's zoo (:func:`zoo_root`).
+    """
+    folder = zoo_root(path)
+    if not folder.exists() and str(path) == "zoo":
+        folder = zoo_root()
+    if (folder / EXPERTS_FOLDER).is_dir():
+        return folder / EXPERTS_FOLDER
+    if folder.is_dir() and (folder.name == EXPERTS_FOLDER or any(folder.glob(f"*/*/{CLIP_INFO_FILE}"))):
+        return folder
+    raise FileNotFoundError(
+        f"no expert zoo at {folder}: it has no {EXPERTS_FOLDER}/<snippet>/<seed>/{CLIP_INFO_FILE} "
+        f"(mocapact-zoo export writes them)."
+    )
+
+
+@dataclass(frozen=True)
+class ZooExpert:
+    """One expert of the zoo: the snippet id it is listed under and its run folder (``experts/<id>/<seed>``)."""
+
+    listed_id: str
+    run_dir: Path
+    #: What it was trained on and tracks: the listed snippet, or the part of it the converted clip covers.
+    snippet: Snippet
+
+    @property
+    def cropped(self) -> bool:
+        return self.snippet.id != self.listed_id
+
+    @property
+    def seed(self) -> str:
+        return self.run_dir.name
+
+
+def zoo_experts(path: str | Path | None = None) -> list[ZooExpert]:
+    """Every expert of a zoo, by listed snippet id then seed."""
+    experts = []
+    for info_path in sorted(experts_folder(path).glob(f"*/*/{CLIP_INFO_FILE}")):
+        experts.append(ZooExpert(info_path.parent.parent.name, info_path.parent, read_clip_info(info_path)))
+    return experts
+
+
+def find_zoo_expert(path: str | Path | None, snippet_id: str, seed: int | str | None = None) -> ZooExpert:
+    """The zoo's expert for ``snippet_id`` (listed or covered id; a clip id with one snippet in the zoo).
+
+    Several seeds: the smallest unless ``seed`` says which. Unknown ids raise ``ValueError`` naming
+    the closest ids and how many the zoo holds.
+    """
+    experts = zoo_experts(path)
+    matches = [e for e in experts if snippet_id in (e.listed_id, e.snippet.id)]
+    if not matches:
+        of_clip = [e for e in experts if e.snippet.clip_id == snippet_id]
+        if len({e.listed_id for e in of_clip}) == 1:
+            matches = of_clip
+        elif of_clip:
+            raise ValueError(
+                f"clip {snippet_id} has {len({e.listed_id for e in of_clip})} snippets in the zoo: "
+                f"{', '.join(sorted({e.listed_id for e in of_clip}))}; name one."
+            )
+    if seed is not None:
+        matches = [e for e in matches if e.seed == str(seed)]
+    if not matches:
+        listed = sorted({e.listed_id for e in experts})
+        what = f"snippet {snippet_id!r}" + (f" with seed {seed}" if seed is not None else "")
+        shown = ", ".join(listed[:8]) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+        raise ValueError(
+            f"the zoo {experts_folder(path)} has no expert for {what}.{suggest(snippet_id, listed)} "
+            f"It holds {len(listed)} snippets: {shown or 'none'} (mocapact-zoo list shows them all)."
+        )
+    return min(matches, key=lambda e: (int(e.seed) if e.seed.isdigit() else 0, e.seed))
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportedExpert:
+    expert: ZooExpert
+    size_bytes: int
+    storage: dict[str, str]
+    max_action_deviation: float
+    max_value_deviation: float
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def check_observations(expert, snippet_id: str, episodes: int = CHECK_EPISODES) -> dict[str, np.ndarray]:
+    """Observations (a batch) of the expert's own random-start episodes, as MoCapAct's ``eval_rsi`` runs them."""
+    from mocapact_envs.evaluation import ExpertActor, make_eval_vec_env, run_episodes
+
+    seen, actor = [], ExpertActor(expert)
+
+    def act(observation):
+        seen.append({key: np.array(value) for key, value in observation.items()})
+        return actor(observation)
+
+    envs = make_eval_vec_env(snippet_id, "eval_rsi", num_envs=1)
+    try:
+        run_episodes(envs, act, episodes, seed=CHECK_SEED)
+    finally:
+        envs.close()
+    return {key: np.concatenate([o[key] for o in seen]) for key in seen[0]}
+
+
+def storage_check(model_dir: Path, stored: dict[str, Any], observations: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Largest change of the (clipped, absolute) action and of the value (reward units) that storing the
+    weights as ``stored`` makes over ``observations``."""
+    from mocapact_envs.experts import Expert, load_our_expert
+    from mocapact_envs.policies.expert import ExpertActorCritic
+
+    original = load_our_expert(model_dir)
+    network = ExpertActorCritic.from_config(original.config["network"])
+    network.load_state_dict(expand_weights(stored))
+    copy = Expert(
+        network,
+        original.obs_normalizer,
+        original.observation_keys,
+        original.value_scale,
+        original.config,
+        reference_actions=original.reference_actions,
+    )
+    actions = np.abs(original.predict(observations)[0] - copy.predict(observations)[0]).max()
+    values = np.abs(original.value(observations) - copy.value(observations)).max()
+    return float(actions), float(values)
+
+
+def export_expert(
+    run_dir: str | Path,
+    zoo: str | Path | None = None,
+    listed_snippet_id: str | None = None,
+    storage: dict[str, str] | None = None,
+    action_tolerance: float = ACTION_TOLERANCE,
+) -> ExportedExpert:
+    """Copies what an expert run needs to act and be judged into ``<zoo>/experts/<listed id>/<seed>/``.
+
+    ``listed_snippet_id``: the id the snippet is listed under when the run trained on the part of it the
+    converted clip covers (same clip and start, an earlier end); unset: the run's own snippet. An existing
+    copy is replaced. Weights are stored as ``storage`` says (:data:`DEFAULT_STORAGE`); a policy whose
+    actions would move more than ``action_tolerance`` stays float32.
+    """
+    run_dir = Path(run_dir)
+    info_path, model_dir = run_dir / CLIP_INFO_FILE, run_dir / "eval_rsi" / "model"
+    if not info_path.is_file() or not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not an expert run of ours: it needs {CLIP_INFO_FILE} and eval_rsi/model/{CONFIG_FILE}."
+        )
+    snippet = read_clip_info(info_path)
+    listed = parse_snippet(listed_snippet_id) if listed_snippet_id else snippet
+    if (listed.clip_id, listed.start) != (snippet.clip_id, snippet.start) or (listed.end or 0) < (snippet.end or 0):
+        raise ValueError(
+            f"{run_dir} tracks {snippet.id}, which is not {listed.id} or a cropped part of it (same clip and start)."
+        )
+    storage = dict(DEFAULT_STORAGE if storage is None else storage)
+    weights = read_tensors(model_dir / WEIGHTS_FILE)
+    stored = compact_weights(weights, storage)
+    from mocapact_envs.experts import load_our_expert
+
+    observations = check_observations(load_our_expert(model_dir), snippet.id)
+    action_deviation, value_deviation = storage_check(model_dir, stored, observations)
+    if action_deviation > action_tolerance and storage.get("actor_mean") != "float32":
+        storage["actor_mean"] = "float32"
+        stored = compact_weights(weights, storage)
+        action_deviation, value_deviation = storage_check(model_dir, stored, observations)
+
+    target = experts_folder_for_writing(zoo) / listed.id / run_dir.name
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staged_model = staging / "eval_rsi" / "model"
+        staged_model.mkdir(parents=True)
+        for path in model_dir.iterdir():
+            if path.is_file() and path.name != WEIGHTS_FILE:
+                shutil.copy2(path, staged_model / path.name)
+        write_tensors(staged_model / WEIGHTS_FILE, stored)
+        for name in (EVALUATIONS_FILE, FINAL_EVALUATION_FILE):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, staging / name)
+        info = read_json(info_path)
+        info[ZOO_INFO_KEY] = {
+            "listed_snippet_id": listed.id,
+            "trained_on": snippet.id,
+            "cropped": listed.id != snippet.id,
+            "covered_steps": [snippet.start, snippet.end],
+            "weights": storage,
+            "max_action_deviation": action_deviation,
+            "max_value_deviation": value_deviation,
+            "deviation_check": f"against float32 over {len(next(iter(observations.values())))} observations of "
+            f"{CHECK_EPISODES} random-start episodes",
+        }
+        write_json(staging / CLIP_INFO_FILE, info)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    expert = ZooExpert(listed.id, target, snippet)
+    return ExportedExpert(expert, folder_size(target), storage, action_deviation, value_deviation)
+
+
+def experts_folder_for_writing(zoo: str | Path | None) -> Path:
+    folder = zoo_root(zoo)
+    return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
+
+
+def listed_ids_by_trained(trained: Iterable[Snippet], listed: Sequence[str]) -> dict[str, str]:
+    """The listed snippet id of each trained snippet: itself when listed, else the one listed snippet of its
+    clip and start that ends later (it was cropped to the covered part); otherwise itself."""
+    by_start: dict[tuple[str, int], list[Snippet]] = {}
+    for snippet in map(parse_snippet, listed):
+        by_start.setdefault((snippet.clip_id, snippet.start), []).append(snippet)
+    mapping = {}
+    for snippet in trained:
+        same_start = by_start.get((snippet.clip_id, snippet.start), [])
+        longer = [s for s in same_start if s.end is not None and snippet.end is not None and s.end > snippet.end]
+        listed_here = any(s.id == snippet.id for s in same_start)
+        mapping[snippet.id] = longer[0].id if len(longer) == 1 and not listed_here else snippet.id
+    return mapping
+
+
+def default_clip_lists() -> Path | None:
+    """``<MOCAPACT_MOCAP_PATH>/clip_lists`` when the mocap path is a folder that has one."""
+    mocap = os.environ.get("MOCAPACT_MOCAP_PATH")
+    folder = Path(mocap).expanduser() / "clip_lists" if mocap else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+# -- the table and figures ----------------------------------------------------------------
+
+
+def snippet_kinds(snippet_id: str, clip_lists: Path | None) -> str:
+    """``locomotion`` (MoCapAct's locomotion snippets), ``validation`` (a validation clip), both or ``-``."""
+    if clip_lists is None:
+        return "?"
+    kinds = []
+    if snippet_id in set(read_id_file(clip_lists / LOCOMOTION_LIST)):
+        kinds.append("locomotion")
+    if parse_snippet(snippet_id).clip_id in set(read_id_file(clip_lists / VALIDATION_LIST)):
+        kinds.append("validation")
+    return ", ".join(kinds) or "-"
+
+
+def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
+    """One row per zoo expert (smallest seed per snippet) from its final_evaluation.json."""
+    rows, seen = [], set()
+    for expert in zoo_experts(path):
+        if expert.listed_id in seen:
+            continue
+        seen.add(expert.listed_id)
+        listed = parse_snippet(expert.listed_id)
+        row: dict[str, Any] = {
+            "snippet": expert.listed_id,
+            "seed": expert.seed,
+            "kind": snippet_kinds(expert.listed_id, clip_lists),
+            "steps": (listed.end or 0) - (listed.start or 0) + 1,
+            "trained_on": expert.snippet.id,
+            "cropped": expert.cropped,
+        }
+        final_path = expert.run_dir / FINAL_EVALUATION_FILE
+        if final_path.is_file():
+            final = read_json(final_path)
+            row["training_minutes"] = round(float(final["training_minutes"]), 1)
+            row["env_steps"] = int(final["env_steps"])
+            for kind, label in (("eval_rsi", "rsi"), ("eval_start", "start")):
+                if kind in final:
+                    row[f"{label}_norm_length"] = round(float(final[kind]["mean_norm_episode_length"]), 3)
+                    row[f"{label}_norm_return"] = round(float(final[kind]["mean_norm_episode_return"]), 3)
+                    row[f"{label}_episodes"] = int(final[kind]["episodes"])
+        rows.append(row)
+    return rows
+
+
+TABLE_COLUMNS = (
+    ("snippet", "snippet"),
+    ("kind", "kind"),
+    ("steps", "steps"),
+    ("training_minutes", "training minutes"),
+    ("rsi_norm_length", "norm. length, random starts"),
+    ("rsi_norm_return", "norm. return, random starts"),
+    ("start_norm_length", "norm. length, snippet start"),
+    ("start_norm_return", "norm. return, snippet start"),
+)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
+            if key == "snippet" and row["cropped"]:
+                value = f"{value} (cropped: trained on {row['trained_on'].split('-', 1)[1]})"
+            cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    evaluated = [r for r in rows if "rsi_norm_length" in r]
+    summary = [f"{len(rows)} experts, {len(evaluated)} evaluated, {sum(r['cropped'] for r in rows)} cropped."]
+    if evaluated:
+        for label, key in (("random starts", "rsi"), ("snippet starts", "start")):
+            lengths = np.array([r[f"{key}_norm_length"] for r in evaluated if f"{key}_norm_length" in r])
+            returns = np.array([r[f"{key}_norm_return"] for r in evaluated if f"{key}_norm_return" in r])
+            summary.append(
+                f"From {label}: normalized length median {np.median(lengths):.3f} "
+                f"(mean {lengths.mean():.3f}, {np.mean(lengths >= 0.8):.0%} at least 0.8), "
+                f"normalized return median {np.median(returns):.3f}."
+            )
+        episodes = evaluated[0].get("rsi_episodes"), evaluated[0].get("start_episodes")
+        summary.append(f"Episodes per expert: {episodes[0]} from random starts, {episodes[1]} from the snippet start.")
+    return "\n".join(lines) + "\n\n" + " ".join(summary) + "\n"
+
+
+def plot_distributions(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Histograms of normalized episode length and return over the experts, from both starts (as MoCapAct's paper)."""
+    evaluated = [r for r in rows if "rsi_norm_length" in r]
+    if not evaluated:
+        return False
+    from mocapact_envs.plotting import save_figure, subplots
+
+    figure, axes = subplots(2, 2, figsize=(10, 7), sharex=True)
+    bins = np.linspace(0.0, 1.0, 21)
+    for column, (start, label) in enumerate((("rsi", "random starts"), ("start", "snippet start"))):
+        for row, (metric, name) in enumerate((("norm_length", "normalized episode length"), ("norm_return", "normalized episode return"))):  # fmt: skip
+            values = [r[f"{start}_{metric}"] for r in evaluated if f"{start}_{metric}" in r]
+            ax = axes[row, column]
+            ax.hist(values, bins=bins, color="tab:blue" if column == 0 else "tab:orange", alpha=0.85)
+            ax.axvline(float(np.median(values)), color="black", linestyle="--", label=f"median {np.median(values):.2f}")
+            ax.set(xlabel=f"{name}, {label}", ylabel="experts")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    save_figure(figure, path, title=f"{len(evaluated)} zoo experts (MoCapAct's evaluation)")
+    return True
+
+
+def write_table(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
+    """Regenerates the table between the markers of the zoo's README.md and the distribution figure."""
+    root = experts_folder(path).parent
+    rows = table_rows(path, clip_lists)
+    readme = root / README_FILE
+    table = f"{TABLE_START}\n{markdown_table(rows)}{TABLE_END}"
+    text = readme.read_text() if readme.is_file() else f"# Expert zoo\n\n{TABLE_START}\n{TABLE_END}\n"
+    if TABLE_START not in text or TABLE_END not in text:
+        raise ValueError(f"{readme} lacks the markers {TABLE_START} and {TABLE_END} that hold the table.")
+    before, rest = text.split(TABLE_START, 1)
+    after = rest.split(TABLE_END, 1)[1]
+    replace_atomically(readme, lambda tmp: tmp.write_text(before + table + after))
+    write_json(root / "table.json", rows)
+    plot_distributions(rows, root / DISTRIBUTIONS_FIGURE)
+    return rows
+
+
+def render_frames(
+    path: str | Path | None, snippet_ids: Sequence[str], output: Path, frames: int = 4, size: int = 240
+) -> Path:
+    """A grid of frames (one row per expert) of episodes from the snippet start, with the reference ghost."""
+    from mocapact_envs.envs import make_tracking_env
+    from mocapact_envs.experts import load_expert
+    from mocapact_envs.plotting import save_figure, subplots
+
+    figure, axes = subplots(len(snippet_ids), frames, figsize=(2.6 * frames, 2.4 * len(snippet_ids)), squeeze=False)
+    for row, snippet_id in enumerate(snippet_ids):
+        expert = find_zoo_expert(path, snippet_id)
+        policy = load_expert(expert.run_dir)
+        env = make_tracking_env(
+            expert.snippet.id, "dm_control", random_start=False, render_mode="rgb_array", width=size, height=size
+        )
+        observation, _ = env.reset(seed=0)
+        images, done = [env.render()], False
+        while not done:
+            action, _ = policy.predict(observation, deterministic=True)
+            observation, _, terminated, truncated, _ = env.step(action)
+            images.append(env.render())
+            done = terminated or truncated
+        env.close()
+        for column, index in enumerate(np.linspace(0, len(images) - 1, frames).round().astype(int)):
+            ax = axes[row, column]
+            ax.imshow(images[index])
+            ax.set_axis_off()
+            ax.set_title(f"{expert.listed_id}, step {index}" if column == 0 else f"step {index}", fontsize=8)
+    save_figure(figure, output, title="zoo experts (colour) and their reference (grey ghost), from the snippet start")
+    return output
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mocapact-zoo", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    zoo_help = f"the zoo folder (default: ${ZOO_ENV_VAR}, else {DEFAULT_ZOO})"
+
+    export = commands.add_parser("export", help="copy trained expert runs into the zoo, compactly")
+    export.add_argument("--runs", type=Path, required=True, nargs="+", help="folders of runs <snippet>/<seed>/")
+    export.add_argument("--zoo", type=Path, help=zoo_help)
+    export.add_argument(
+        "--snippet-list",
+        type=Path,
+        help=f"the listed snippet ids, which name cropped runs (default: <clip lists>/{ZOO_SNIPPET_LIST})",
+    )
+    export.add_argument("--results", type=Path, help="a sweep's results.json: its snippet/trained_on pairs")
+    export.add_argument("--include-unevaluated", action="store_true", help=f"also runs without {FINAL_EVALUATION_FILE}")
+    export.add_argument("--critic-storage", choices=("int8", "float16", "float32"), default=DEFAULT_STORAGE["critic"])
+    export.add_argument("--actor-storage", choices=("float16", "float32"), default=DEFAULT_STORAGE["actor_mean"])
+    export.add_argument("--action-tolerance", type=float, default=ACTION_TOLERANCE)
+
+    table = commands.add_parser("table", help="write README.md's table and the distribution figure")
+    table.add_argument("--zoo", type=Path, help=zoo_help)
+    table.add_argument(
+        "--clip-lists", type=Path, help="MoCapAct's clip lists (default: $MOCAPACT_MOCAP_PATH/clip_lists)"
+    )
+
+    listing = commands.add_parser("list", help="the zoo's experts")
+    listing.add_argument("--zoo", type=Path, help=zoo_help)
+
+    frames = commands.add_parser("frames", help="frames of experts with their reference ghost")
+    frames.add_argument("--zoo", type=Path, help=zoo_help)
+    frames.add_argument("--snippets", nargs="+", required=True)
+    frames.add_argument("--frames", type=int, default=4)
+    frames.add_argument("--output", type=Path, help=f"default: <zoo>/{FRAMES_FIGURE}")
+    return parser
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    from mocapact_envs.experts import find_experts
+
+    search = find_experts(args.runs)
+    runs = [run for runs in search.runs_by_clip.values() for run in runs]
+    listed: dict[str, str] = {}
+    if args.results:
+        listed = {row["trained_on"]: row["snippet"] for row in read_json(args.results)}
+    else:
+        snippet_list = args.snippet_list or ((default_clip_lists() or Path()) / ZOO_SNIPPET_LIST)
+        if snippet_list.is_file():
+            listed = listed_ids_by_trained((run.snippet for run in runs), read_id_file(snippet_list))
+        elif args.snippet_list:
+            raise FileNotFoundError(f"snippet list {snippet_list} does not exist.")
+    total, exported = 0, 0
+    for run in runs:
+        if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
+            print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
+            continue
+        result = export_expert(
+            run.run_dir,
+            args.zoo,
+            listed.get(run.snippet.id),
+            {"actor_mean": args.actor_storage, "critic": args.critic_storage},
+            args.action_tolerance,
+        )
+        total += result.size_bytes
+        exported += 1
+        cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""
+        print(
+            f"{result.expert.listed_id}{cropped}: {result.size_bytes / 1e3:.0f} kB, policy {result.storage['actor_mean']}"
+            f" (actions within {result.max_action_deviation:.1e}), critic {result.storage['critic']} "
+            f"(values within {result.max_value_deviation:.1e})"
+        )
+    for kept, other in search.duplicates:
+        print(f"note: {other.run_dir} also tracks {kept.snippet.id}; exported {kept.run_dir}.", file=sys.stderr)
+    folder = experts_folder_for_writing(args.zoo)
+    zoo_size = folder_size(folder) if folder.is_dir() else 0
+    print(
+        f"{exported} experts exported ({total / 1e6:.2f} MB, {total / max(exported, 1) / 1e3:.0f} kB each); "
+        f"{folder} holds {zoo_size / 1e6:.2f} MB"
+    )
+    return 0 if exported else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            return _export_command(args)
+        if args.command == "table":
+            clip_lists = args.clip_lists or default_clip_lists()
+            rows = write_table(args.zoo, clip_lists)
+            root = experts_folder(args.zoo).parent
+            print(f"{len(rows)} experts: {root / README_FILE}, {root / 'table.json'}, {root / DISTRIBUTIONS_FIGURE}")
+            return 0
+        if args.command == "list":
+            for expert in zoo_experts(args.zoo):
+                cropped = f"  (trained on {expert.snippet.id})" if expert.cropped else ""
+                print(f"{expert.listed_id}  seed {expert.seed}{cropped}")
+            return 0
+        output = args.output or experts_folder(args.zoo).parent / FRAMES_FIGURE
+        print(render_frames(args.zoo, args.snippets, output, args.frames))
+        return 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
