@@ -25,7 +25,13 @@ collector renders the walker's egocentric camera a second time, offscreen, at
 see :mod:`mocapact_envs.datasets.cameras`. Without a GPU a frame costs far more
 than a physics step.
 
+On a Ray cluster (``--address host:port``; ``local`` starts one here) each clip is a Ray
+task of one CPU; the expert folders, the output folder and the reference clips must
+be reachable under the same paths on every node.
+
     mocapact-collect experts/ --output-dir rollouts/ --small --workers 2
+    mocapact-collect zoo --snippets CMU_016_22-0-82 --output-dir rollouts/ --small
+    mocapact-collect zoo --output-dir rollouts/zoo_large --large --address 10.0.0.5:6379
     python -m mocapact_envs.datasets.collect experts/ --output-dir rollouts/ --clips CMU_016_22
 """
 
@@ -319,11 +325,14 @@ def collect(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     on_clip: Callable[[str, str], None] | None = None,
+    address: str | None = None,
 ) -> list[Path]:
     """Collects every clip not already finished in ``output_dir``, then writes ``dataset_metrics.npz``.
 
     ``progress(n)`` is called as episodes finish; ``on_clip(clip_id, status)`` when a
-    clip is done (``"written"``) or skipped (``"skipped"``). Returns the clip files.
+    clip is done (``"written"``) or skipped (``"skipped"``). With ``address`` (a Ray
+    cluster's, or ``"local"``) clips are Ray tasks instead of worker processes.
+    Returns the clip files.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
@@ -343,7 +352,9 @@ def collect(
         else:
             todo[clip_id] = runs
 
-    if workers == 1 or len(todo) <= 1:
+    if address is not None and todo:
+        _collect_on_ray(todo, output_dir, settings, address, progress, on_clip)
+    elif workers == 1 or len(todo) <= 1:
         for clip_id, runs in todo.items():
             collect_clip(clip_id, runs, settings, output_dir, lambda: progress(1))
             on_clip(clip_id, "written")
@@ -377,6 +388,83 @@ def _collect_in_pool(todo, output_dir, settings, workers, progress, on_clip) -> 
             progress(progress_queue.get())
 
 
+#: Settings Ray workers need from this process's environment (where the clips are, how to render).
+RAY_FORWARDED_VARIABLES = ("MOCAPACT_MOCAP_PATH", "MOCAPACT_CACHE_DIR", "MUJOCO_GL", "HF_HUB_OFFLINE")
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fails in seconds, naming the address, when no Ray cluster answers there (``ray.init`` retries for minutes)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} is not host:port (for example 127.0.0.1:6379), 'auto' or 'local'.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"no Ray cluster answers at --address {address} ({error}). Start one with `ray start --head` "
+            "on the head node, or leave --address unset to use worker processes here."
+        ) from error
+
+
+def _collect_on_ray(todo, output_dir, settings, address, progress, on_clip) -> None:
+    """One Ray task (one CPU) per clip; progress advances a clip at a time."""
+    import ray
+
+    # Absolute paths: Ray's workers need not share this process's working directory.
+    env_vars = {name: os.environ[name] for name in RAY_FORWARDED_VARIABLES if name in os.environ}
+    for name in ("MOCAPACT_MOCAP_PATH", "MOCAPACT_CACHE_DIR"):
+        if name in env_vars:
+            env_vars[name] = str(Path(env_vars[name]).expanduser().resolve())
+    if settings.mocap_path is not None:
+        settings = dataclasses.replace(settings, mocap_path=str(Path(settings.mocap_path).expanduser().resolve()))
+    ray.init(
+        address=None if address == "local" else address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": env_vars},
+    )
+    try:
+        remote_collect = ray.remote(num_cpus=1, max_retries=2)(collect_clip)
+        pending = {
+            remote_collect.remote(
+                clip_id,
+                [dataclasses.replace(run, run_dir=run.run_dir.resolve()) for run in runs],
+                settings,
+                str(Path(output_dir).resolve()),
+            ): (clip_id, len(runs))
+            for clip_id, runs in todo.items()
+        }
+        while pending:
+            (done,), _ = ray.wait(list(pending), num_returns=1)
+            clip_id, num_runs = pending.pop(done)
+            ray.get(done)  # re-raises a task's error here
+            progress(num_runs * settings.episodes_per_snippet)
+            on_clip(clip_id, "written")
+    finally:
+        ray.shutdown()
+
+
+def unmatched_ids(requested: Sequence[str], available: Sequence[ExpertRun]) -> str | None:
+    """``None`` when every requested clip or snippet id has an expert, else a message naming those that do not,
+    with the closest ids found."""
+    from mocapact_envs.mocap.ids import suggest
+
+    names = sorted({name for run in available for name in run.names})
+    missing = [name for name in requested if name not in names]
+    if not missing:
+        return None
+    snippets = sorted({run.aliases[0] if run.aliases else run.snippet.id for run in available})
+    shown = ", ".join(snippets[:8]) + (f" and {len(snippets) - 8} more" if len(snippets) > 8 else "")
+    problems = " ".join(f"No expert for {name}.{suggest(name, names)}" for name in missing)
+    return f"{problems} The expert folders hold {len(snippets)} snippets: {shown or 'none'}."
+
+
 # -- command line ---------------------------------------------------------------------
 
 
@@ -388,9 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("expert_dirs", nargs="+", type=Path, help="folders searched for <run>/clip_info.json")
+    parser.add_argument(
+        "expert_dirs",
+        nargs="+",
+        type=Path,
+        help="folders searched for <run>/clip_info.json; 'zoo' is the project's expert zoo (mocapact_envs.zoo)",
+    )
     parser.add_argument("--output-dir", type=Path, required=True, help="where <clip>.hdf5 files go")
-    parser.add_argument("--small", action="store_true", help="MoCapAct's small dataset: 10 + 10 rollouts")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--small", action="store_true", help="MoCapAct's small dataset: 10 + 10 rollouts")
+    preset.add_argument("--large", action="store_true", help="MoCapAct's large dataset: 100 + 100 (the default)")
     parser.add_argument("--n-start-rollouts", type=int, help="episodes from the snippet start (default 100)")
     parser.add_argument("--n-rsi-rollouts", type=int, help="episodes from random starts (default 100)")
     parser.add_argument("--act-noise", type=float, default=0.1, help="std of the Gaussian action noise")
@@ -405,13 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-cameras", action="store_true", help="also log egocentric camera frames")
     parser.add_argument("--camera-size", type=int, default=64, help="camera frame height and width")
-    parser.add_argument("--clips", nargs="+", help="only these clip or snippet ids")
+    parser.add_argument("--clips", "--snippets", nargs="+", dest="clips", help="only these clip or snippet ids")
     parser.add_argument("--workers", type=int, default=1, help="clips collected in parallel processes")
+    parser.add_argument(
+        "--address", help="a Ray cluster's address (host:port, auto) or 'local': clips as Ray tasks, not --workers"
+    )
     parser.add_argument("--seed", type=int, default=0, help="with each snippet id, seeds that snippet's rollouts")
     parser.add_argument("--backend", choices=available_backends(), help="tracking env backend (default: fastest)")
     parser.add_argument("--mocap-path", help="reference clips (default: $MOCAPACT_MOCAP_PATH)")
     parser.add_argument("--overwrite", action="store_true", help="collect clips again even if their file exists")
     return parser
+
+
+def expert_folder(path: Path) -> Path:
+    """``path``, or the project's expert zoo for ``zoo`` where no such folder exists."""
+    if not path.exists() and str(path) == "zoo":
+        from mocapact_envs.zoo import zoo_root
+
+        return zoo_root()
+    return path
 
 
 def settings_from_args(args: argparse.Namespace) -> RolloutSettings:
@@ -452,7 +559,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         if settings.backend is None:
             settings = dataclasses.replace(settings, backend=default_backend())
-        search = find_experts(args.expert_dirs, args.clips)
+        if args.address:
+            check_ray_address(args.address)
+        expert_dirs = [expert_folder(path) for path in args.expert_dirs]
+        search = find_experts(expert_dirs, args.clips)
+        if args.clips:
+            every = find_experts(expert_dirs)
+            problem = unmatched_ids(args.clips, [run for runs in every.runs_by_clip.values() for run in runs])
+            if problem:
+                raise ValueError(problem)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
@@ -472,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"{len(search.runs_by_clip)} clips, {search.num_snippets} snippet experts; "
         f"{settings.n_start_rollouts} start + {settings.n_rsi_rollouts} random-start rollouts each; "
-        f"{settings.observables}, backend {settings.backend}, {args.workers} worker(s) -> {args.output_dir}"
+        f"{settings.observables}, backend {settings.backend}, "
+        f"{f'Ray tasks ({args.address})' if args.address else f'{args.workers} worker(s)'} -> {args.output_dir}"
     )
     total = search.num_snippets * settings.episodes_per_snippet
     started = time.perf_counter()
@@ -503,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                 overwrite=args.overwrite,
                 progress=lambda n: bar.advance(task, n),
                 on_clip=on_clip,
+                address=args.address,
             )
         except ValueError as error:
             console.print(f"[red]error:[/red] {error}")
