@@ -69,7 +69,8 @@ def register_motion_completion_envs() -> None:
     # No TimeLimit: the environment truncates at its own max_steps.
     register(id="mocapact/MotionCompletion-v0", entry_point=MOTION_COMPLETION_ENTRY_POINT)
     # Shipped runs are <clip>-<start>-<end> folders (MoCapAct's layout): their names say the clips.
-    shipped_clips = sorted({parse_snippet(run.name).clip_id for run in SHIPPED_EXPERTS.iterdir() if run.is_dir()})
+    runs = SHIPPED_EXPERTS.iterdir() if SHIPPED_EXPERTS.is_dir() else ()
+    shipped_clips = sorted({parse_snippet(run.name).clip_id for run in runs if run.is_dir()})
     for clip_id in shipped_clips:
         register(
             id=f"mocapact/MotionCompletion-{clip_id}-v0",
