@@ -126,7 +126,53 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-class ExpertActorCritic(nn.Module):
+class _GaussianActorCritic:
+    """What PPO asks of an actor-critic with a state-independent Gaussian policy: ``actor_mean``, ``critic``
+    and ``log_std`` are the subclass's; ``action_offset`` (the reference actions of residual experts) is added to
+    the network's mean."""
+
+    actor_mean: nn.Module
+    critic: nn.Module
+    log_std: nn.Parameter
+
+    def value(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.critic(observation).squeeze(-1)
+
+    def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The policy's mean; ``action_offset`` (for example the reference actions) is added to the network's output."""
+        mean = self.actor_mean(observation)
+        return mean if action_offset is None else mean + action_offset
+
+    def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
+        mean = self.mean_action(observation, action_offset)
+        std = self.log_std.exp()
+        if mean.dim() > std.dim():  # a batch: one std row per expert, the same for every observation
+            std = std.unsqueeze(-2)
+        return Normal(mean, std.expand_as(mean))
+
+    def act(
+        self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unclipped actions: the mean, or a sample."""
+        if deterministic:
+            return self.mean_action(observation, action_offset)
+        return self.distribution(observation, action_offset).sample()
+
+    def action_and_value(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor | None = None,
+        action_offset: torch.Tensor | None = None,
+    ):
+        """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs."""
+        distribution = self.distribution(observation, action_offset)
+        if action is None:
+            action = distribution.sample()
+        log_prob = distribution.log_prob(action).sum(-1)
+        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
+
+
+class ExpertActorCritic(_GaussianActorCritic, nn.Module):
     """Separate policy and value MLPs over a normalised flat observation; Gaussian actions.
 
     The policy's standard deviation is ``exp(log_std)``, one per action, independent
@@ -172,39 +218,6 @@ class ExpertActorCritic(nn.Module):
         keys = ("observation_size", "action_size", "policy_hidden_sizes", "value_hidden_sizes", "activation")
         return cls(**{k: config[k] for k in keys}, learn_log_std=bool(config.get("learn_log_std", False)))
 
-    def value(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.critic(observation).squeeze(-1)
-
-    def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
-        """The policy's mean; ``action_offset`` (for example the reference actions) is added to the network's output."""
-        mean = self.actor_mean(observation)
-        return mean if action_offset is None else mean + action_offset
-
-    def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
-        mean = self.mean_action(observation, action_offset)
-        return Normal(mean, self.log_std.exp().expand_as(mean))
-
-    def act(
-        self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Unclipped actions: the mean, or a sample."""
-        if deterministic:
-            return self.mean_action(observation, action_offset)
-        return self.distribution(observation, action_offset).sample()
-
-    def action_and_value(
-        self,
-        observation: torch.Tensor,
-        action: torch.Tensor | None = None,
-        action_offset: torch.Tensor | None = None,
-    ):
-        """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs."""
-        distribution = self.distribution(observation, action_offset)
-        if action is None:
-            action = distribution.sample()
-        log_prob = distribution.log_prob(action).sum(-1)
-        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
-
 
 class _BatchedMLP(nn.Module):
     """K independent MLPs of one shape, evaluated together: inputs ``(K, B, in)``, outputs ``(K, B, out)``.
@@ -233,7 +246,7 @@ class _BatchedMLP(nn.Module):
         return x
 
 
-class ExpertEnsemble(nn.Module):
+class ExpertEnsemble(_GaussianActorCritic, nn.Module):
     """K independent :class:`ExpertActorCritic` networks of one architecture, computed as batched tensor operations.
 
     Inputs and outputs carry a leading expert axis: observations ``(K, B, D)``, actions ``(K, B, A)``,
@@ -298,33 +311,3 @@ class ExpertEnsemble(nn.Module):
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
         return norms
-
-    def value(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.critic(observation).squeeze(-1)
-
-    def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
-        mean = self.actor_mean(observation)
-        return mean if action_offset is None else mean + action_offset
-
-    def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
-        mean = self.mean_action(observation, action_offset)
-        return Normal(mean, self.log_std.exp().unsqueeze(1).expand_as(mean))
-
-    def act(
-        self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if deterministic:
-            return self.mean_action(observation, action_offset)
-        return self.distribution(observation, action_offset).sample()
-
-    def action_and_value(
-        self,
-        observation: torch.Tensor,
-        action: torch.Tensor | None = None,
-        action_offset: torch.Tensor | None = None,
-    ):
-        distribution = self.distribution(observation, action_offset)
-        if action is None:
-            action = distribution.sample()
-        log_prob = distribution.log_prob(action).sum(-1)
-        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
