@@ -116,8 +116,12 @@ def make_tracking_vec_env(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    from mocapact_envs.dm_control_env import json_ready
+
     backend = check_backend(backend)
     mode = resolve_vectorization_mode(vectorization_mode, backend)
+    # JSON values (paths as strings): Gymnasium's sync and async vector envs keep kwargs in their spec as given.
+    kwargs = {key: json_ready(value) for key, value in kwargs.items()}
     return gym.make_vec(
         GENERIC_TRACKING_ID, num_envs=num_envs, vectorization_mode=mode, clips=clip, backend=backend, **kwargs
     )

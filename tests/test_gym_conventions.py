@@ -73,6 +73,21 @@ def test_spec_with_path_arguments_round_trips_through_json(mocap_folder, tmp_pat
     assert remade.unwrapped.expert_runs.keys() == {"CMU_016_22"}
 
 
+def test_vector_env_specs_with_a_path_serialise(mocap_folder):
+    from mocapact_envs.envs import make_tracking_vec_env
+
+    native = gym.make_vec(
+        "mocapact/MocapTracking-CMU_016_22-v0",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        mocap_path=mocap_folder,
+    )
+    synchronous = make_tracking_vec_env("CMU_016_22", 2, vectorization_mode="sync", mocap_path=Path(mocap_folder))
+    for envs in (native, synchronous):
+        assert EnvSpec.from_json(envs.spec.to_json()).kwargs["mocap_path"] == str(mocap_folder)
+        envs.close()
+
+
 def test_spec_with_a_policy_object_serialises(tmp_path):
     policy = LowLevelPolicy({"hidden_sizes": [32]})
     unsaved = gym.make("mocapact/GoToTarget-v0", low_level_policy=policy)
