@@ -1,7 +1,9 @@
 """``mocapact-minari``: expert rollout files as Minari datasets.
 
 One dataset per clip file (``mocapact/CMU_016_22/expert-v0``) or one for all the
-files given (``--collection locomotion``: ``mocapact/locomotion/expert-v0``).
+files given (``--collection locomotion``: ``mocapact/locomotion/expert-v0``; the expert
+zoo's rollouts: ``--zoo small`` or ``--zoo large``, ``mocapact/zoo/small-v0``, whose
+files must hold that preset's 10 + 10 or 100 + 100 rollouts per snippet).
 
 What is stored, per episode of the rollout files:
 
@@ -17,6 +19,8 @@ What is stored, per episode of the rollout files:
   observations (row ``t`` belongs to observation ``t``), NaN on the final row.
 * episode metadata: ``snippet_id``, ``rollout`` (the episode's number in its
   snippet group), ``random_start`` and ``source_file``.
+* dataset metadata: ``reference_source`` and ``reference_digest``, the motion data the
+  rollouts tracked, where the rollout files record it.
 
 The dataset's ``env_spec`` (and ``eval_env_spec``) is the tracking env over the
 dataset's snippets with random starts, the logged observables and reference
@@ -27,6 +31,7 @@ so ``dataset.recover_environment()`` observes exactly the stored space.
 
     mocapact-minari rollouts/CMU_016_22.hdf5
     mocapact-minari rollouts/ --collection walk --author "A. Person" --author-email a@example.org
+    mocapact-minari rollouts/zoo_small --zoo small
 """
 
 from __future__ import annotations
@@ -75,6 +80,29 @@ def minari_dataset_id(name: str, version: int = 0) -> str:
     if not name or "/" in name or "-" in name:
         raise ValueError(f"dataset name {name!r} must be non-empty without '/' or '-' (e.g. CMU_016_22 or walk).")
     return f"{NAMESPACE}/{name}/{DATASET_NAME}-v{version}"
+
+
+def zoo_dataset_id(variant: str, version: int = 0) -> str:
+    """``mocapact/zoo/<variant>-v<version>``: the expert zoo's small or large rollouts."""
+    from mocapact_envs.datasets.collect import PRESETS
+
+    if variant not in PRESETS:
+        raise ValueError(f"unknown zoo variant {variant!r}; choose one of {', '.join(PRESETS)}.")
+    return f"{NAMESPACE}/zoo/{variant}-v{version}"
+
+
+def check_preset(paths: Sequence[Path], variant: str) -> None:
+    """Every file holds the ``variant`` preset's start and random-start rollouts per snippet."""
+    from mocapact_envs.datasets.collect import PRESETS
+
+    for path in paths:
+        with read_rollout_file(path) as h5:
+            counts = (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...]))
+        if counts != PRESETS[variant]:
+            raise ValueError(
+                f"{path} holds {counts[0]} + {counts[1]} rollouts per snippet, not the {variant} preset's "
+                f"{PRESETS[variant][0]} + {PRESETS[variant][1]} (mocapact-collect --{variant})."
+            )
 
 
 def observation_set_name(keys: Sequence[str]) -> str | list[str]:
@@ -340,6 +368,9 @@ def export_to_minari(
             dataset.update_dataset_from_buffer(batch)
             progress(len(batch))
         dataset.storage.update_episode_metadata(metadata, range(len(metadata)))
+        sources, digest = recorded_reference(files)
+        if digest is not None:
+            dataset.storage.update_metadata({"reference_source": "; ".join(sources), "reference_digest": digest})
     except BaseException:
         minari.delete_dataset(dataset_id)  # no half-written dataset under the id
         raise
@@ -358,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("rollouts", nargs="+", type=Path, help="rollout files or folders of CMU_*.hdf5 files")
     parser.add_argument(
         "--collection", help="one dataset mocapact/<collection>/expert-vN of all files (default: one per clip file)"
+    )
+    parser.add_argument(
+        "--zoo", choices=("small", "large"), help="one dataset mocapact/zoo/<variant>-vN of the expert zoo's rollouts"
     )
     parser.add_argument("--version", type=int, default=0, help="the datasets' version number")
     parser.add_argument("--action-key", choices=ACTION_KEYS, default="actions", help="which actions to store")
@@ -384,7 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         paths = expand_rollout_paths(args.rollouts)
-        if args.collection:
+        if args.zoo and args.collection:
+            raise ValueError("--zoo and --collection each name the dataset; pass one of them.")
+        if args.zoo:
+            check_preset(paths, args.zoo)
+            jobs = [(zoo_dataset_id(args.zoo, args.version), paths)]
+        elif args.collection:
             jobs = [(minari_dataset_id(args.collection, args.version), paths)]
         else:
             jobs = [(minari_dataset_id(path.stem, args.version), [path]) for path in paths]
