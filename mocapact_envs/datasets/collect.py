@@ -423,7 +423,7 @@ def _collect_on_ray(todo, output_dir, settings, address, progress, on_clip) -> N
     if settings.mocap_path is not None:
         settings = dataclasses.replace(settings, mocap_path=str(Path(settings.mocap_path).expanduser().resolve()))
     ray.init(
-        address=None if address == "local" else address,
+        address=address,  # "local" starts a Ray of its own here, even beside another one
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,

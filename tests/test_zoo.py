@@ -1,0 +1,212 @@
+"""The expert zoo end to end: tiny experts trained with the real trainer, exported, loaded by snippet id, rolled
+out with mocapact-collect (worker processes or Ray), evaluated, tabulated, exported to Minari; the shipped expert stored compactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from tiny_runs import REPO_ROOT, TINY_TRAINING, TRAIN, datasets_of, environment, run
+
+import mocapact_envs
+from mocapact_envs import zoo
+from mocapact_envs.datasets.rollouts import read_rollout_file
+from mocapact_envs.experts import SHIPPED_EXPERTS
+from mocapact_envs.mocap.ids import parse_snippet, read_id_file
+
+#: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
+TRAINED_ON = {"CMU_016_22-0-82": "CMU_016_22-0-60", "CMU_009_01-0-40": "CMU_009_01-0-40"}
+EVALUATED = "CMU_009_01-0-40"
+
+
+@pytest.fixture(scope="module")
+def zoo_folder(tmp_path_factory) -> Path:
+    """Two tiny experts trained in parallel, one of them evaluated as the sweep does, exported into a zoo."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("zoo_runs")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(TRAIN), "--clip", snippet, *TINY_TRAINING, "--log-root", str(root / "runs")],
+            cwd=REPO_ROOT,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for snippet in TRAINED_ON.values()
+    ]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+    sys.path.insert(0, str(REPO_ROOT / "baselines" / "ppo_expert"))
+    import sweep  # the sweep's own final evaluation writes final_evaluation.json
+
+    args = sweep.Args(log_root=str(root / "runs"), final_rsi_episodes=3, final_start_episodes=2, final_num_envs=1)
+    sweep.final_evaluation(args, [EVALUATED])
+    (root / "listed.txt").write_text("\n".join(TRAINED_ON) + "\n")
+    result = run(
+        "-m", "mocapact_envs.zoo", "export", "--runs", root / "runs", "--zoo", root / "zoo",
+        "--snippet-list", root / "listed.txt", "--include-unevaluated",
+    )  # fmt: skip
+    assert "2 experts exported" in result.stdout and "(cropped: trained on CMU_016_22-0-60)" in result.stdout
+    return root / "zoo"
+
+
+@pytest.fixture(scope="module")
+def zoo_rollouts(zoo_folder, tmp_path_factory) -> Path:
+    """The zoo's small dataset of both snippets, collected by two worker processes."""
+    output = tmp_path_factory.mktemp("zoo_rollouts")
+    result = run(
+        "-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", *TRAINED_ON, "--small",
+        "--output-dir", output, "--workers", "2",
+    )  # fmt: skip
+    assert "2 clip files" in result.stderr
+    return output
+
+
+def test_export_keeps_what_an_expert_acts_with_and_loads_by_snippet_id(zoo_folder):
+    runs = zoo_folder.parent / "runs"
+    for listed, trained in TRAINED_ON.items():
+        copy, original = zoo_folder / "experts" / listed / "0", runs / trained / "0"
+        assert sorted(p.name for p in copy.iterdir()) == sorted(
+            ["clip_info.json", "eval_rsi", "evaluations.json"]
+            + (["final_evaluation.json"] if listed == EVALUATED else [])
+        )
+        model_files = sorted(p.name for p in (original / "eval_rsi" / "model").iterdir())
+        assert sorted(p.name for p in (copy / "eval_rsi" / "model").iterdir()) == model_files
+        info = json.loads((copy / "clip_info.json").read_text())
+        assert info["snippet_id"] == trained
+        assert info["zoo"]["listed_snippet_id"] == listed and info["zoo"]["cropped"] == (listed != trained)
+        assert info["zoo"]["covered_steps"] == [parse_snippet(trained).start, parse_snippet(trained).end]
+        assert info["zoo"]["weights"] == {"actor_mean": "float16", "critic": "int8"}
+        with safe_open(copy / "eval_rsi" / "model" / "model.safetensors", "pt") as weights:
+            dtypes = {key: str(weights.get_tensor(key).dtype) for key in weights.keys()}
+        assert dtypes["actor_mean.0.weight"] == "torch.float16" and dtypes["critic.0.weight"] == "torch.int8"
+
+        # By zoo folder or experts folder and listed id; the expert tracks what it was trained on.
+        expert = mocapact_envs.load_expert(zoo_folder, snippet_id=listed)
+        assert expert.snippet_id == trained
+        assert mocapact_envs.load_expert(zoo_folder / "experts", listed).path == copy / "eval_rsi" / "model"
+        float32 = mocapact_envs.load_expert(original)
+        observations = zoo.check_observations(float32, trained, episodes=3)
+        deviation = np.abs(expert.predict(observations)[0] - float32.predict(observations)[0]).max()
+        assert deviation <= zoo.ACTION_TOLERANCE and info["zoo"]["max_action_deviation"] <= zoo.ACTION_TOLERANCE
+
+    with pytest.raises(ValueError, match=r"no expert for snippet 'CMU_016_22-0-83'.*Did you mean CMU_016_22-0-82"):
+        mocapact_envs.load_expert(zoo_folder, "CMU_016_22-0-83")
+    with pytest.raises(FileNotFoundError, match="no expert zoo at"):
+        mocapact_envs.load_expert(zoo_folder / "missing", "CMU_016_22-0-82")
+
+
+def test_zoo_experts_roll_out_with_collect_and_evaluate(zoo_folder, zoo_rollouts, tmp_path):
+    with read_rollout_file(zoo_rollouts / "CMU_016_22.hdf5") as h5:
+        assert [k for k in h5.keys() if k.startswith("CMU_")] == ["CMU_016_22-0-60"]
+        assert (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...])) == (10, 10)
+        assert len(h5["CMU_016_22-0-60/start_metrics/episode_lengths"][...]) == 10
+    assert (zoo_rollouts / "CMU_009_01.hdf5").is_file()
+
+    bad = run(
+        "-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", "CMU_016_22-0-8", "--output-dir", tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "No expert for CMU_016_22-0-8." in bad.stderr and "CMU_016_22-0-82" in bad.stderr
+
+    out = tmp_path / "evaluation"
+    run(
+        REPO_ROOT / "baselines" / "ppo_expert" / "evaluate.py", zoo_folder / "experts" / "CMU_016_22-0-82" / "0",
+        "--rsi-episodes", "2", "--start-episodes", "1", "--num-envs", "1", "--no-video", "--no-plot",
+        "--out-dir", out,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["clip"] == "CMU_016_22-0-60"
+    assert metrics["summary"]["eval_rsi"]["episodes"] == 2 and metrics["summary"]["eval_start"]["episodes"] == 1
+
+
+def test_table_from_final_evaluations(zoo_folder, mocap_folder):
+    clip_lists = mocap_folder / "clip_lists"
+    shutil.copy(REPO_ROOT / "zoo" / "README.md", zoo_folder / "README.md")
+    run("-m", "mocapact_envs.zoo", "table", "--zoo", zoo_folder, "--clip-lists", clip_lists)
+    readme = (zoo_folder / "README.md").read_text()
+    assert "`mocapact-zoo table` writes the table here" not in readme and "## Commands" in readme
+    rows = {row["snippet"]: row for row in json.loads((zoo_folder / "table.json").read_text())}
+    final = json.loads((zoo_folder / "experts" / EVALUATED / "0" / "final_evaluation.json").read_text())
+    evaluated = rows[EVALUATED]
+    assert evaluated["rsi_norm_length"] == round(final["eval_rsi"]["mean_norm_episode_length"], 3)
+    assert evaluated["start_norm_return"] == round(final["eval_start"]["mean_norm_episode_return"], 3)
+    assert evaluated["rsi_episodes"] == 3 and evaluated["steps"] == 41
+    locomotion = set(read_id_file(clip_lists / zoo.LOCOMOTION_LIST))
+    validation = set(read_id_file(clip_lists / zoo.VALIDATION_LIST))
+    for snippet, row in rows.items():
+        expected = [k for k, yes in (("locomotion", snippet in locomotion), ("validation", snippet[:10] in validation)) if yes]  # fmt: skip
+        assert row["kind"] == (", ".join(expected) or "-")
+    assert "| CMU_016_22-0-82 (cropped: trained on 0-60) |" in readme and "not evaluated" in readme
+    assert (zoo_folder / "figures" / "distributions.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts, mocap_folder, tmp_path, monkeypatch):
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    result = run(
+        "-m", "mocapact_envs.datasets.minari_export", zoo_rollouts, "--zoo", "small", "--ref-min-episodes", "2",
+        env=environment(MINARI_DATASETS_PATH=str(tmp_path / "minari")),
+    )  # fmt: skip
+    assert "mocapact/zoo/small-v0: 40 episodes" in result.stderr
+    dataset = minari.load_dataset("mocapact/zoo/small-v0")
+    assert dataset.total_episodes == 40
+    episodes = list(dataset.storage.get_episode_metadata(range(dataset.total_episodes)))
+    assert sorted({m["snippet_id"] for m in episodes}) == sorted(TRAINED_ON.values())
+    metadata = dataset.storage.metadata
+    assert str(mocap_folder.resolve()) in metadata["reference_source"]
+    env = dataset.recover_environment()
+    assert sorted(env.spec.kwargs["clips"]) == sorted(TRAINED_ON.values())
+    assert env.spec.kwargs["reference_digest"] == metadata["reference_digest"]
+    observation, _ = env.reset(seed=0)
+    assert env.observation_space.contains(observation)
+    episode = next(dataset.iterate_episodes())
+    observation, reward, terminated, truncated, _ = env.step(episode.actions[0])
+    assert np.isfinite(reward) and env.observation_space.contains(observation)
+    env.close()
+
+    mismatch = run(
+        "-m", "mocapact_envs.datasets.minari_export", zoo_rollouts, "--zoo", "large",
+        env=environment(MINARI_DATASETS_PATH=str(tmp_path / "minari")), check=False,
+    )  # fmt: skip
+    assert mismatch.returncode == 2 and "not the large preset's 100 + 100" in mismatch.stderr
+
+
+def test_shipped_expert_stored_compactly_acts_as_its_float32_original(tmp_path):
+    shipped = next(SHIPPED_EXPERTS.glob("*/0"))
+    exported = zoo.export_expert(shipped, tmp_path / "zoo")
+    original_weights = shipped / "eval_rsi" / "model" / "model.safetensors"
+    copy_weights = exported.expert.run_dir / "eval_rsi" / "model" / "model.safetensors"
+    # A 2 x 256 actor-critic: float16 policy and int8 critic take under 40% of float32; 84 fit in 40 MB.
+    assert copy_weights.stat().st_size < 0.4 * original_weights.stat().st_size
+    assert exported.size_bytes * 84 < 40e6
+    assert exported.storage == zoo.DEFAULT_STORAGE
+    original = mocapact_envs.load_expert(shipped)
+    copy = mocapact_envs.load_expert(tmp_path / "zoo", exported.expert.listed_id)
+    observations = zoo.check_observations(original, original.snippet_id, episodes=4)
+    assert np.abs(copy.predict(observations)[0] - original.predict(observations)[0]).max() <= zoo.ACTION_TOLERANCE
+    values = original.value(observations)
+    assert np.abs(copy.value(observations) - values).max() <= 0.05 * np.abs(values).mean()
+
+
+def test_collect_on_ray_writes_what_worker_processes_write(zoo_folder, tmp_path):
+    collect = ["-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", EVALUATED]
+    collect += ["--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]
+    on_ray = run(*collect, "--output-dir", tmp_path / "ray", "--address", "local")
+    assert "Ray tasks (local)" in on_ray.stderr and "1 clip files" in on_ray.stderr
+    run(*collect, "--output-dir", tmp_path / "local")
+    ray_file, local_file = (datasets_of(tmp_path / where / "CMU_009_01.hdf5") for where in ("ray", "local"))
+    assert ray_file.keys() == local_file.keys()
+    for key, values in local_file.items():
+        np.testing.assert_array_equal(ray_file[key], values, err_msg=key)
+    # A finished clip is not collected again.
+    assert "already collected, skipped" in run(*collect, "--output-dir", tmp_path / "ray", "--address", "local").stderr
