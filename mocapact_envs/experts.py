@@ -460,7 +460,8 @@ def read_clip_info(path: Path) -> Snippet:
 
 
 def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None) -> ExpertSearch:
-    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids.
+    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids
+    (a zoo expert also answers to its listed snippet id).
 
     Where several runs (seeds) track the same snippet, the first in path order is used.
     """

@@ -15,9 +15,9 @@ An expert in the zoo holds what it needs to act and to be judged: no optimiser
 state, checkpoint, TensorBoard log or ``eval_start`` model. Its policy network is
 stored as float16 and its critic (which only the rollouts' values need) as int8
 with a float32 scale per row (:func:`mocapact_envs.experts.compact_weights`);
-the normaliser and the reference actions stay float32. A 2 x 256 actor-critic over
-206 inputs takes 0.44 MB so, 84 experts about 37 MB, where float32 would take
-1.06 MB each (89 MB). Export checks each copy against its float32 original on the
+the normaliser and the reference actions stay float32. With a 2 x 256 actor-critic
+over 206 inputs an expert takes about 0.43 MB (390 kB of weights), 84 experts about
+36 MB, where float16 throughout would take 46 MB and float32 88 MB (zoo/README.md). Export checks each copy against its float32 original on the
 observations of 10 of its random-start episodes (MoCapAct's ``eval_rsi``), records
 the largest action and value change in ``clip_info.json``, and keeps the policy
 float32 when its actions move more than ``--action-tolerance`` (1e-3).
