@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import train  # noqa: E402  (the trainer beside this file)
 from mocapact_envs.io import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
+from mocapact_envs.ray_cluster import check_ray_address  # noqa: E402
 
 FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
@@ -137,23 +137,6 @@ def plan_snippets(ids: list[str], crop_uncovered: bool) -> list[PlannedSnippet]:
     if problems:
         raise ValueError(f"{len(problems)} of {len(ids)} snippet(s) cannot be trained:\n  " + "\n  ".join(problems))
     return planned
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fails in seconds, naming the address, when nothing answers there (ray.init would retry for minutes)."""
-    if address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--address {address!r} is not host:port (for example 127.0.0.1:6379) or 'auto'.")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as error:
-        raise ConnectionError(
-            f"no Ray cluster answers at --address {address} ({error}). Start one with `ray start --head` "
-            "on the head node, or leave --address unset to run on this machine."
-        ) from error
 
 
 def run_dir(args: Args, snippet_id: str) -> Path:
@@ -312,8 +295,8 @@ def main(args: Args) -> int:
     try:
         planned = plan_snippets(read_snippet_ids(args), args.crop_uncovered)
         if args.address:
-            check_address(args.address)
-    except (ValueError, MocapSourceError, ConnectionError) as error:
+            check_ray_address(args.address)
+    except (ValueError, MocapSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.experts_per_trial < 1:

@@ -66,6 +66,7 @@ from mocapact_envs.datasets.rollouts import (
     write_dataset_metrics,
 )
 from mocapact_envs.experts import ExpertRun, find_experts
+from mocapact_envs.ray_cluster import check_ray_address
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
 PRESETS = {"large": (100, 100), "small": (10, 10)}
@@ -390,25 +391,6 @@ def _collect_in_pool(todo, output_dir, settings, workers, progress, on_clip) -> 
 
 #: Settings Ray workers need from this process's environment (where the clips are, how to render).
 RAY_FORWARDED_VARIABLES = ("MOCAPACT_MOCAP_PATH", "MOCAPACT_CACHE_DIR", "MUJOCO_GL", "HF_HUB_OFFLINE")
-
-
-def check_ray_address(address: str, timeout: float = 5.0) -> None:
-    """Fails in seconds, naming the address, when no Ray cluster answers there (``ray.init`` retries for minutes)."""
-    import socket
-
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--address {address!r} is not host:port (for example 127.0.0.1:6379), 'auto' or 'local'.")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as error:
-        raise ValueError(
-            f"no Ray cluster answers at --address {address} ({error}). Start one with `ray start --head` "
-            "on the head node, or leave --address unset to use worker processes here."
-        ) from error
 
 
 def _collect_on_ray(todo, output_dir, settings, address, progress, on_clip) -> None:
