@@ -37,8 +37,9 @@ from tiny_runs import (  # noqa: E402  (tests/ is on sys.path under pytest)
 
 import mocapact_envs
 from mocapact_envs.datasets import D4RLDataset, ExpertDataset
-from mocapact_envs.datasets.collect import RolloutSettings, rollout_min_steps
+from mocapact_envs.datasets.collect import RolloutSettings
 from mocapact_envs.datasets.rollouts import generalized_advantages
+from mocapact_envs.envs import clamp_min_steps
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.observables import ALL_PROPRIOCEPTIVE, OBSERVATION_SETS
 
@@ -208,8 +209,8 @@ def test_collector_rejects_bad_input(experts_root, tmp_path):
     assert result.returncode == 2 and "nowhere" in result.stderr
     with pytest.raises(ValueError, match="multi_clip_sans_id"):
         RolloutSettings(observables="high_level")
-    assert rollout_min_steps(parse_snippet("CMU_009_01-0-40"), 30, (1, 2, 3, 4, 5)) == 29
-    assert rollout_min_steps(parse_snippet("CMU_009_02-0-32"), 30, (1, 2, 3, 4, 5)) == 26
+    assert clamp_min_steps(parse_snippet("CMU_009_01-0-40"), 30, (1, 2, 3, 4, 5)) == 29
+    assert clamp_min_steps(parse_snippet("CMU_009_02-0-32"), 30, (1, 2, 3, 4, 5)) == 26
 
 
 @pytest.fixture(scope="module")
