@@ -12,11 +12,12 @@ Our format, one folder (``<run>/eval_rsi/model/``):
   ``obs_var``, ``obs_count``) and the reward scaler's return statistics
   (``return_mean``, ``return_var``, ``return_count``), which undo the critic's
   reward scaling;
-* ``reference_actions.safetensors`` (format version 2, experts trained with
-  reference-residual actions): the snippet's reference actions (``actions``,
-  ``(steps, 56)``), added to the network's output at the step that the
-  ``walker/time_in_clip`` observation gives (``mocapact_envs.reference_actions``).
-  Callers see absolute actions either way.
+* format version 2, experts trained with reference-residual actions: ``config.json``'s
+  ``action_offset`` names the snippet whose reference actions (``mocapact_envs.reference_actions``)
+  are added to the network's output at the step that the ``walker/time_in_clip``
+  observation gives, with a digest of that table. The table is computed from the mocap
+  source when the expert loads (it is the clip's motion: nothing derived from the clips
+  is stored) and must match the digest. Callers see absolute actions either way.
 
 Nothing is pickled. MoCapAct's experts (stable-baselines3 ``best_model.zip`` plus
 ``vecnormalize.pkl``, written with gym < 0.24 and SB3 1.x) load through
@@ -57,6 +58,7 @@ FORMAT_NAME = "mocapact-envs-expert"
 #: Version 2 adds reference actions; experts without them are still written as version 1.
 FORMAT_VERSION = 2
 CONFIG_FILE, WEIGHTS_FILE, NORMALIZER_FILE = "config.json", "model.safetensors", "normalizer.safetensors"
+#: Written by this project's first residual experts; read when present, never written.
 REFERENCE_ACTIONS_FILE = "reference_actions.safetensors"
 SB3_MODEL_FILE, SB3_VECNORMALIZE_FILE = "best_model.zip", "vecnormalize.pkl"
 
@@ -101,9 +103,20 @@ def save_expert(
             raise ValueError(
                 f"an expert with reference actions must observe {TIME_KEY}; it observes {observation_keys}."
             )
-        table = {"actions": np.ascontiguousarray(reference_actions.actions, np.float32)}
-        replace_atomically(model_dir / REFERENCE_ACTIONS_FILE, lambda p: save_numpy(table, str(p)))
-        action_offset = {"action_offset": {"kind": "reference_actions", "time_key": TIME_KEY}}
+        snippet_id = (metadata or {}).get("snippet_id")
+        if not snippet_id:
+            raise ValueError(
+                "an expert with reference actions needs metadata['snippet_id'], the snippet they come from."
+            )
+        action_offset = {
+            "action_offset": {
+                "kind": "reference_actions",
+                "time_key": TIME_KEY,
+                "snippet_id": snippet_id,
+                "num_steps": reference_actions.num_steps,
+                "digest": reference_actions.digest(),
+            }
+        }
     config = {
         "format": FORMAT_NAME,
         "format_version": 2 if action_offset else 1,
@@ -224,7 +237,10 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
 
         if offset_kind != "reference_actions":
             raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
-        reference_actions = ReferenceActions(read_arrays(model_dir / REFERENCE_ACTIONS_FILE)["actions"])
+        if (model_dir / REFERENCE_ACTIONS_FILE).is_file():
+            reference_actions = ReferenceActions(read_arrays(model_dir / REFERENCE_ACTIONS_FILE)["actions"])
+        else:
+            reference_actions = ReferenceActions.for_expert(config["action_offset"], model_dir / CONFIG_FILE)
     return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir, reference_actions)
 
 

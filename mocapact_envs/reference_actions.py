@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,3 +90,29 @@ class ReferenceActions:
         if index.ndim >= 1 and index.shape[-1] == 1:
             index = index[..., 0]
         return self.actions[index]
+
+    def digest(self) -> str:
+        """``sha256:`` of the float32 table: what an expert file keeps to check the table it is given."""
+        return "sha256:" + hashlib.sha256(np.ascontiguousarray(self.actions, np.float32).tobytes()).hexdigest()
+
+    @classmethod
+    def for_expert(cls, action_offset: Mapping[str, Any], config_path: str | Path | None = None) -> ReferenceActions:
+        """The table an expert's ``config.json`` ``action_offset`` names, from the mocap source, checked by digest."""
+        from mocapact_envs.mocap.source import get_source
+
+        where = f"{config_path}: " if config_path else ""
+        snippet_id = action_offset.get("snippet_id")
+        if not snippet_id:
+            raise ValueError(
+                f"{where}action_offset names no snippet_id; the expert cannot rebuild its reference actions."
+            )
+        table = cls.for_snippet(snippet_id)
+        expected = action_offset.get("digest")
+        if expected and table.digest() != expected:
+            raise ValueError(
+                f"{where}the reference actions of {snippet_id} in {get_source().description} differ from those the "
+                f"expert was trained with (digest {table.digest()[:19]}..., expected {expected[:19]}...): the mocap "
+                "source holds other motion data for this snippet (another conversion or dm_control's official file). "
+                "Point MOCAPACT_MOCAP_PATH at the data the expert was trained on."
+            )
+        return table

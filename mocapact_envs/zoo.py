@@ -6,8 +6,8 @@
       experts/<snippet>/<seed>/    one expert per listed snippet id (``mocapact-zoo export``)
         clip_info.json             the snippet it was trained on; ``"zoo"``: the listed id, the covered
                                    steps, how the weights are stored and what that costs in accuracy
-        eval_rsi/model/            config.json, model.safetensors (compact), normalizer.safetensors,
-                                   reference_actions.safetensors
+        eval_rsi/model/            config.json (with the snippet and digest of its reference actions, which
+                                   load from the mocap source), model.safetensors (compact), normalizer.safetensors
         evaluations.json           the training run's evaluations
         final_evaluation.json      MoCapAct's evaluation (1,000 random starts, 100 snippet starts)
 

@@ -17,6 +17,7 @@ import torch
 import mocapact_envs
 from mocapact_envs.envs import make_tracking_env, make_tracking_vec_env
 from mocapact_envs.evaluation import run_episodes
+from mocapact_envs.reference_actions import ReferenceActions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
@@ -66,15 +67,14 @@ def test_train_writes_mocapact_layout(first_run):
     }
     for kind in ("eval_rsi", "eval_start"):
         model_dir = first_run / kind / "model"
-        # The default preset's experts act around the reference: its actions are saved with them.
-        assert {p.name for p in model_dir.iterdir()} == {
-            "config.json",
-            "model.safetensors",
-            "normalizer.safetensors",
-            "reference_actions.safetensors",
-        }
+        # The default preset's experts act around the reference: the file names the snippet and the digest of its
+        # reference actions, which come from the mocap source (nothing derived from the clips is stored).
+        assert {p.name for p in model_dir.iterdir()} == {"config.json", "model.safetensors", "normalizer.safetensors"}
         config = json.loads((model_dir / "config.json").read_text())
-        assert config["format_version"] == 2 and config["action_offset"]["time_key"] == "walker/time_in_clip"
+        offset = config["action_offset"]
+        assert config["format_version"] == 2 and offset["time_key"] == "walker/time_in_clip"
+        assert offset["snippet_id"] == "CMU_016_22-0-82" and offset["num_steps"] == 83
+        assert offset["digest"] == ReferenceActions.for_snippet("CMU_016_22-0-82").digest()
         assert config["observation_keys"] == sorted(config["observation_keys"])
         assert sum(config["observation_sizes"]) == 206
         assert np.allclose(config["action_std"], 0.1)
@@ -269,7 +269,7 @@ def test_residual_expert_acts_around_the_reference(first_run, tmp_path):
     reference pose, which keep the humanoid up far longer than zero actions."""
     from safetensors.torch import load_file, save_file
 
-    from mocapact_envs.reference_actions import ReferenceActions, pose_to_action
+    from mocapact_envs.reference_actions import pose_to_action
 
     model_dir = tmp_path / "model"
     shutil.copytree(first_run / "eval_rsi" / "model", model_dir)
@@ -345,3 +345,13 @@ def test_ensemble_computes_each_expert_as_alone():
     assert torch.equal(ensemble.critic.weights[0].grad[1], before)
     clipped = sum(p.grad[0].pow(2).sum() for p in ensemble.parameters() if p.grad is not None).sqrt()
     assert clipped == pytest.approx(1.0, rel=1e-4)
+
+
+def test_residual_expert_refuses_other_reference_data(first_run, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(first_run / "eval_rsi" / "model", model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["action_offset"]["digest"] = "sha256:" + "0" * 64
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="differ from those the expert was trained with"):
+        mocapact_envs.load_expert(model_dir)
