@@ -197,6 +197,19 @@ def evaluate_snippets(
     return results
 
 
+def rendered_episode(env: gym.Env, act: Callable[[Mapping[str, np.ndarray]], np.ndarray], seed: int = 0) -> list:
+    """Frames of one episode of ``act`` (Dict observation -> action) in ``env`` (``render_mode="rgb_array"``),
+    from the reset to the episode's end; the env is closed."""
+    observation, _ = env.reset(seed=seed)
+    frames, done = [env.render()], False
+    while not done:
+        observation, _, terminated, truncated, _ = env.step(act(observation))
+        frames.append(env.render())
+        done = terminated or truncated
+    env.close()
+    return frames
+
+
 def record_episode(
     policy, snippet_id: str, *, deterministic: bool = False, seed: int = 0, width: int = 640, height: int = 480
 ):

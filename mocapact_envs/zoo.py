@@ -440,6 +440,7 @@ def render_frames(
 ) -> Path:
     """A grid of frames (one row per expert) of episodes from the snippet start, with the reference ghost."""
     from mocapact_envs.envs import make_tracking_env
+    from mocapact_envs.evaluation import rendered_episode
     from mocapact_envs.experts import load_expert
     from mocapact_envs.plotting import save_figure, subplots
 
@@ -450,14 +451,9 @@ def render_frames(
         env = make_tracking_env(
             expert.snippet.id, "dm_control", random_start=False, render_mode="rgb_array", width=size, height=size
         )
-        observation, _ = env.reset(seed=0)
-        images, done = [env.render()], False
-        while not done:
-            action, _ = policy.predict(observation, deterministic=True)
-            observation, _, terminated, truncated, _ = env.step(action)
-            images.append(env.render())
-            done = terminated or truncated
-        env.close()
+        images = rendered_episode(
+            env, lambda observation, policy=policy: policy.predict(observation, deterministic=True)[0]
+        )
         for column, index in enumerate(np.linspace(0, len(images) - 1, frames).round().astype(int)):
             ax = axes[row, column]
             ax.imshow(images[index])

@@ -30,4 +30,4 @@ def clips_table(mocap_folder) -> list[dict[str, str]]:
 
 
 # Session-wide: tiny experts trained with the real trainer, and their rollouts.
-from tiny_runs import experts_root, rollouts  # noqa: E402, F401
+from tiny_runs import experts_root, rollouts, shipped_expert_rollouts  # noqa: E402, F401

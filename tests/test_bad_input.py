@@ -198,20 +198,10 @@ def test_other_bad_values_are_named():
     assert "error: unknown clip id 'CMU_999_99'" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def rollout_file(tmp_path_factory) -> Path:
-    """A real rollout file: one start and one random-start episode of the shipped CMU_016_22 expert."""
-    output = tmp_path_factory.mktemp("rollouts")
-    command = [sys.executable, "-m", "mocapact_envs.datasets.collect", str(SHIPPED_EXPERTS), "--output-dir",
-               str(output), "--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return output / "CMU_016_22.hdf5"
-
-
-def test_corrupt_rollout_file_is_named(rollout_file, tmp_path):
-    assert len(RolloutFiles([rollout_file]).episodes) == 2
+def test_corrupt_shipped_expert_rollouts_is_named(shipped_expert_rollouts, tmp_path):
+    assert len(RolloutFiles([shipped_expert_rollouts]).episodes) == 2
     truncated = tmp_path / "CMU_016_22.hdf5"
-    truncated.write_bytes(rollout_file.read_bytes()[: rollout_file.stat().st_size // 2])
+    truncated.write_bytes(shipped_expert_rollouts.read_bytes()[: shipped_expert_rollouts.stat().st_size // 2])
     with pytest.raises(RolloutFileError, match=f"rollout file {truncated} cannot be opened as HDF5 .*truncated"):
         RolloutFiles([truncated])
     not_hdf5 = tmp_path / "other" / "CMU_016_22.hdf5"

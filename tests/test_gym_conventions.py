@@ -157,16 +157,6 @@ def test_reference_source_is_named_and_checked(mocap_folder, tmp_path):
         gym.make("mocapact/MocapTracking-CMU_016_22-v0", mocap_path=changed_file, reference_digest=reference["digest"])
 
 
-@pytest.fixture(scope="module")
-def shipped_expert_rollouts(tmp_path_factory) -> Path:
-    """Two real rollouts (one start, one random start) of the shipped CMU_016_22 expert."""
-    output = tmp_path_factory.mktemp("rollouts")
-    command = [sys.executable, "-m", "mocapact_envs.datasets.collect", str(SHIPPED_EXPERTS), "--output-dir",
-               str(output), "--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return output / "CMU_016_22.hdf5"
-
-
 def test_minari_export_names_the_reference_and_its_env_checks_it(shipped_expert_rollouts, tmp_path, monkeypatch):
     import minari
 

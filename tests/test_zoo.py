@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors import safe_open
-from tiny_runs import REPO_ROOT, TINY_TRAINING, TRAIN, datasets_of, environment, run
+from tiny_runs import REPO_ROOT, datasets_of, environment, run, train_tiny_experts
 
 import mocapact_envs
 from mocapact_envs import zoo
@@ -26,24 +26,9 @@ EVALUATED = "CMU_009_01-0-40"
 
 @pytest.fixture(scope="module")
 def zoo_folder(tmp_path_factory) -> Path:
-    """Two tiny experts trained in parallel, one of them evaluated as the sweep does, exported into a zoo."""
-    import subprocess
-
+    """Two tiny experts trained together, one of them evaluated as the sweep does, exported into a zoo."""
     root = tmp_path_factory.mktemp("zoo_runs")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(TRAIN), "--clip", snippet, *TINY_TRAINING, "--log-root", str(root / "runs")],
-            cwd=REPO_ROOT,
-            env=environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for snippet in TRAINED_ON.values()
-    ]
-    for process in processes:
-        output, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, output
+    train_tiny_experts(TRAINED_ON.values(), root / "runs")
     sys.path.insert(0, str(REPO_ROOT / "baselines" / "ppo_expert"))
     import sweep  # the sweep's own final evaluation writes final_evaluation.json
 

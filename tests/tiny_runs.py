@@ -53,27 +53,16 @@ def datasets_of(path: Path) -> dict[str, np.ndarray]:
     return values
 
 
+def train_tiny_experts(snippets, log_root: Path) -> None:
+    """Tiny experts for ``snippets``, trained together in one invocation of the real trainer (``--clips``)."""
+    run(TRAIN, "--clips", *snippets, *TINY_TRAINING, "--log-root", log_root)
+
+
 @pytest.fixture(scope="session")
 def experts_root(tmp_path_factory) -> Path:
-    """Tiny experts trained with the real trainer, two at a time."""
+    """Tiny experts trained with the real trainer, all in one invocation."""
     root = tmp_path_factory.mktemp("experts")
-    pending = list(SNIPPETS)
-    while pending:
-        batch, pending = pending[:2], pending[2:]
-        processes = [
-            subprocess.Popen(
-                [sys.executable, str(TRAIN), "--clip", snippet, *TINY_TRAINING, "--log-root", str(root)],
-                cwd=REPO_ROOT,
-                env=environment(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )  # fmt: skip
-            for snippet in batch
-        ]
-        for snippet, process in zip(batch, processes, strict=True):
-            output, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, f"training {snippet} failed:\n{output}"
+    train_tiny_experts(SNIPPETS, root)
     for snippet in SNIPPETS:
         assert (root / snippet / "0" / "eval_rsi" / "model").is_dir()
     return root
@@ -86,3 +75,14 @@ def rollouts(experts_root, tmp_path_factory) -> Path:
     result = run(*COLLECT, experts_root, "--output-dir", output, "--seed", SEED, "--workers", 2)
     assert "3 clip files" in result.stderr
     return output
+
+
+@pytest.fixture(scope="session")
+def shipped_expert_rollouts(tmp_path_factory) -> Path:
+    """A real rollout file: one start and one random-start episode of the shipped CMU_016_22 expert."""
+    from mocapact_envs.experts import SHIPPED_EXPERTS
+
+    output = tmp_path_factory.mktemp("shipped_rollouts")
+    run("-m", "mocapact_envs.datasets.collect", SHIPPED_EXPERTS, "--output-dir", output,
+        "--n-start-rollouts", 1, "--n-rsi-rollouts", 1)  # fmt: skip
+    return output / "CMU_016_22.hdf5"

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.envs import make_tracking_env
-from mocapact_envs.evaluation import EVAL_SETTINGS, evaluate_expert
+from mocapact_envs.evaluation import EVAL_SETTINGS, evaluate_expert, rendered_episode
 from mocapact_envs.experts import find_model_dir, load_expert
 from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeMetrics, summarize
@@ -117,15 +117,7 @@ def record_video(expert, clip: str, path: Path, args: Args) -> int:
         width=width,
         height=height,
     )
-    observation, _ = env.reset(seed=args.seed)
-    frames = [env.render()]
-    done = False
-    while not done:
-        action, _ = expert.predict(observation, deterministic=True)
-        observation, _, terminated, truncated, _ = env.step(action)
-        frames.append(env.render())
-        done = terminated or truncated
-    env.close()
+    frames = rendered_episode(env, lambda observation: expert.predict(observation, deterministic=True)[0], args.seed)
     imageio.mimsave(path, frames, fps=env.metadata["render_fps"], macro_block_size=1)
     return len(frames)
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE, flatten_observation
-from mocapact_envs.policies.low_level import check_observation_widths
+from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE
+from mocapact_envs.policies.low_level import check_config_observation_sizes, flatten_checked
 from mocapact_envs.policies.multiclip import gaussian_log_prob
 from mocapact_envs.policies.saving import SavedInDirectory
 
@@ -51,14 +51,7 @@ class GPTConfig:
         object.__setattr__(self, "observation_sizes", tuple(int(s) for s in self.observation_sizes))
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be a multiple of heads {self.heads}.")
-        if self.observation_sizes and (
-            len(self.observation_sizes) != len(self.observation_keys)
-            or sum(self.observation_sizes) != self.observation_size
-        ):
-            raise ValueError(
-                f"observation_sizes {self.observation_sizes} must give one width per observation key "
-                f"({len(self.observation_keys)}) summing to observation_size {self.observation_size}."
-            )
+        check_config_observation_sizes(self)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -159,14 +152,7 @@ class GPTPolicy(SavedInDirectory, nn.Module):
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """One context row (or a batch of them) from a Dict observation, its layout checked."""
-        check_observation_widths(observation, self.config.observation_keys, self.config.observation_sizes)
-        flat = flatten_observation(observation, self.config.observation_keys)
-        if flat.shape[-1] != self.config.observation_size:
-            raise ValueError(
-                f"the observables {list(self.config.observation_keys)} hold {flat.shape[-1]} values; the policy "
-                f"expects {self.config.observation_size}."
-            )
-        return flat
+        return flatten_checked(observation, self.config)
 
     @torch.no_grad()
     def act(self, context: np.ndarray, deterministic: bool = True) -> np.ndarray:

@@ -75,6 +75,31 @@ def build_mlp(
     return nn.Sequential(*layers)
 
 
+def check_config_observation_sizes(config) -> None:
+    """A policy config's ``observation_sizes``, when given, must give one width per key summing to ``observation_size``."""
+    if config.observation_sizes and (
+        len(config.observation_sizes) != len(config.observation_keys)
+        or sum(config.observation_sizes) != config.observation_size
+    ):
+        raise ValueError(
+            f"observation_sizes {config.observation_sizes} must give one width per observation key "
+            f"({len(config.observation_keys)}) summing to observation_size {config.observation_size}."
+        )
+
+
+def flatten_checked(observation: Mapping[str, Any], config) -> np.ndarray:
+    """``observation``'s keys concatenated in a policy config's order (``observation_keys``), after checking
+    each key's width (``observation_sizes``) and the total (``observation_size``)."""
+    check_observation_widths(observation, config.observation_keys, config.observation_sizes)
+    flat = flatten_observation(observation, config.observation_keys)
+    if flat.shape[-1] != config.observation_size:
+        raise ValueError(
+            f"the observables {list(config.observation_keys)} hold {flat.shape[-1]} values; the policy "
+            f"expects {config.observation_size}."
+        )
+    return flat
+
+
 def check_observation_widths(
     observation: Mapping[str, Any], keys: Sequence[str], sizes: Sequence[int], hint: str = ""
 ) -> None:
@@ -113,14 +138,7 @@ class LowLevelPolicyConfig:
         object.__setattr__(self, "observation_keys", tuple(self.observation_keys))
         object.__setattr__(self, "hidden_sizes", tuple(int(s) for s in self.hidden_sizes))
         object.__setattr__(self, "observation_sizes", tuple(int(s) for s in self.observation_sizes))
-        if self.observation_sizes and (
-            len(self.observation_sizes) != len(self.observation_keys)
-            or sum(self.observation_sizes) != self.observation_size
-        ):
-            raise ValueError(
-                f"observation_sizes {self.observation_sizes} must give one width per observation key "
-                f"({len(self.observation_keys)}) summing to observation_size {self.observation_size}."
-            )
+        check_config_observation_sizes(self)
         for name in ("latent_size", "observation_size", "action_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -226,14 +244,7 @@ class LowLevelPolicy(SavedInDirectory, nn.Module):
 
     def flatten_observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """The decoder's input from an environment's (or a batch's) dict observation."""
-        check_observation_widths(observation, self.config.observation_keys, self.config.observation_sizes)
-        flat = flatten_observation(observation, self.config.observation_keys)
-        if flat.shape[-1] != self.config.observation_size:
-            raise ValueError(
-                f"the observables {list(self.config.observation_keys)} hold {flat.shape[-1]} values; the policy "
-                f"expects {self.config.observation_size}."
-            )
-        return flat
+        return flatten_checked(observation, self.config)
 
 
 def as_low_level_policy(policy_or_path: LowLevelPolicy | str | Path) -> LowLevelPolicy:
