@@ -58,8 +58,6 @@ FORMAT_NAME = "mocapact-envs-expert"
 #: Version 2 adds reference actions; experts without them are still written as version 1.
 FORMAT_VERSION = 2
 CONFIG_FILE, WEIGHTS_FILE, NORMALIZER_FILE = "config.json", "model.safetensors", "normalizer.safetensors"
-#: Written by this project's first residual experts; read when present, never written.
-REFERENCE_ACTIONS_FILE = "reference_actions.safetensors"
 SB3_MODEL_FILE, SB3_VECNORMALIZE_FILE = "best_model.zip", "vecnormalize.pkl"
 
 # -- our format --------------------------------------------------------------------
@@ -237,10 +235,7 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
 
         if offset_kind != "reference_actions":
             raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
-        if (model_dir / REFERENCE_ACTIONS_FILE).is_file():
-            reference_actions = ReferenceActions(read_arrays(model_dir / REFERENCE_ACTIONS_FILE)["actions"])
-        else:
-            reference_actions = ReferenceActions.for_expert(config["action_offset"], model_dir / CONFIG_FILE)
+        reference_actions = ReferenceActions.for_expert(config["action_offset"], model_dir / CONFIG_FILE)
     return Expert(policy, obs_normalizer, config["observation_keys"], value_scale, config, model_dir, reference_actions)
 
 
