@@ -7,6 +7,7 @@ so the backend and the vectorisation mode are chosen the same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -109,7 +110,8 @@ def make_tracking_vec_env(
         vectorization_mode: ``"sync"`` (one process), ``"async"`` (a process each),
             ``"vector_entry_point"`` (the env's native batched implementation), or
             ``None`` for the native one where it exists with the fast backend.
-        kwargs: :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` arguments.
+        kwargs: :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` arguments; ``random_start`` may also be
+            ``num_envs`` bools, one per sub-environment.
 
     The result autoresets in Gymnasium's default next-step mode: the step after an
     episode ends returns the reset observation with reward 0.
@@ -122,6 +124,17 @@ def make_tracking_vec_env(
     mode = resolve_vectorization_mode(vectorization_mode, backend)
     # JSON values (paths as strings): Gymnasium's sync and async vector envs keep kwargs in their spec as given.
     kwargs = {key: json_ready(value) for key, value in kwargs.items()}
+    random_start = kwargs.get("random_start")
+    if isinstance(random_start, Sequence) and mode != "vector_entry_point":
+        # Sub-environments that differ in one argument: Gymnasium's make_vec passes every one the same kwargs.
+        if len(random_start) != num_envs:
+            raise ValueError(f"random_start must be a bool or {num_envs} bools, got {random_start!r}.")
+        env_fns = [
+            partial(gym.make, GENERIC_TRACKING_ID, clips=clip, backend=backend, **{**kwargs, "random_start": start})
+            for start in random_start
+        ]
+        vector_env = gym.vector.SyncVectorEnv if mode == "sync" else gym.vector.AsyncVectorEnv
+        return vector_env(env_fns)
     return gym.make_vec(
         GENERIC_TRACKING_ID, num_envs=num_envs, vectorization_mode=mode, clips=clip, backend=backend, **kwargs
     )

@@ -56,7 +56,9 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         num_threads: threads stepping the worlds' physics; MuJoCo releases the GIL while it steps,
             so 2 pays only with 2 free cores and several worlds.
         backend: only ``"fast"``; vectorise the ``"dm_control"`` backend with ``"sync"`` or ``"async"``.
-        clips, mocap_path, observables, ref_steps, random_start, min_steps,
+        random_start: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`, or ``num_envs`` bools: worlds
+            with ``False`` always start at a snippet's start (training can mix both kinds of episode).
+        clips, mocap_path, observables, ref_steps, min_steps,
         termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
         skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
             ``metadata["reference_source"]`` too.
@@ -77,7 +79,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         mocap_path: str | Path | None = None,
         observables: str | Sequence[str] = "time_index",
         ref_steps: Sequence[int] = (0,),
-        random_start: bool = True,
+        random_start: bool | Sequence[bool] = True,
         min_steps: int = 10,
         termination_error_threshold: float = 0.3,
         act_noise: float = 0.0,

@@ -66,6 +66,7 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     num_envs=8,
     num_steps=1024,  # 8192 steps per update across workers
     min_steps=10,
+    snippet_start_envs=0,
     action_parameterization="absolute",
     policy_hidden_sizes=(1024, 1024, 1024),
     value_hidden_sizes=(1024, 1024, 1024),
@@ -160,6 +161,9 @@ class Args:
     """parallel training environments of each expert"""
     min_steps: int | None = None
     """fewest steps a random start leaves before the snippet end (training episodes)"""
+    snippet_start_envs: int | None = None
+    """how many of each expert's num_envs training environments always start at the snippet's start (the rest start
+    anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets"""
     termination_error_threshold: float = 0.3
     """tracking error that ends an episode"""
     act_noise: float = 0.0
@@ -293,6 +297,10 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
         snippets = [resolve_snippet(clip) for clip in args.clips]
         backend = check_backend(args.backend)
+        if not 0 <= args.snippet_start_envs <= args.num_envs:
+            raise ValueError(
+                f"--snippet-start-envs must be between 0 and --num-envs ({args.num_envs}), got {args.snippet_start_envs}."
+            )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -326,7 +334,9 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             args.num_envs,
             backend,
             args.vectorization_mode,
-            random_start=True,
+            random_start=tuple(world >= args.snippet_start_envs for world in range(args.num_envs))
+            if args.snippet_start_envs
+            else True,
             min_steps=clamp_min_steps(snippet, args.min_steps),
             act_noise=args.act_noise,
             **env_kwargs,

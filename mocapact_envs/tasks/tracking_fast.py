@@ -580,8 +580,11 @@ class TrackingWorlds:
         clip_set: the snippets to track.
         observable_keys: ``walker/...`` observable names.
         num_worlds: how many copies.
-        ref_steps, random_start, min_steps, termination_error_threshold, reward_type,
-        physics_timestep, control_timestep: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`.
+        random_start: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`, or one bool per world: a world
+            with ``False`` starts every episode at the start of the snippet it draws (snippets weighted as
+            random starts weight them, by their number of starts).
+        ref_steps, min_steps, termination_error_threshold, reward_type, physics_timestep, control_timestep: as
+            :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`.
         num_threads: threads stepping the worlds' physics (MuJoCo releases the GIL while it steps);
             1 steps them in the calling thread.
         seed: world ``i``'s random state is seeded with ``seed + i``; ``None`` seeds from the OS.
@@ -594,7 +597,7 @@ class TrackingWorlds:
         *,
         num_worlds: int = 1,
         ref_steps: Sequence[int] = (0,),
-        random_start: bool = True,
+        random_start: bool | Sequence[bool] = True,
         min_steps: int = 10,
         termination_error_threshold: float = 0.3,
         reward_type: str = "comic",
@@ -609,6 +612,12 @@ class TrackingWorlds:
             raise ValueError(f"num_worlds must be >= 1, got {num_worlds}.")
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}.")
+        world_random_start = np.asarray(random_start)
+        if world_random_start.dtype != bool or world_random_start.shape not in ((), (num_worlds,)):
+            raise ValueError(
+                f"random_start must be a bool or {num_worlds} bools (one per world), got {random_start!r}."
+            )
+        self._random_start = np.broadcast_to(world_random_start, (num_worlds,))
         unknown = sorted({key.split("/", 1)[1] for key in observable_keys} - WALKER_OBSERVABLES)
         if unknown:
             raise ValueError(
@@ -620,7 +629,7 @@ class TrackingWorlds:
             clip_set,
             observable_keys,
             ref_steps=ref_steps,
-            random_start=random_start,
+            random_start=bool(self._random_start.any()),
             min_steps=min_steps,
             termination_error_threshold=termination_error_threshold,
             reward_type=reward_type,
@@ -750,6 +759,8 @@ class TrackingWorlds:
             clip_index = int(self._start_clip[index])
             snippet = self._snippet(clip_index)
             time_step = int(self._start_step[index]) - self._dataset.start_steps[clip_index]
+            if not self._random_start[world]:  # The draw still chose the snippet, and the stream stays the same.
+                time_step = 0
             self.clip_index[world] = clip_index
             self.time_step[world] = time_step
             self.last_step[world] = snippet.last_step
