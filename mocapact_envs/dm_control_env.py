@@ -78,7 +78,9 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ``self._dm_env`` is a composer environment or anything with its interface: ``reset`` and
     ``step`` returning ``dm_env.TimeStep`` s, ``action_spec``, ``observation_spec``,
-    ``control_timestep``, ``random_state``, ``physics`` and ``close``.
+    ``control_timestep``, ``random_state``, ``physics`` and ``close``. A subclass whose ``_dm_env``
+    steps otherwise (a :class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`) overrides
+    :meth:`_start_episode` and :meth:`_advance`.
 
     ``step`` before the first ``reset`` or after an episode has ended raises ``RuntimeError``; an
     action with NaN entries raises ``ValueError`` naming them and ends the episode.
@@ -133,27 +135,37 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
         super().reset(seed=seed)
         if seed is not None:
             self._dm_env.random_state.seed(seed)
-        timestep = self._dm_env.reset()
+        observation = self._start_episode()
         self._episode_over = False
         self._after_reset()
-        return self._observation(timestep.observation), self._info()
+        return observation, self._info()
 
     def step(self, action: np.ndarray):
         if self._episode_over:
             raise reset_needed_error(self)
         applied = self._applied_action(action)
         try:
-            timestep = self._dm_env.step(applied)
+            observation, reward, terminated, truncated = self._advance(applied)
         except PhysicsError as error:
             self._episode_over = True
             bad_action = invalid_action_error(action)
             if bad_action is None:
                 raise
             raise bad_action from error
-        terminated = bool(timestep.last() and timestep.discount == 0.0)
-        truncated = bool(timestep.last() and not terminated)
         self._episode_over = terminated or truncated
-        return self._observation(timestep.observation), float(timestep.reward), terminated, truncated, self._info()
+        return observation, float(reward), terminated, truncated, self._info()
+
+    def _start_episode(self) -> dict[str, np.ndarray]:
+        """Starts an episode of ``self._dm_env`` and returns its first observation.
+
+        This and :meth:`_advance` are what a subclass whose simulation is not a ``dm_env`` overrides.
+        """
+        return self._observation(self._dm_env.reset().observation)
+
+    def _advance(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool]:
+        """One step of the running episode with the applied action: observation, reward, terminated, truncated."""
+        timestep = self._dm_env.step(action)
+        return self._observation(timestep.observation), timestep.reward, *episode_end_flags(timestep)
 
     def _applied_action(self, action: np.ndarray) -> np.ndarray:
         """The action the environment applies: checked, with ``act_noise`` added, clipped, float64."""
@@ -183,13 +195,25 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
             self._dm_env = None
 
     def _observation(self, observation) -> dict[str, np.ndarray]:
-        return {key: np.asarray(observation[key], dtype=np.float32).reshape(-1) for key in self.observable_keys}
+        return flat_observation(observation, self.observable_keys)
 
     def _after_reset(self) -> None:
         """Hook for subclasses, called after dm_control's reset."""
 
     def _info(self) -> dict[str, Any]:
         return {"physics_state": self.physics.get_state().copy()}
+
+
+def flat_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """A dm_control observation as Gymnasium's: each of ``keys`` a flat float32 array."""
+    return {key: np.asarray(observation[key], dtype=np.float32).reshape(-1) for key in keys}
+
+
+def episode_end_flags(timestep) -> tuple[bool, bool]:
+    """Gymnasium's ``terminated`` and ``truncated`` of a ``dm_env.TimeStep``: dm_control's discount 0 at the last
+    step is ``terminated``; another last step is ``truncated``."""
+    terminated = bool(timestep.last() and timestep.discount == 0.0)
+    return terminated, bool(timestep.last() and not terminated)
 
 
 def reset_needed_error(env: gym.Env) -> RuntimeError:
