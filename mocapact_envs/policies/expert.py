@@ -11,7 +11,7 @@ the loader share one implementation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from mocapact_envs.policies.low_level import ACTIVATIONS, build_mlp
+from mocapact_envs.policies.low_level import ACTIVATIONS, build_mlp, check_activation
 
 
 class RunningMeanStd:
@@ -108,22 +108,14 @@ class RewardNormalizer:
         return {"enabled": self.enabled, "gamma": self.gamma, "clip": self.clip, "epsilon": self.epsilon}
 
 
-def _mlp(in_size: int, hidden_sizes: Sequence[int], out_size: int, activation: str, out_gain: float) -> nn.Sequential:
-    """An MLP with SB3's orthogonal initialisation: gain sqrt(2) inside, ``out_gain`` on the last layer."""
-    return build_mlp(
-        in_size,
-        hidden_sizes,
-        out_size,
-        activation,
-        layer_norm=False,
-        initialize=lambda layer, is_output: _orthogonal(layer, out_gain if is_output else math.sqrt(2)),
-    )
+def _orthogonal_init(out_gain: float) -> Callable[[nn.Linear, bool], None]:
+    """SB3's orthogonal initialisation, for :func:`build_mlp`: gain sqrt(2) inside, ``out_gain`` on the output."""
 
+    def initialize(layer: nn.Linear, is_output: bool) -> None:
+        nn.init.orthogonal_(layer.weight, out_gain if is_output else math.sqrt(2))
+        nn.init.zeros_(layer.bias)
 
-def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
+    return initialize
 
 
 class _GaussianActorCritic:
@@ -190,16 +182,18 @@ class ExpertActorCritic(_GaussianActorCritic, nn.Module):
         learn_log_std: bool = False,
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        check_activation(activation)
         self.observation_size, self.action_size = int(observation_size), int(action_size)
         self.policy_hidden_sizes = tuple(int(s) for s in policy_hidden_sizes)
         self.value_hidden_sizes = tuple(int(s) for s in value_hidden_sizes)
         self.activation = activation
         self.learn_log_std = bool(learn_log_std)
         # Small last-layer gains as SB3: near-zero mean actions and values at the start.
-        self.actor_mean = _mlp(observation_size, self.policy_hidden_sizes, action_size, activation, 0.01)
-        self.critic = _mlp(observation_size, self.value_hidden_sizes, 1, activation, 1.0)
+        mlp = dict(activation=activation, layer_norm=False)
+        self.actor_mean = build_mlp(
+            observation_size, self.policy_hidden_sizes, action_size, **mlp, initialize=_orthogonal_init(0.01)
+        )
+        self.critic = build_mlp(observation_size, self.value_hidden_sizes, 1, **mlp, initialize=_orthogonal_init(1.0))
         self.log_std = nn.Parameter(torch.full((action_size,), float(log_std_init)), requires_grad=learn_log_std)
 
     def config(self) -> dict[str, Any]:

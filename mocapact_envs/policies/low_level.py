@@ -37,6 +37,24 @@ from mocapact_envs.policies.saving import SavedInDirectory
 FORMAT_NAME = "mocapact_envs.low_level_policy"
 FORMAT_VERSION = 1
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def check_activation(name: str) -> str:
+    """``name`` when it is one of :data:`ACTIVATIONS`; else a ``ValueError`` naming it and the choices."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    return name
+
+
+def activation_name(activation: str | type) -> str | None:
+    """The :data:`ACTIVATIONS` name of a torch activation class, or of its ``torch.nn.<Class>`` name (as
+    MoCapAct's hyper-parameters store it); ``None`` for one without a counterpart here."""
+    for name, module in ACTIVATIONS.items():
+        if activation is module or activation == f"torch.nn.{module.__name__}":
+            return name
+    return None
+
+
 #: MoCapAct's latent sizes: the general decoder and the one distilled from locomotion clips.
 GENERAL_LATENT_SIZE, LOCOMOTION_LATENT_SIZE = 60, 20
 
@@ -56,8 +74,7 @@ def build_mlp(
     ``initialize(linear, is_output)`` runs on each linear layer as it is made, so a seeded build draws
     the same random numbers as one that initialises layer by layer (the clip experts' orthogonal init).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    check_activation(activation)
     layers: list[nn.Module] = []
     for size in hidden_sizes:
         layers.append(nn.Linear(in_size, size))
@@ -144,8 +161,7 @@ class LowLevelPolicyConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if any(size < 1 for size in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        check_activation(self.activation)
         if not self.observation_keys or len(set(self.observation_keys)) != len(self.observation_keys):
             raise ValueError(f"observation_keys must be distinct and not empty, got {self.observation_keys}.")
 

@@ -46,6 +46,7 @@ import torch
 
 from mocapact_envs.io import write_json
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.policies.low_level import ACTIVATIONS, activation_name
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.policies.sb3_compat import (
     AllowListUnpickler,
@@ -55,8 +56,6 @@ from mocapact_envs.policies.sb3_compat import (
     sb3_allowed_globals,
 )
 
-#: MoCapAct's ``activation_fn`` strings and this package's names for them.
-ACTIVATION_NAMES = {"torch.nn.ELU": "elu", "torch.nn.Tanh": "tanh", "torch.nn.ReLU": "relu"}
 #: MoCapAct's velocity-control task observable, by this package's name.
 OBSERVABLE_ALIASES = {"target_obs": "task/velocity_command"}
 #: MoCapAct's features extractor divides by ``sqrt(var + 1e-8)``; these keys it never normalises.
@@ -250,12 +249,12 @@ def _observable_keys(hyper_parameters: Mapping[str, Any]) -> Any:
 
 
 def _activation(hyper_parameters: Mapping[str, Any], source: str) -> str:
-    name = str(hyper_parameters.get("activation_fn", "torch.nn.Tanh"))
-    if name not in ACTIVATION_NAMES:
-        raise ConversionError(
-            f"{source}: activation {name!r} has no counterpart; known: {', '.join(ACTIVATION_NAMES)}."
-        )
-    return ACTIVATION_NAMES[name]
+    saved = str(hyper_parameters.get("activation_fn", "torch.nn.Tanh"))
+    name = activation_name(saved)
+    if name is None:
+        known = ", ".join(f"torch.nn.{module.__name__}" for module in ACTIVATIONS.values())
+        raise ConversionError(f"{source}: activation {saved!r} has no counterpart; known: {known}.")
+    return name
 
 
 def _ref_steps(hyper_parameters: Mapping[str, Any]) -> tuple[int, ...]:
@@ -488,9 +487,7 @@ def _task_of(keys: Sequence[str], source: str) -> str:
 
 def _task_policy_kwargs(saved_kwargs: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The JSON ``policy_kwargs`` of :mod:`mocapact_envs.transfer_training` for MoCapAct's PPO policy."""
-    activation = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu", torch.nn.ELU: "elu"}.get(
-        saved_kwargs.get("activation_fn", torch.nn.Tanh)
-    )
+    activation = activation_name(saved_kwargs.get("activation_fn", torch.nn.Tanh))
     if activation is None:
         raise ConversionError(f"{source}: activation {saved_kwargs.get('activation_fn')} has no counterpart.")
     if saved_kwargs.get("use_sde") or saved_kwargs.get("squash_output"):

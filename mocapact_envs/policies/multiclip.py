@@ -39,10 +39,10 @@ from torch import nn
 
 from mocapact_envs.observables import BASE, HIGH_LEVEL, flatten_observation
 from mocapact_envs.policies.low_level import (
-    ACTIVATIONS,
     LowLevelPolicy,
     LowLevelPolicyConfig,
     build_mlp,
+    check_activation,
     check_observation_widths,
 )
 from mocapact_envs.policies.saving import SavedInDirectory
@@ -102,8 +102,7 @@ class MultiClipPolicyConfig:
             )
         if len(self.observation_sizes) != len(self.observation_keys):
             raise ValueError("observation_sizes must give one width per observation key.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        check_activation(self.activation)
         missing = [k for k in self.decoder_observation_keys if k not in self.observation_keys]
         if self.kind == "npmp" and missing:
             raise ValueError(f"the NPMP decoder reads {missing}, which the observation keys lack.")
