@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 
 from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
-from mocapact_envs.mocap.source import ClipSet, get_source
+from mocapact_envs.mocap.source import ClipSet
 from mocapact_envs.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.motion_completion import MotionCompletion
 from mocapact_envs.tasks.tracking import build_tracking_environment
+from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
 from mocapact_envs.tracking_env import reference_source
 
 
@@ -88,7 +88,7 @@ class MotionCompletionEnv(DmControlEnv):
         prompt_steps: int = 32,
         max_steps: int = 500,
         observables: str | Sequence[str] = "high_level_sans_reference",
-        termination_error_threshold: float = 0.3,
+        termination_error_threshold: float = TrackingSettings.termination_error_threshold,
         arena_size: tuple[float, float] = (50.0, 50.0),
         mocap_path: str | Path | None = None,
         act_noise: float = 0.0,
@@ -105,8 +105,7 @@ class MotionCompletionEnv(DmControlEnv):
             prompt_experts = SHIPPED_EXPERTS
         if not 1 <= prompt_steps < max_steps:
             raise ValueError(f"prompt_steps must be in [1, max_steps={max_steps}), got {prompt_steps}.")
-        clips = os.fspath(clips) if isinstance(clips, os.PathLike) else clips  # a clip list file
-        self.clip_set: ClipSet = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips)
+        self.clip_set: ClipSet = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips)
         clip_ids = sorted({s.clip_id for s in self.clip_set.snippets})
         self.expert_runs = find_experts([prompt_experts], clip_ids).runs_by_clip
         lacking = [c for c in clip_ids if c not in self.expert_runs]
@@ -118,14 +117,13 @@ class MotionCompletionEnv(DmControlEnv):
         self.prompt_steps = int(prompt_steps)
         self._experts: dict[str, Any] = {}
         policy_keys = resolve_observables(observables)
+        settings = TrackingSettings(
+            min_steps=self.prompt_steps, termination_error_threshold=termination_error_threshold
+        )
         self._dm_env = build_tracking_environment(
             self.clip_set,
             sorted(set(policy_keys) | set(TIME_INDEX)),
-            ref_steps=(0,),
-            random_start=True,
-            min_steps=self.prompt_steps,
-            termination_error_threshold=termination_error_threshold,
-            reward_type="comic",
+            settings,
             with_ghost=render_mode is not None,
             arena_size=arena_size,
             task_class=MotionCompletion,

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dm_control.rl.control import PhysicsError
 
-from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv, invalid_action_error, reset_needed_error
+from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
 from mocapact_envs.mocap.source import MOCAP_PATH_ENV, ClipSet, MocapSourceError, get_source
 from mocapact_envs.observables import resolve_observables
-from mocapact_envs.tasks.tracking import build_tracking_environment
-from mocapact_envs.tasks.tracking_fast import REWARD_TYPES, FastTrackingEnvironment
+from mocapact_envs.tasks.fast_tracking.backend import FastTrackingBackend
+from mocapact_envs.tasks.tracking import ComposerTrackingBackend
+from mocapact_envs.tasks.tracking_backend import Observation, TrackingBackend
+from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
 
-#: ``"fast"``: the ``mujoco`` bindings and numpy (:mod:`mocapact_envs.tasks.tracking_fast`), equal to
-#: dm_control step for step; ``"dm_control"``: composer's ``MultiClipMocapTracking``, the reference.
-BACKENDS = ("fast", "dm_control")
+#: Each backend's :class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`. ``"fast"``: the ``mujoco``
+#: bindings and numpy (:mod:`mocapact_envs.tasks.fast_tracking`), equal to dm_control step for step;
+#: ``"dm_control"``: composer's ``MultiClipMocapTracking``, the reference.
+BACKEND_CLASSES: dict[str, type[TrackingBackend]] = {
+    "fast": FastTrackingBackend,
+    "dm_control": ComposerTrackingBackend,
+}
+BACKENDS = tuple(BACKEND_CLASSES)
 DEFAULT_BACKEND = "fast"
 
 
@@ -97,6 +102,11 @@ class MocapTrackingEnv(DmControlEnv):
         reference_digest: the ``metadata["reference_source"]["digest"]`` the reference must have (a
             dataset's env spec records it); another digest raises ``MocapSourceError``.
 
+        ``ref_steps``, ``random_start``, ``min_steps``, ``termination_error_threshold``, ``reward_type``,
+        ``physics_timestep`` and ``control_timestep`` make the task's
+        :class:`~mocapact_envs.tasks.tracking_settings.TrackingSettings` (``self.settings``), which holds
+        their defaults and checks them.
+
     Metadata:
         ``metadata["reference_source"]``: ``{"source": ..., "digest": ...}``, the source the clips were
         read from (``"AMC folder /path"`` or ``"HDF5 file /path"``) and
@@ -121,14 +131,14 @@ class MocapTrackingEnv(DmControlEnv):
         *,
         mocap_path: str | Path | None = None,
         observables: str | Sequence[str] = "time_index",
-        ref_steps: Sequence[int] = (0,),
-        random_start: bool = True,
-        min_steps: int = 10,
-        termination_error_threshold: float = 0.3,
+        ref_steps: Sequence[int] = TrackingSettings.ref_steps,
+        random_start: bool = TrackingSettings.random_start,
+        min_steps: int = TrackingSettings.min_steps,
+        termination_error_threshold: float = TrackingSettings.termination_error_threshold,
         act_noise: float = 0.0,
-        physics_timestep: float = 0.005,
-        control_timestep: float = 0.03,
-        reward_type: str = "comic",
+        physics_timestep: float = TrackingSettings.physics_timestep,
+        control_timestep: float = TrackingSettings.control_timestep,
+        reward_type: str = TrackingSettings.reward_type,
         skip_missing_clips: bool = False,
         strict: bool = False,
         render_mode: str | None = None,
@@ -141,73 +151,48 @@ class MocapTrackingEnv(DmControlEnv):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-        self.clip_set, observable_keys, task_kwargs = resolve_tracking_arguments(
-            clips,
-            mocap_path=mocap_path,
-            observables=observables,
+        self.settings = TrackingSettings(
             ref_steps=ref_steps,
             random_start=random_start,
             min_steps=min_steps,
             termination_error_threshold=termination_error_threshold,
+            reward_type=reward_type,
             physics_timestep=physics_timestep,
             control_timestep=control_timestep,
-            reward_type=reward_type,
-            skip_missing_clips=skip_missing_clips,
-            strict=strict,
         )
-        self.ref_steps = task_kwargs["ref_steps"]
+        self.clip_set = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips, strict=strict)
+        observable_keys = resolve_observables(observables)
+        self.ref_steps = self.settings.ref_steps
         self._snippet_ids = [snippet.id for snippet in self.clip_set.snippets]
         self.backend = backend
-        if backend == "fast":
-            fast_env = FastTrackingEnvironment(
-                self.clip_set, observable_keys, with_ghost=render_mode is not None, **task_kwargs
-            )
-            self._dm_env = self._episode = fast_env
-            self._scene_callback = fast_env.scene_callback
-        else:
-            self._dm_env = build_tracking_environment(
-                self.clip_set, observable_keys, with_ghost=render_mode is not None, **task_kwargs
-            )
-            self._episode = _ComposerEpisode(self._dm_env)
+        #: The simulation (:class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`); the base class
+        #: reads its specs, ``physics`` and ``random_state``.
+        self._dm_env: TrackingBackend = BACKEND_CLASSES[backend](
+            self.clip_set, observable_keys, self.settings, with_ghost=render_mode is not None
+        )
+        self._scene_callback = self._dm_env.scene_callback
         self._setup_spaces(observable_keys)
         self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)
         self.metadata = {**self.metadata, "reference_source": self.reference_source}
         self._start_time_in_clip = 0.0
 
-    def step(self, action: np.ndarray):
-        if self.backend != "fast":
-            return super().step(action)
-        episode = self._episode
-        if episode.needs_reset:
-            raise reset_needed_error(self)
-        applied = self._applied_action(action)
-        # The fast backend's flags directly: what DmControlEnv.step gives, without a dm_env.TimeStep.
-        try:
-            observation, reward, terminated, truncated = episode.advance(applied)
-        except PhysicsError as error:
-            episode.end_episode()
-            bad_action = invalid_action_error(action)
-            if bad_action is None:
-                raise
-            raise bad_action from error
-        return observation, float(reward), terminated, truncated, self._info()
+    # -- the backend's episodes (DmControlEnv checks and applies actions and keeps track of episode ends) -----
 
-    # -- helpers -------------------------------------------------------------------
+    def _start_episode(self) -> Observation:
+        return self._dm_env.reset()
+
+    def _advance(self, action: np.ndarray) -> tuple[Observation, float, bool, bool]:
+        return self._dm_env.step(action)
 
     def _after_reset(self) -> None:
-        self._start_time_in_clip = self._episode.time_in_clip()
-
-    def _observation(self, observation) -> dict[str, np.ndarray]:
-        if self.backend == "fast":  # Already flat float32 arrays, in key order, new at every step.
-            return observation
-        return super()._observation(observation)
+        self._start_time_in_clip = self._dm_env.time_in_clip()
 
     @property
     def snippet_id(self) -> str:
-        return self._snippet_ids[self._episode.snippet_index()]
+        return self._snippet_ids[self._dm_env.snippet_index()]
 
     def _info(self) -> dict[str, Any]:
-        episode = self._episode
+        episode = self._dm_env
         return {
             "time_in_clip": episode.time_in_clip(),
             "start_time_in_clip": self._start_time_in_clip,
@@ -232,56 +217,3 @@ def reference_source(clip_set: ClipSet, mocap_path: str | Path | None, expected_
             f"dataset) was made with. Point {MOCAP_PATH_ENV} (or mocap_path=) at that data, or drop reference_digest."
         )
     return {"source": source.description, "digest": digest}
-
-
-def resolve_tracking_arguments(
-    clips: str | Sequence[str],
-    *,
-    mocap_path: str | Path | None,
-    observables: str | Sequence[str],
-    ref_steps: Sequence[int],
-    reward_type: str,
-    skip_missing_clips: bool,
-    strict: bool = False,
-    **task_kwargs: Any,
-) -> tuple[ClipSet, tuple[str, ...], dict[str, Any]]:
-    """Checks :class:`MocapTrackingEnv`'s task arguments: the clip set, the observable keys and the
-    keyword arguments of the task builders (``build_tracking_environment``, ``TrackingWorlds``)."""
-    if reward_type not in REWARD_TYPES:
-        raise ValueError(f"unknown reward_type {reward_type!r}; choose one of {', '.join(REWARD_TYPES)}.")
-    if not isinstance(clips, (str, os.PathLike, Sequence)):
-        raise TypeError(
-            f"clips must be a clip or snippet id, a collection name, a path to an id list or a list of these; "
-            f"got {clips!r} ({type(clips).__name__})."
-        )
-    if isinstance(clips, os.PathLike):  # a clip list file
-        clips = os.fspath(clips)
-    ref_steps = tuple(int(s) for s in ref_steps)
-    if not ref_steps or min(ref_steps) < 0:
-        raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
-    clip_set = get_source(mocap_path).clip_set(clips, skip_missing_clips=skip_missing_clips, strict=strict)
-    task_kwargs = {**task_kwargs, "ref_steps": ref_steps, "reward_type": reward_type}
-    return clip_set, resolve_observables(observables), task_kwargs
-
-
-class _ComposerEpisode:
-    """What ``info`` reports, read from dm_control's task (the fast backend has the same methods)."""
-
-    def __init__(self, composer_env):
-        self._env = composer_env
-
-    def snippet_index(self) -> int:
-        return self._env.task._current_clip_index
-
-    def time_in_clip(self) -> float:
-        return float(self._env.task.get_normalized_time_in_clip(self._env.physics)[0])
-
-    def last_time_in_clip(self) -> float:
-        clip = self._env.task._current_clip
-        return self._env.task._last_step * clip.dt / clip.duration
-
-    def tracking_error(self) -> float:
-        return float(self._env.task._termination_error)
-
-    def physics_state(self) -> np.ndarray:
-        return self._env.physics.get_state().copy()

@@ -18,8 +18,10 @@ from mocapact_envs.dm_control_env import (
     invalid_action_error,
     observation_space_from_spec,
 )
-from mocapact_envs.tasks.tracking_fast import TrackingWorlds
-from mocapact_envs.tracking_env import reference_source, resolve_tracking_arguments
+from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
+from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
+from mocapact_envs.tracking_env import reference_source
 
 
 class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
@@ -61,7 +63,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         clips, mocap_path, observables, ref_steps, min_steps,
         termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
         skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
-            ``metadata["reference_source"]`` too.
+            ``metadata["reference_source"]`` and ``self.settings`` too.
         render_mode: only ``None``; render a single environment instead.
 
     Version history:
@@ -78,14 +80,14 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         *,
         mocap_path: str | Path | None = None,
         observables: str | Sequence[str] = "time_index",
-        ref_steps: Sequence[int] = (0,),
-        random_start: bool | Sequence[bool] = True,
-        min_steps: int = 10,
-        termination_error_threshold: float = 0.3,
+        ref_steps: Sequence[int] = TrackingSettings.ref_steps,
+        random_start: bool | Sequence[bool] = TrackingSettings.random_start,
+        min_steps: int = TrackingSettings.min_steps,
+        termination_error_threshold: float = TrackingSettings.termination_error_threshold,
         act_noise: float = 0.0,
-        physics_timestep: float = 0.005,
-        control_timestep: float = 0.03,
-        reward_type: str = "comic",
+        physics_timestep: float = TrackingSettings.physics_timestep,
+        control_timestep: float = TrackingSettings.control_timestep,
+        reward_type: str = TrackingSettings.reward_type,
         skip_missing_clips: bool = False,
         strict: bool = False,
         render_mode: str | None = None,
@@ -104,25 +106,22 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         if not act_noise >= 0:  # NaN fails too
             raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
-        self.clip_set, observable_keys, task_kwargs = resolve_tracking_arguments(
-            clips,
-            mocap_path=mocap_path,
-            observables=observables,
+        self.settings = TrackingSettings(
             ref_steps=ref_steps,
             random_start=random_start,
             min_steps=min_steps,
             termination_error_threshold=termination_error_threshold,
+            reward_type=reward_type,
             physics_timestep=physics_timestep,
             control_timestep=control_timestep,
-            reward_type=reward_type,
-            skip_missing_clips=skip_missing_clips,
-            strict=strict,
         )
+        self.clip_set = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips, strict=strict)
+        observable_keys = resolve_observables(observables)
         self.num_envs = num_envs
         self.act_noise = float(act_noise)
         self.render_mode = None
         self._worlds = TrackingWorlds(
-            self.clip_set, observable_keys, num_worlds=num_envs, num_threads=num_threads, **task_kwargs
+            self.clip_set, observable_keys, self.settings, num_worlds=num_envs, num_threads=num_threads
         )
         dm_env = self._worlds.dm_env
         self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)

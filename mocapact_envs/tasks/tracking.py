@@ -11,7 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mocapact_envs.dm_control_env import episode_end_flags, flat_observation
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: Where the reference ghost is drawn, relative to the reference pose. MoCapAct
 #: draws it on top of the walker.
@@ -21,14 +23,8 @@ GHOST_OFFSET = (0.0, 0.0, 0.0)
 def build_tracking_environment(
     clip_set: ClipSet,
     observables: Sequence[str],
+    settings: TrackingSettings,
     *,
-    ref_steps: Sequence[int] = (0,),
-    random_start: bool = True,
-    min_steps: int = 10,
-    termination_error_threshold: float = 0.3,
-    reward_type: str = "comic",
-    physics_timestep: float = 0.005,
-    control_timestep: float = 0.03,
     with_ghost: bool = False,
     arena_size: tuple[float, float] = (8.0, 8.0),
     seed: int | np.random.RandomState | None = None,
@@ -39,10 +35,9 @@ def build_tracking_environment(
 
     ``task_class`` (default dm_control's ``MultiClipMocapTracking``) and
     ``task_kwargs`` let variants of the task, such as motion completion, reuse it.
+    ``settings.random_start`` given per world builds the task with random starts if any world has them.
     """
-    check_tracking_arguments(
-        clip_set, ref_steps, random_start, min_steps, termination_error_threshold, physics_timestep
-    )
+    settings.check_snippets(clip_set)
     from dm_control import composer
     from dm_control.locomotion.arenas import floors
     from dm_control.locomotion.tasks.reference_pose import tracking
@@ -53,21 +48,21 @@ def build_tracking_environment(
         walker=cmu_humanoid.CMUHumanoidPositionControlledV2020,
         arena=floors.Floor(size=arena_size),
         ref_path=str(clip_set.hdf5_path),
-        ref_steps=tuple(ref_steps),
+        ref_steps=settings.ref_steps,
         dataset=clip_set.clip_collection(),
-        min_steps=min_steps,
-        reward_type=reward_type,
-        termination_error_threshold=termination_error_threshold,
-        physics_timestep=physics_timestep,
-        always_init_at_clip_start=not random_start,
+        min_steps=settings.min_steps,
+        reward_type=settings.reward_type,
+        termination_error_threshold=settings.termination_error_threshold,
+        physics_timestep=settings.physics_timestep,
+        always_init_at_clip_start=not settings.any_random_start,
         ghost_offset=GHOST_OFFSET if with_ghost else None,
         **task_kwargs,
     )
     # The reference clip fixes the control step; refuse a mismatch instead of
     # silently tracking at the wrong rate.
-    if not np.isclose(task.control_timestep, control_timestep):
+    if not np.isclose(task.control_timestep, settings.control_timestep):
         raise ValueError(
-            f"control_timestep={control_timestep} but the reference clips step at {task.control_timestep} s."
+            f"control_timestep={settings.control_timestep} but the reference clips step at {task.control_timestep} s."
         )
     walker_observables = task._walker.observables.as_dict(fully_qualified=False)
     wanted = {key.split("/", 1)[1] for key in observables}
@@ -83,37 +78,78 @@ def build_tracking_environment(
     return composer.Environment(task=task, random_state=seed, strip_singleton_obs_buffer_dim=True)
 
 
-def check_tracking_arguments(
-    clip_set: ClipSet,
-    ref_steps: Sequence[int],
-    random_start: bool,
-    min_steps: int,
-    termination_error_threshold: float,
-    physics_timestep: float,
-) -> None:
-    """Raises ``ValueError`` naming the bad value where dm_control would fail later, or run a task that
-    makes no sense (a negative threshold ends every episode at once)."""
-    if not termination_error_threshold > 0:  # NaN fails too
-        raise ValueError(
-            f"termination_error_threshold must be > 0 (float('inf') never terminates), got {termination_error_threshold!r}."
+class ComposerTrackingBackend:
+    """The tracking task as dm_control's composer runs it (``MultiClipMocapTracking``): the reference
+    :class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`.
+
+    Args:
+        clip_set: the snippets to track.
+        observable_keys: ``walker/...`` observable names.
+        settings: the task's settings.
+        with_ghost: add dm_control's reference ghost to the model, for rendering.
+        seed: seeds ``random_state``; ``None`` seeds from the OS, as composer does.
+    """
+
+    #: The ghost is a walker of the model itself: nothing to add to a rendered scene.
+    scene_callback = None
+
+    def __init__(
+        self,
+        clip_set: ClipSet,
+        observable_keys: Sequence[str],
+        settings: TrackingSettings,
+        *,
+        with_ghost: bool = False,
+        seed: int | None = None,
+    ):
+        self.environment = build_tracking_environment(
+            clip_set, observable_keys, settings, with_ghost=with_ghost, seed=seed
         )
-    if not physics_timestep > 0:
-        raise ValueError(f"physics_timestep must be > 0 seconds, got {physics_timestep!r}.")
-    if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 0:
-        raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}.")
-    max_ref_step = max(ref_steps)
-    too_short = [s for s in clip_set.snippets if s.end - s.start <= max_ref_step]
-    if too_short:
-        snippet = too_short[0]
-        raise ValueError(
-            f"ref_steps={tuple(ref_steps)} looks {max_ref_step} steps ahead, but snippet {snippet.id} has only "
-            f"{snippet.end - snippet.start} steps after its start; the largest reference step must be smaller."
-        )
-    if random_start and all(s.end - max_ref_step - min_steps <= s.start for s in clip_set.snippets):
-        longest = max(clip_set.snippets, key=lambda s: s.end - s.start)
-        allowed = longest.end - longest.start - max_ref_step - 1
-        raise ValueError(
-            f"min_steps={min_steps} leaves no random start: a start must leave min_steps steps before the "
-            f"last trackable step, and the longest snippet, {longest.id}, allows at most min_steps={allowed} "
-            f"with ref_steps={tuple(ref_steps)}."
-        )
+        self._task = self.environment.task
+        self._observable_keys = tuple(sorted(observable_keys))
+
+    @property
+    def physics(self):
+        return self.environment.physics
+
+    @property
+    def random_state(self) -> np.random.RandomState:
+        return self.environment.random_state
+
+    def action_spec(self):
+        return self.environment.action_spec()
+
+    def observation_spec(self):
+        return self.environment.observation_spec()
+
+    def control_timestep(self) -> float:
+        return self.environment.control_timestep()
+
+    def reset(self) -> dict[str, np.ndarray]:
+        return self._observation(self.environment.reset().observation)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool]:
+        timestep = self.environment.step(action)
+        return self._observation(timestep.observation), timestep.reward, *episode_end_flags(timestep)
+
+    def _observation(self, observation) -> dict[str, np.ndarray]:
+        return flat_observation(observation, self._observable_keys)
+
+    def snippet_index(self) -> int:
+        return self._task._current_clip_index
+
+    def time_in_clip(self) -> float:
+        return float(self._task.get_normalized_time_in_clip(self.environment.physics)[0])
+
+    def last_time_in_clip(self) -> float:
+        clip = self._task._current_clip
+        return self._task._last_step * clip.dt / clip.duration
+
+    def tracking_error(self) -> float:
+        return float(self._task._termination_error)
+
+    def physics_state(self) -> np.ndarray:
+        return self.environment.physics.get_state().copy()
+
+    def close(self) -> None:
+        self.environment.close()
