@@ -114,10 +114,12 @@ CPU_ABSOLUTE_PRESET: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "mocapact": MOCAPACT_PRESET,
     "cpu-absolute": CPU_ABSOLUTE_PRESET,
-    # cpu-absolute with the policy's output added to the reference actions, over a 20-minute budget.
+    # cpu-absolute with the policy's output added to the reference actions, one of the 4 training worlds always
+    # starting at the snippet's start, over a 20-minute budget.
     "cpu": {
         **CPU_ABSOLUTE_PRESET,
         "action_parameterization": "reference_residual",
+        "snippet_start_envs": 1,
         "total_timesteps": 1_000_000,
     },
 }
