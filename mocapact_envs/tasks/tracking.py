@@ -2,7 +2,9 @@
 
 The CMU humanoid (``CMUHumanoidPositionControlledV2020``) on a flat floor tracks
 reference clips with the ``comic`` reward, ending an episode when the tracking
-error exceeds the threshold.
+error exceeds the threshold. :func:`build_tracking_environment` builds it from a clip set and
+:class:`~mocapact_envs.tasks.tracking_settings.TrackingSettings`; :class:`ComposerTrackingBackend` runs it
+behind the :class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend` interface (the reference backend).
 """
 
 from __future__ import annotations
