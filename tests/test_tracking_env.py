@@ -212,3 +212,32 @@ def test_sb3_ppo_learns_without_error():
     model = PPO("MultiInputPolicy", env, n_steps=512, batch_size=128, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=2048)
     assert model.num_timesteps >= 2048
+
+
+@pytest.mark.parametrize("mode", ["vector_entry_point", "sync"])
+def test_per_world_random_start_keeps_the_random_worlds_stream(mode):
+    """Worlds given random_start=False start every episode at the snippet's start; the others start exactly
+    where an all-random vector env with the same seeds starts them (the draw is made either way)."""
+    from mocapact_envs.envs import make_tracking_vec_env
+
+    kwargs = dict(min_steps=10)
+    mixed = make_tracking_vec_env("CMU_016_22-0-82", 4, "fast", mode, random_start=(False, True, True, False), **kwargs)
+    all_random = make_tracking_vec_env("CMU_016_22-0-82", 4, "fast", mode, random_start=True, **kwargs)
+    replaced_starts = []
+    for seed in range(5):
+        _, mixed_info = mixed.reset(seed=seed)
+        _, random_info = all_random.reset(seed=seed)
+        np.testing.assert_array_equal(mixed_info["start_time_in_clip"][[0, 3]], 0.0)
+        np.testing.assert_array_equal(
+            mixed_info["start_time_in_clip"][[1, 2]], random_info["start_time_in_clip"][[1, 2]]
+        )
+        replaced_starts.extend(random_info["start_time_in_clip"][[0, 3]])
+    assert max(replaced_starts) > 0.1, "the fixed worlds' own draws were random starts, replaced by the start"
+
+
+def test_per_world_random_start_needs_one_flag_per_world():
+    from mocapact_envs.envs import make_tracking_vec_env
+
+    for mode in ("vector_entry_point", "sync"):
+        with pytest.raises(ValueError, match=r"random_start must be a bool or 4 bools.*\(True, False\)"):
+            make_tracking_vec_env("CMU_016_22-0-82", 4, "fast", mode, random_start=(True, False))
