@@ -1,48 +1,152 @@
-"""Resumable training checkpoints without pickle: policy, optimizer, RNG and loop state.
+"""The run folder every trainer of ``baselines/`` writes: its resume checkpoint and its TensorBoard logs.
 
-A checkpoint directory holds the policy (its own ``save`` format),
-``optimizer.pt`` (tensors and numbers only, read with ``weights_only=True``),
-``rng.safetensors`` (torch's RNG state) and ``state.json`` (the loop's counters
-and the numpy sampler's state). ``state.json`` is written last: its presence
-marks a complete checkpoint.
+A run folder ``<run>`` holds, whatever the trainer:
+
+* ``checkpoint/state.pt``: everything a resume needs, in one file: a dict of tensors and plain
+  Python values (``torch.save``; read with ``torch.load(weights_only=True)``, so nothing in it is
+  unpickled as an object): the loop's counters, the networks' and the optimiser's state dicts,
+  normaliser statistics, the RNG states (:func:`rng_state`) and the resolved arguments (``"args"``,
+  JSON). It is written under a temporary name and renamed, so it is complete or absent.
+* ``tb/``: TensorBoard event files (:func:`open_tensorboard`).
+
+``--resume`` (every trainer's default) continues from ``checkpoint/state.pt`` when it exists and
+starts at step 0 otherwise; ``--no-resume`` starts at step 0 whatever the folder holds: its
+TensorBoard logs restart at step 0 and its first checkpoint replaces the old one.
 """
 
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from mocapact_envs.io import read_tensors, replace_atomically, write_json, write_tensors
+from mocapact_envs.io import replace_atomically
 
-STATE_FILE = "state.json"
+# torch loads on first use: importing the package stays light.
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
-
-def has_checkpoint(directory: Path) -> bool:
-    return (directory / STATE_FILE).is_file()
-
-
-def save_checkpoint(
-    directory: Path, policy, optimizer: torch.optim.Optimizer, sampler: np.random.Generator, state: dict[str, Any]
-) -> None:
-    policy.save(directory / "policy")
-    replace_atomically(directory / "optimizer.pt", lambda tmp: torch.save(optimizer.state_dict(), tmp))
-    write_tensors(directory / "rng.safetensors", {"torch": torch.get_rng_state()})
-    write_json(directory / STATE_FILE, {**state, "sampler": sampler.bit_generator.state})
+#: The resume checkpoint, relative to the run folder.
+CHECKPOINT_FILE = Path("checkpoint") / "state.pt"
+#: TensorBoard's event files, relative to the run folder.
+TENSORBOARD_DIR = "tb"
+#: Resume files of earlier versions of the distillation, GPT and transfer trainers, which this one cannot read:
+#: named in an error, so that a rerun does not silently start such a run over.
+OLD_CHECKPOINT_FILES = (Path("checkpoint") / "state.json", Path("checkpoints") / "latest.json")
 
 
-def restore_checkpoint(
-    directory: Path, optimizer: torch.optim.Optimizer, sampler: np.random.Generator
-) -> dict[str, Any]:
-    """Restores the optimizer, torch's RNG and the sampler; returns the loop state.
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_FILE
 
-    The policy is loaded by the caller with its own ``load`` from ``directory / "policy"``.
+
+def save_checkpoint(run_dir: str | Path, state: Mapping[str, Any]) -> None:
+    """Writes ``state`` (tensors and plain values) to ``<run_dir>/checkpoint/state.pt`` atomically."""
+    import torch
+
+    replace_atomically(checkpoint_path(run_dir), lambda tmp: torch.save(dict(state), tmp))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The state :func:`save_checkpoint` wrote; a missing or unreadable file raises an error naming it."""
+    import pickle
+
+    import torch
+
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: the run folder has none.")
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({error}); it is corrupt or truncated.") from error
+
+
+def resume_state(run_dir: str | Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from: its state with ``resume`` when the run has one, else ``None``.
+
+    A run folder holding only an earlier trainer version's resume files raises ``ValueError`` with
+    ``resume``: starting it over silently would overwrite its results.
     """
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(read_tensors(directory / "rng.safetensors")["torch"])
-    state = json.loads((directory / STATE_FILE).read_text())
-    sampler.bit_generator.state = state.pop("sampler")
+    run_dir = Path(run_dir)
+    if not resume:
+        return None
+    if checkpoint_path(run_dir).is_file():
+        return load_checkpoint(run_dir)
+    for old in OLD_CHECKPOINT_FILES:
+        if (run_dir / old).is_file():
+            raise ValueError(
+                f"{run_dir / old} is the checkpoint of an earlier version of this trainer, which cannot be resumed; "
+                f"pass --no-resume to start {run_dir} over, or choose another run folder."
+            )
+    return None
+
+
+def policy_state(policy: Any) -> dict[str, Any]:
+    """A saved-in-directory policy (``policies.saving.SavedInDirectory``) as checkpoint entries:
+    its config (JSON) and its state dict."""
+    return {"policy_config": json.dumps(policy.config.to_json_dict()), "policy": policy.state_dict()}
+
+
+def policy_from_state(policy_class: Any, state: Mapping[str, Any], run_dir: str | Path) -> Any:
+    """The policy :func:`policy_state` stored in the checkpoint ``state`` of ``run_dir``."""
+    source = str(checkpoint_path(run_dir))
+    policy = policy_class(policy_class.config_class.from_json_dict(json.loads(state["policy_config"]), source=source))
+    policy.load_state_dict(state["policy"])
+    return policy
+
+
+def args_json(args: Any) -> str:
+    """A trainer's resolved arguments (a dataclass) as a JSON string for its checkpoint."""
+    import dataclasses
+
+    return json.dumps(dataclasses.asdict(args), default=str)
+
+
+def rng_state(generator: np.random.Generator | None = None) -> dict[str, Any]:
+    """Python's, NumPy's global and torch's RNG states (and ``generator``'s), as tensors and plain values."""
+    import torch
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if generator is not None:
+        state["generator"] = generator.bit_generator.state
     return state
+
+
+def set_rng_state(state: Mapping[str, Any], generator: np.random.Generator | None = None) -> None:
+    """Restores what :func:`rng_state` returned."""
+    import torch
+
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if generator is not None:
+        generator.bit_generator.state = state["generator"]
+
+
+def open_tensorboard(run_dir: str | Path, resumed_step: int | None) -> SummaryWriter:
+    """The run's TensorBoard writer (``<run_dir>/tb``).
+
+    ``resumed_step``: the step the run continues from (its checkpoint's), or ``None`` for a run that
+    starts at step 0. Readers drop the events logged at later steps (a crashed run's past its
+    checkpoint; all of an earlier run's when it starts over), so a curve never goes back.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(
+        str(Path(run_dir) / TENSORBOARD_DIR), purge_step=0 if resumed_step is None else resumed_step + 1
+    )

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_runs import REPO_ROOT, run
 
+from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
@@ -24,11 +25,12 @@ def test_npmp_trains_resumes_evaluates_and_exports(rollouts, tmp_path):
     first = run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, *TINY, "--total-steps", "20", "--eval-every", "10",
                 "--checkpoint-every", "10")  # fmt: skip
     assert "done" in first.stdout
-    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert load_checkpoint(run_dir)["step"] == 20
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     second = run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, *TINY, "--total-steps", "30", "--eval-every", "10",
                  "--checkpoint-every", "10")  # fmt: skip
     assert "resuming" in second.stdout and "at step 20" in second.stdout
-    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == 30
+    assert load_checkpoint(run_dir)["step"] == 30
 
     policy = MultiClipPolicy.load(run_dir / "best")
     assert policy.config.kind == "npmp" and len(policy.config.trained_snippets) == 4

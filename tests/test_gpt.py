@@ -11,6 +11,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from tiny_runs import REPO_ROOT, run
 
+from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
 
@@ -25,7 +26,8 @@ def test_gpt_trains_then_completes_motion(rollouts, experts_root, tmp_path):
     run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, "--layers", "1", "--heads", "2", "--width", "32",
         "--batch-size", "4", "--context", "8", "--total-steps", "20", "--eval-every", "10", "--eval-episodes", "1",
         "--eval-max-steps", str(MAX_STEPS), "--prompt-experts", experts_root, "--checkpoint-every", "10")  # fmt: skip
-    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert load_checkpoint(run_dir)["step"] == 20
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     for policy in (run_dir / "best", "zero", "expert"):
         output = tmp_path / f"{policy if isinstance(policy, str) else 'gpt'}.json"
         args = ["--policy", policy, "--prompt-experts", experts_root, "--clips", "CMU_016_22", "CMU_009_12",

@@ -7,29 +7,38 @@ experts' mean actions as targets, evaluates in the tracking environment every
 ``eval_every`` steps (reference steps 1..5, from the snippet start and from random
 starts, on the training snippets and any held-out ones), keeps the best policy by
 mean normalized return, and exports the NPMP decoder in the low-level policy
-format for the transfer tasks. Rerunning the same command resumes.
+format for the transfer tasks. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``;
+TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.checkpoints``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from mocapact_envs.checkpoints import has_checkpoint, restore_checkpoint, save_checkpoint
+from mocapact_envs.checkpoints import (
+    args_json,
+    open_tensorboard,
+    policy_from_state,
+    policy_state,
+    resume_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation import evaluate_snippets
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
-from mocapact_envs.training import apply_preset, seed_everything
+from mocapact_envs.training import apply_preset, run_cli, seed_everything, show_presets_in_help
 
 PRESETS = {
     # MoCapAct's published settings (a GPU run of about a day).
@@ -41,6 +50,7 @@ PRESETS = {
 }
 
 
+@show_presets_in_help({"--preset": PRESETS})
 @dataclass
 class Args:
     rollouts: list[Path]
@@ -87,6 +97,8 @@ class Args:
     """Act with the latent and action means instead of sampling (MoCapAct samples)."""
     checkpoint_every: int = 500
     """Gradient steps between checkpoints."""
+    resume: bool = True
+    """Continue from <run-dir>/checkpoint/state.pt when it exists; --no-resume starts again from step 0."""
     seed: int = 0
     """Seed of torch, numpy and the environments."""
     torch_threads: int = 2
@@ -96,8 +108,7 @@ class Args:
 def main(args: Args) -> None:
     args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
-    checkpoint_dir = args.run_dir / "checkpoint"
-    resuming = has_checkpoint(checkpoint_dir)
+    checkpoint = resume_state(args.run_dir, args.resume)
 
     dataset = ExpertDataset(
         args.rollouts,
@@ -111,8 +122,9 @@ def main(args: Args) -> None:
     val_snippets = [s.id for s in resolve_snippets(args.val_snippets)] if args.val_snippets else []
     ref_steps = dataset.files.ref_steps
 
-    if resuming:
-        policy = MultiClipPolicy.load(checkpoint_dir / "policy")
+    if checkpoint is not None:
+        policy = policy_from_state(MultiClipPolicy, checkpoint, args.run_dir)
+        state = {"step": checkpoint["step"], "best_score": checkpoint["best_score"], "args": checkpoint["args"]}
     else:
         seed_everything(args.seed)
         config = MultiClipPolicyConfig(
@@ -129,21 +141,17 @@ def main(args: Args) -> None:
         )
         policy = MultiClipPolicy(config)
         policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
-        state = {
-            "step": 0,
-            "best_score": -np.inf,
-            "sampler": None,
-            "args": json.loads(json.dumps(asdict(args), default=str)),
-        }
+        state = {"step": 0, "best_score": -np.inf, "args": args_json(args)}
     policy.train()
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     sampler = np.random.default_rng(args.seed)
-    if resuming:
-        state = restore_checkpoint(checkpoint_dir, optimizer, sampler)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"], sampler)
         print(f"resuming {args.run_dir} at step {state['step']}")
 
-    writer = SummaryWriter(str(args.run_dir / "tensorboard"))
-    writer.add_text("args", json.dumps(state["args"], indent=2))
+    writer = open_tensorboard(args.run_dir, state["step"] if checkpoint is not None else None)
+    writer.add_text("args", json.dumps(json.loads(state["args"]), indent=2))
     progress = tqdm(total=args.total_steps, initial=state["step"], desc=f"distill {args.policy}", unit="step")
     started, started_step = time.perf_counter(), state["step"]
     while state["step"] < args.total_steps:
@@ -198,7 +206,10 @@ def main(args: Args) -> None:
             )
 
         if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save_checkpoint(checkpoint_dir, policy, optimizer, sampler, state)
+            save_checkpoint(
+                args.run_dir,
+                {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
+            )
     progress.close()
     policy.save(args.run_dir / "final")
     if args.policy == "npmp":
@@ -208,4 +219,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args))

@@ -7,28 +7,37 @@ proprioception and body height) are fed to a causal transformer that predicts th
 expert's mean action at every position. With ``--prompt-experts`` the policy is
 evaluated every ``eval_every`` steps by motion completion on the training clips
 (mean episode length, MoCapAct's metric) and the best one is kept; otherwise the
-last one is. Rerunning the same command resumes.
+last one is. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; TensorBoard logs go
+to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.checkpoints``).
 """
 
 from __future__ import annotations
 
-import json
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from mocapact_envs.checkpoints import has_checkpoint, restore_checkpoint, save_checkpoint
+from mocapact_envs.checkpoints import (
+    args_json,
+    open_tensorboard,
+    policy_from_state,
+    policy_state,
+    resume_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.experts import find_experts
 from mocapact_envs.motion_completion_env import run_completion
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
-from mocapact_envs.training import apply_preset, seed_everything
+from mocapact_envs.training import apply_preset, run_cli, seed_everything, show_presets_in_help
 
 PRESETS = {
     # MoCapAct's configuration (trained on GPUs).
@@ -40,6 +49,7 @@ PRESETS = {
 }
 
 
+@show_presets_in_help({"--preset": PRESETS})
 @dataclass
 class Args:
     rollouts: list[Path]
@@ -80,6 +90,8 @@ class Args:
     """Longest motion completion episode."""
     checkpoint_every: int = 250
     """Gradient steps between checkpoints."""
+    resume: bool = True
+    """Continue from <run-dir>/checkpoint/state.pt when it exists; --no-resume starts again from step 0."""
     seed: int = 0
     """Seed of torch, numpy and the environments."""
     torch_threads: int = 2
@@ -89,8 +101,7 @@ class Args:
 def main(args: Args) -> None:
     args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
-    checkpoint_dir = args.run_dir / "checkpoint"
-    resuming = has_checkpoint(checkpoint_dir)
+    checkpoint = resume_state(args.run_dir, args.resume)
     dataset = ExpertDataset(
         args.rollouts,
         "high_level_sans_reference",
@@ -98,9 +109,12 @@ def main(args: Args) -> None:
         clip_len_upsampling=args.clip_len_upsampling,
     )
     clips = sorted({snippet.split("-")[0] for snippet in dataset.files.snippet_norm_returns})
+    if args.prompt_experts is not None:
+        find_experts([args.prompt_experts], clips)  # a missing folder fails now, not at the first evaluation
 
-    if resuming:
-        policy = GPTPolicy.load(checkpoint_dir / "policy")
+    if checkpoint is not None:
+        policy = policy_from_state(GPTPolicy, checkpoint, args.run_dir)
+        state = {"step": checkpoint["step"], "best_length": checkpoint["best_length"], "args": checkpoint["args"]}
     else:
         seed_everything(args.seed)
         config = GPTConfig(
@@ -114,7 +128,7 @@ def main(args: Args) -> None:
         )
         policy = GPTPolicy(config)
         policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
-        state = {"step": 0, "best_length": -1.0, "args": json.loads(json.dumps(asdict(args), default=str))}
+        state = {"step": 0, "best_length": -1.0, "args": args_json(args)}
     policy.train()
     # GPT's recipe: no weight decay on biases, norms and embeddings.
     decay = [p for n, p in policy.named_parameters() if p.dim() >= 2 and n != "position"]
@@ -125,11 +139,12 @@ def main(args: Args) -> None:
         betas=(0.9, 0.95),
     )
     sampler = np.random.default_rng(args.seed)
-    if resuming:
-        state = restore_checkpoint(checkpoint_dir, optimizer, sampler)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"], sampler)
         print(f"resuming {args.run_dir} at step {state['step']}")
 
-    writer = SummaryWriter(str(args.run_dir / "tensorboard"))
+    writer = open_tensorboard(args.run_dir, state["step"] if checkpoint is not None else None)
     progress = tqdm(total=args.total_steps, initial=state["step"], desc="gpt", unit="step")
     started, started_step = time.perf_counter(), state["step"]
     while state["step"] < args.total_steps:
@@ -164,7 +179,10 @@ def main(args: Args) -> None:
                 state["best_length"] = mean_length
                 policy.save(args.run_dir / "best")
         if step % args.checkpoint_every == 0 or last_step:
-            save_checkpoint(checkpoint_dir, policy, optimizer, sampler, state)
+            save_checkpoint(
+                args.run_dir,
+                {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
+            )
     progress.close()
     policy.save(args.run_dir / "final")
     if args.prompt_experts is None:
@@ -174,4 +192,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args))
