@@ -12,8 +12,9 @@ one batched tensor operation, which makes K experts cheaper than K runs.
 Writes ``<log-root>/<clip>-<start>-<end>/<seed>/`` for each expert: ``clip_info.json``,
 ``eval_rsi/model/`` and ``eval_start/model/`` (the best model of each evaluation,
 pickle-free: load with ``mocapact_envs.load_expert``), ``evaluations.json``,
-``checkpoint/state.pt`` (to resume) and ``tb/`` (TensorBoard). Rerunning the same
-command resumes from the checkpoints; a larger ``--total-timesteps`` trains on.
+``checkpoint/state.pt`` (to resume) and ``tb/`` (TensorBoard), the run folder of every trainer here
+(``mocapact_envs.checkpoints``). Rerunning the same command resumes from the checkpoints; a larger
+``--total-timesteps`` trains on.
 
 Gymnasium 1.x vector envs autoreset on the step after an episode ends: that
 step only resets (reward 0), so it is masked out of the PPO loss, the reward
@@ -23,10 +24,10 @@ statistics and the episode metrics, and it is not counted as an env step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-import random
 import signal
 import sys
 import threading
@@ -40,9 +41,17 @@ import numpy as np
 import torch
 import tyro
 from gymnasium.vector import AutoresetMode
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from mocapact_envs.checkpoints import (
+    args_json,
+    checkpoint_path,
+    open_tensorboard,
+    resume_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from mocapact_envs.envs import (
     batched_observation,
     check_backend,
@@ -52,12 +61,12 @@ from mocapact_envs.envs import (
 )
 from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.experts import save_expert
-from mocapact_envs.io import replace_atomically, write_json
+from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeTracker, summarize
 from mocapact_envs.observables import flatten_observation
 from mocapact_envs.policies.expert import ExpertActorCritic, ExpertEnsemble, ObservationNormalizer, RewardNormalizer
 from mocapact_envs.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.training import apply_preset, seed_everything
+from mocapact_envs.training import apply_preset, seed_everything, show_presets_in_help
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
 # the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).
@@ -126,6 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
 
 
+@show_presets_in_help({"--preset": PRESETS})
 @dataclass
 class Args:
     """Train clip experts with PPO, K at once. Fields left unset take --preset's value (PRESETS in this file)."""
@@ -150,7 +160,8 @@ class Args:
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
-    """continue from each <run>/checkpoint/state.pt that exists; --no-resume starts again from step 0"""
+    """continue from each <run>/checkpoint/state.pt that exists; --no-resume starts again from step 0 (its first
+    checkpoint replaces the old one)"""
     torch_threads: int = 1
     """torch CPU threads (the environments step in this process too)"""
     progress_bar: bool = True
@@ -250,41 +261,89 @@ def learning_rate_at(args: Args, global_step: int) -> float:
     return args.learning_rate
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as tensors and plain types (loads with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": pos,
-            "has_gauss": has_gauss,
-            "cached": cached,
-        },
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-
-
 def snippet_seed(seed: int, snippet_id: str) -> int:
     """A seed of its own for each expert's initial weights: an expert starts the same whatever it trains with."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{snippet_id}".encode()).digest()[:4], "little")
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Written to a temporary name then renamed: a crash never leaves half a checkpoint."""
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+def reference_offset(
+    reference_actions: ReferenceActions | None, time_column: int, flat_observation: np.ndarray
+) -> np.ndarray | None:
+    """The reference actions a residual expert's output is added to, for a batch of flat (unnormalised)
+    observations whose ``time_column`` is the time in the clip; ``None`` for an absolute expert."""
+    if reference_actions is None:
+        return None
+    return reference_actions.at(flat_observation[:, time_column : time_column + 1])
+
+
+@torch.no_grad()
+def deterministic_actions(
+    observation: dict[str, np.ndarray],
+    expert: ExpertActorCritic,
+    obs_normalizer: ObservationNormalizer,
+    observation_keys: list[str],
+    reference_actions: ReferenceActions | None,
+    time_column: int,
+    num_envs: int,
+) -> np.ndarray:
+    """An expert's mean actions, clipped to the action box, for a batch of ``num_envs`` Dict observations."""
+    flat = flatten_observation(batched_observation(observation, num_envs), observation_keys)
+    offset = reference_offset(reference_actions, time_column, flat)
+    mean = expert.act(torch.as_tensor(obs_normalizer(flat)), True, None if offset is None else torch.as_tensor(offset))
+    return mean.clamp(-1.0, 1.0).numpy()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Per-expert mean of ``values`` (K, B) over the entries ``mask`` keeps; ``count`` = their number, at least 1."""
     return (values * mask).sum(-1) / count
+
+
+def adam_moments(
+    optimizer: torch.optim.Optimizer, policy: ExpertEnsemble, k: int
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Expert ``k``'s Adam moments under its network's own state-dict keys (what its checkpoint keeps)."""
+    moments = {}
+    for key, parameter in policy.expert_parameters():
+        state = optimizer.state.get(parameter)
+        if state:
+            moments[key] = {name: state[name][k].clone() for name in ("exp_avg", "exp_avg_sq")}
+    return moments
+
+
+def restore_adam_moments(
+    optimizer: torch.optim.Optimizer,
+    policy: ExpertEnsemble,
+    moments: list[dict[str, dict[str, torch.Tensor]] | None],
+    step: int,
+) -> None:
+    """Sets each resumed expert's Adam moments (``moments[k]``; ``None``: not resumed, zeros).
+
+    Adam keeps one step count per parameter tensor: experts resumed together share ``step``, the largest.
+    """
+    for key, parameter in policy.expert_parameters():
+        if not parameter.requires_grad:
+            continue
+        state = optimizer.state[parameter]
+        state["step"] = torch.tensor(float(step))
+        for name in ("exp_avg", "exp_avg_sq"):
+            state[name] = torch.zeros_like(parameter)
+            for k, expert_moments in enumerate(moments):
+                if expert_moments is not None and key in expert_moments:
+                    state[name][k] = expert_moments[key][name]
+
+
+def update_early_stop(stop: dict[str, Any], rsi: dict[str, float], args: Args) -> bool:
+    """Counts evaluations without a random-start normalized return gain; True once the expert should stop."""
+    if rsi["mean_norm_episode_return"] > stop["best_norm_return"] + args.early_stop_min_delta:
+        stop["best_norm_return"] = rsi["mean_norm_episode_return"]
+        stop["evals_without_improvement"] = 0
+    else:
+        stop["evals_without_improvement"] += 1
+    stop["stopped"] = (
+        rsi["mean_norm_episode_length"] >= args.early_stop_min_norm_length
+        and stop["evals_without_improvement"] > args.early_stop_patience
+    )
+    return stop["stopped"]
 
 
 EvaluationCallback = Callable[[int, dict[str, Any]], None]
@@ -303,17 +362,16 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             raise ValueError(
                 f"--snippet-start-envs must be between 0 and --num-envs ({args.num_envs}), got {args.snippet_start_envs}."
             )
+        ids = [s.id for s in snippets]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"snippet(s) {repeated} given more than once.")
+        run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
+        checkpoints = [resume_state(run_dir, args.resume) for run_dir in run_dirs]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ids = [s.id for s in snippets]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        print(f"error: snippet(s) {repeated} given more than once.", file=sys.stderr)
-        return 2
     num_experts = len(snippets)
-    run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
-    checkpoint_paths = [run_dir / "checkpoint" / "state.pt" for run_dir in run_dirs]
     clip_infos = [
         {"clip_id": s.clip_id, "start_step": s.start, "end_step": s.end, "snippet_id": s.id} for s in snippets
     ]
@@ -357,13 +415,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     reference_actions: list[ReferenceActions | None] = [None] * num_experts
     if args.action_parameterization == "reference_residual":
         reference_actions = [ReferenceActions.for_snippet(s.id) for s in snippets]
-        time_column = sum(observation_sizes[: observation_keys.index(TIME_KEY)])
-
-    def action_offset(k: int, flat_observation: np.ndarray) -> np.ndarray | None:
-        """Expert ``k``'s reference actions for a batch of flat (unnormalised) observations."""
-        if reference_actions[k] is None:
-            return None
-        return reference_actions[k].at(flat_observation[:, time_column : time_column + 1])
+    time_column = sum(observation_sizes[: observation_keys.index(TIME_KEY)]) if TIME_KEY in observation_keys else 0
 
     # -- agents: K independent actor-critics, computed together ------------------------
     experts = []
@@ -393,15 +445,14 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     best_return = [{kind: -math.inf for kind in EVAL_SETTINGS} for _ in snippets]
     early_stop = [{"best_norm_return": -math.inf, "evals_without_improvement": 0, "stopped": False} for _ in snippets]
     evaluations: list[list[dict[str, Any]]] = [[] for _ in snippets]
-    resumed = [args.resume and path.is_file() for path in checkpoint_paths]
-    adam_moments: dict[str, dict[str, list[torch.Tensor | None]]] = {}
+    resumed = np.array([state is not None for state in checkpoints])
     for k in np.flatnonzero(resumed):
-        state = torch.load(checkpoint_paths[k], weights_only=True)
+        state = checkpoints[k]
         try:
             policy.load_expert_state(k, state["policy"])
         except (RuntimeError, ValueError, KeyError) as error:
             print(
-                f"error: {checkpoint_paths[k]} was written with other network settings "
+                f"error: {checkpoint_path(run_dirs[k])} was written with other network settings "
                 f"({run_dirs[k] / 'args.json'}); pass the same flags, or --no-resume to start again.\n{error}",
                 file=sys.stderr,
             )
@@ -417,24 +468,10 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             state["training_seconds"],
         )
         best_return[k], early_stop[k], evaluations[k] = state["best_return"], state["early_stop"], state["evaluations"]
-        for key, moments in state["adam"].items():
-            adam_moments.setdefault(key, {"exp_avg": [None] * num_experts, "exp_avg_sq": [None] * num_experts})
-            for name in ("exp_avg", "exp_avg_sq"):
-                adam_moments[key][name][k] = moments[name]
         print(f"resuming {run_dirs[k]} from step {int(global_step[k]):,} (update {int(update[k])})")
-    if adam_moments:
-        # Adam keeps one step count per parameter tensor: experts resumed together share the largest.
-        adam_step = float(max(update))
-        for key, parameter in policy.expert_parameters():
-            if not parameter.requires_grad:
-                continue
-            state = optimizer.state[parameter]
-            state["step"] = torch.tensor(adam_step)
-            for name in ("exp_avg", "exp_avg_sq"):
-                state[name] = torch.zeros_like(parameter)
-                for k, moment in enumerate(adam_moments.get(key, {}).get(name, [])):
-                    if moment is not None:
-                        state[name][k] = moment
+    if resumed.any():
+        moments = [state["adam"] if state is not None else None for state in checkpoints]
+        restore_adam_moments(optimizer, policy, moments, int(update.max()))
 
     active = np.array(
         [not early_stop[k]["stopped"] and global_step[k] < args.total_timesteps for k in range(num_experts)]
@@ -446,115 +483,15 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
         for env in envs:
             env.close()
         return 0
+    expert_args = [args_json(dataclasses.replace(args, clips=(s.id,))) for s in snippets]
     for k in np.flatnonzero(active):
-        write_json(run_dirs[k] / "args.json", {**dataclasses.asdict(args), "clips": [snippets[k].id]})
+        write_json(run_dirs[k] / "args.json", json.loads(expert_args[k]))
 
-    # TensorBoard continues a resumed run; purge_step drops what the old run logged past its checkpoint.
-    writers = [
-        SummaryWriter(str(run_dirs[k] / "tb"), purge_step=int(global_step[k]) + 1 if resumed[k] else None)
-        for k in range(num_experts)
-    ]
+    writers = [open_tensorboard(run_dirs[k], int(global_step[k]) if resumed[k] else None) for k in range(num_experts)]
     for k in np.flatnonzero(active):
         if not resumed[k]:
             table = "\n".join(f"|{name}|{value}|" for name, value in dataclasses.asdict(args).items())
             writers[k].add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
-    checkpointed_step = global_step.copy()  # where a rerun would resume
-
-    def checkpoint(k: int) -> None:
-        adam = {}
-        for key, parameter in policy.expert_parameters():
-            state = optimizer.state.get(parameter)
-            if state:
-                adam[key] = {name: state[name][k].clone() for name in ("exp_avg", "exp_avg_sq")}
-        save_checkpoint(
-            checkpoint_paths[k],
-            {
-                "global_step": int(global_step[k]),
-                "update": int(update[k]),
-                "training_seconds": float(training_seconds[k] + time.time() - start_time),
-                "policy": policy.expert_state(k),
-                "adam": adam,
-                "obs_rms": {n: torch.from_numpy(v) for n, v in obs_normalizers[k].rms.state_dict().items()},
-                "return_rms": {
-                    n: torch.from_numpy(v) for n, v in reward_normalizers[k].return_rms.state_dict().items()
-                },
-                "rng": rng_state(),
-                "best_return": best_return[k],
-                "early_stop": early_stop[k],
-                "evaluations": evaluations[k],
-                "args": json.dumps({**dataclasses.asdict(args), "clips": [snippets[k].id]}),
-            },
-        )
-        checkpointed_step[k] = global_step[k]
-
-    def save_model(k: int, kind: str, summary: dict[str, float]) -> None:
-        save_expert(
-            run_dirs[k] / kind / "model",
-            policy.expert(k),
-            obs_normalizers[k],
-            observation_keys,
-            observation_sizes,
-            reward_normalizers[k].return_rms,
-            reward_normalizers[k].config(),
-            metadata={
-                **clip_infos[k],
-                "ref_steps": [0],
-                "global_step": int(global_step[k]),
-                "evaluation": {kind: summary},
-            },
-            reference_actions=reference_actions[k],
-        )
-
-    def evaluate(k: int) -> bool:
-        """MoCapAct's two evaluations of expert ``k``; saves each one's best model; True when it should stop."""
-        expert = policy.expert(k)
-
-        @torch.no_grad()
-        def act_deterministic(observation: dict[str, np.ndarray]) -> np.ndarray:
-            flat = flatten_observation(observation, observation_keys).reshape(args.eval_num_envs, -1)
-            offset = action_offset(k, flat)
-            x = torch.as_tensor(obs_normalizers[k](flat))
-            mean = expert.act(x, True, None if offset is None else torch.as_tensor(offset))
-            return mean.clamp(-1.0, 1.0).numpy()
-
-        minutes = float(training_seconds[k] + time.time() - start_time) / 60
-        record: dict[str, Any] = {"global_step": int(global_step[k]), "training_minutes": minutes}
-        for kind, num_episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
-            if kind not in eval_envs[k]:
-                eval_envs[k][kind] = make_eval_vec_env(
-                    snippets[k].id, kind, args.eval_num_envs, backend, args.vectorization_mode, **env_kwargs
-                )
-            eval_seed = args.seed + 1_000_003 * (len(evaluations[k]) + 1) + (kind == "eval_start")
-            summary = summarize(run_episodes(eval_envs[k][kind], act_deterministic, num_episodes, seed=eval_seed))
-            for key, value in summary.items():
-                writers[k].add_scalar(f"{kind}/{key}", value, global_step[k])
-            writers[k].add_scalar(f"{kind}/training_minutes", minutes, global_step[k])
-            if summary["mean_episode_return"] > best_return[k][kind]:
-                best_return[k][kind] = summary["mean_episode_return"]
-                save_model(k, kind, summary)
-            record[kind] = summary
-        evaluations[k].append(record)
-        write_json(run_dirs[k] / "evaluations.json", evaluations[k])
-
-        rsi, stop = record["eval_rsi"], early_stop[k]
-        if rsi["mean_norm_episode_return"] > stop["best_norm_return"] + args.early_stop_min_delta:
-            stop["best_norm_return"] = rsi["mean_norm_episode_return"]
-            stop["evals_without_improvement"] = 0
-        else:
-            stop["evals_without_improvement"] += 1
-        stop["stopped"] = (
-            rsi["mean_norm_episode_length"] >= args.early_stop_min_norm_length
-            and stop["evals_without_improvement"] > args.early_stop_patience
-        )
-        latest_rsi[k] = rsi
-        return stop["stopped"]
-
-    def evaluated(k: int) -> None:
-        """Expert ``k``'s checkpoint after an evaluation, then the caller's callback."""
-        checkpoint(k)
-        if on_evaluation is not None:
-            on_evaluation(k, evaluations[k][-1])
 
     # -- rollout storage: a leading expert axis ------------------------------------------
     shape = (num_experts, args.num_steps, args.num_envs)
@@ -567,6 +504,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
 
     # -- start the game ------------------------------------------------------------------
     start_time, start_steps, last_checkpoint = time.time(), global_step.copy(), time.time()
+    checkpointed_step = global_step.copy()  # where a rerun would resume
     next_obs = torch.zeros((num_experts, args.num_envs, observation_size))
     next_offset = torch.zeros((num_experts, args.num_envs, action_size))
     trackers = [EpisodeTracker(args.num_envs) for _ in snippets]
@@ -578,7 +516,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
         obs_normalizers[k].update(flat)
         next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
         if reference_actions[k] is not None:
-            next_offset[k] = torch.as_tensor(action_offset(k, flat))
+            next_offset[k] = torch.as_tensor(reference_offset(reference_actions[k], time_column, flat))
     resetting = np.zeros((num_experts, args.num_envs), dtype=bool)
     next_eval_step = (global_step // args.eval_every_steps + 1) * args.eval_every_steps
     last_eval_step = np.array([e[-1]["global_step"] if e else -1 for e in evaluations])
@@ -598,162 +536,225 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
 
     try:
         while active.any():
-            if args.max_minutes is not None and time.time() - start_time >= 60 * args.max_minutes:
-                for k in np.flatnonzero(active):
-                    stop_reasons[k] = f"--max-minutes {args.max_minutes} reached"
-                break
-            training = active.copy()  # the experts this update trains
-            trained = np.flatnonzero(training)
-            update[training] += 1
-            # Every expert in an update steps as many times, so they share one schedule position.
-            learning_rate = learning_rate_at(args, int(global_step[training].max()))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-
-            for step in range(args.num_steps):
-                obs[:, step] = next_obs
-                offsets[:, step] = next_offset
-                valid[:, step] = torch.from_numpy(~resetting & training[:, None])
-                with torch.no_grad():
-                    action, logprob, _, value = policy.action_and_value(next_obs, action_offset=next_offset)
-                actions[:, step], logprobs[:, step], values[:, step] = action, logprob, value
-                # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
-                env_actions = action.clamp(-1.0, 1.0).numpy()
+            trained = np.flatnonzero(active)  # the experts this iteration trains, evaluates and checkpoints
+            # Past --max-minutes: no more updates; every expert is evaluated (unless it just was) and checkpointed.
+            out_of_time = args.max_minutes is not None and time.time() - start_time >= 60 * args.max_minutes
+            if out_of_time:
                 for k in trained:
-                    observation, reward, terminated, truncated, info = envs[k].step(env_actions[k])
-                    done = np.logical_or(terminated, truncated)
-                    rewards[k, step] = torch.from_numpy(reward_normalizers[k](reward, done, ~resetting[k]))
-                    terminateds[k, step], dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
-                    global_step[k] += int((~resetting[k]).sum())
-                    for episode in trackers[k].on_step(reward, terminated, truncated, info):
-                        writers[k].add_scalar("charts/episodic_return", episode.episode_return, global_step[k])
-                        writers[k].add_scalar("charts/episodic_length", episode.episode_length, global_step[k])
-                        writers[k].add_scalar("charts/norm_episode_return", episode.norm_episode_return, global_step[k])
-                        writers[k].add_scalar("charts/norm_episode_length", episode.norm_episode_length, global_step[k])
-                    trackers[k].on_reset(info, mask=resetting[k])
-                    resetting[k] = done
-                    flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
-                    obs_normalizers[k].update(flat)
-                    next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
-                    if reference_actions[k] is not None:
-                        next_offset[k] = torch.as_tensor(action_offset(k, flat))
+                    stop_reasons[k] = f"--max-minutes {args.max_minutes} reached"
+                    active[k] = False
+            else:
+                update[trained] += 1
+                # Every expert in an update steps as many times, so they share one schedule position.
+                learning_rate = learning_rate_at(args, int(global_step[trained].max()))
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate
 
-            # GAE. A truncated episode bootstraps from its final observation, which next-step autoreset
-            # returns as the following observation (obs[t + 1], or next_obs); a terminated one from 0.
-            with torch.no_grad():
-                next_value = policy.value(next_obs)
-                advantages = torch.zeros_like(rewards)
-                last_gae = torch.zeros((num_experts, args.num_envs))
-                for t in reversed(range(args.num_steps)):
-                    following_value = next_value if t == args.num_steps - 1 else values[:, t + 1]
-                    delta = rewards[:, t] + args.gamma * following_value * (1.0 - terminateds[:, t]) - values[:, t]
-                    last_gae = delta + args.gamma * args.gae_lambda * (1.0 - dones[:, t]) * last_gae
-                    advantages[:, t] = last_gae
-                returns = advantages + values
-
-            # Flatten each expert's batch; steps that only reset stay in place, masked out of every mean.
-            b_obs = obs.reshape(num_experts, -1, observation_size)
-            b_actions = actions.reshape(num_experts, -1, action_size)
-            b_offsets = offsets.reshape(num_experts, -1, action_size)
-            b_logprobs, b_advantages = logprobs.reshape(num_experts, -1), advantages.reshape(num_experts, -1)
-            b_returns, b_values = returns.reshape(num_experts, -1), values.reshape(num_experts, -1)
-            b_valid = valid.reshape(num_experts, -1).float()
-
-            # Optimise every expert's policy and value networks on its own data.
-            batch_size = b_obs.shape[1]
-            clipfracs: list[torch.Tensor] = []
-            for _epoch in range(args.update_epochs):
-                permutation = torch.from_numpy(np.random.permutation(batch_size))
-                for start in range(0, batch_size, args.minibatch_size):
-                    mb = permutation[start : start + args.minibatch_size]
-                    mask = b_valid[:, mb]
-                    count = mask.sum(-1).clamp(min=1.0)
-                    _, new_logprob, entropy, new_value = policy.action_and_value(
-                        b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
-                    )
-                    log_ratio = new_logprob - b_logprobs[:, mb]
-                    ratio = log_ratio.exp()
+                for step in range(args.num_steps):
+                    obs[:, step] = next_obs
+                    offsets[:, step] = next_offset
+                    valid[:, step] = torch.from_numpy(~resetting & active[:, None])
                     with torch.no_grad():
-                        old_approx_kl = masked_mean(-log_ratio, mask, count)
-                        approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
-                        clipfracs.append(masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count))
+                        action, logprob, _, value = policy.action_and_value(next_obs, action_offset=next_offset)
+                    actions[:, step], logprobs[:, step], values[:, step] = action, logprob, value
+                    # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
+                    env_actions = action.clamp(-1.0, 1.0).numpy()
+                    for k in trained:
+                        observation, reward, terminated, truncated, info = envs[k].step(env_actions[k])
+                        done = np.logical_or(terminated, truncated)
+                        rewards[k, step] = torch.from_numpy(reward_normalizers[k](reward, done, ~resetting[k]))
+                        terminateds[k, step], dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
+                        global_step[k] += int((~resetting[k]).sum())
+                        for episode in trackers[k].on_step(reward, terminated, truncated, info):
+                            writer, step_k = writers[k], global_step[k]
+                            writer.add_scalar("charts/episodic_return", episode.episode_return, step_k)
+                            writer.add_scalar("charts/episodic_length", episode.episode_length, step_k)
+                            writer.add_scalar("charts/norm_episode_return", episode.norm_episode_return, step_k)
+                            writer.add_scalar("charts/norm_episode_length", episode.norm_episode_length, step_k)
+                        trackers[k].on_reset(info, mask=resetting[k])
+                        resetting[k] = done
+                        flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
+                        obs_normalizers[k].update(flat)
+                        next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
+                        if reference_actions[k] is not None:
+                            next_offset[k] = torch.as_tensor(reference_offset(reference_actions[k], time_column, flat))
 
-                    # SB3 normalises advantages per minibatch: here per expert, over its real transitions.
-                    mb_advantages = b_advantages[:, mb]
-                    adv_mean = masked_mean(mb_advantages, mask, count).unsqueeze(1)
-                    adv_var = ((mb_advantages - adv_mean) ** 2 * mask).sum(-1) / (count - 1.0).clamp(min=1.0)
-                    mb_advantages = torch.where(
-                        (count > 1).unsqueeze(1),
-                        (mb_advantages - adv_mean) / (adv_var.sqrt().unsqueeze(1) + 1e-8),
-                        mb_advantages,
-                    )
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
-                    v_loss = masked_mean((new_value - b_returns[:, mb]) ** 2, mask, count)
-                    entropy_loss = masked_mean(entropy, mask, count)
-                    # The experts share no parameter: the sum trains each on its own loss.
-                    loss = (pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss).sum()
+                # GAE. A truncated episode bootstraps from its final observation, which next-step autoreset
+                # returns as the following observation (obs[t + 1], or next_obs); a terminated one from 0.
+                with torch.no_grad():
+                    next_value = policy.value(next_obs)
+                    advantages = torch.zeros_like(rewards)
+                    last_gae = torch.zeros((num_experts, args.num_envs))
+                    for t in reversed(range(args.num_steps)):
+                        following_value = next_value if t == args.num_steps - 1 else values[:, t + 1]
+                        delta = rewards[:, t] + args.gamma * following_value * (1.0 - terminateds[:, t]) - values[:, t]
+                        last_gae = delta + args.gamma * args.gae_lambda * (1.0 - dones[:, t]) * last_gae
+                        advantages[:, t] = last_gae
+                    returns = advantages + values
 
-                    optimizer.zero_grad()
-                    loss.backward()
-                    policy.clip_grad_norm_(args.max_grad_norm)
-                    optimizer.step()
-                if args.target_kl is not None and approx_kl[training].max() > args.target_kl:
-                    break
+                # Flatten each expert's batch; steps that only reset stay in place, masked out of every mean.
+                b_obs = obs.reshape(num_experts, -1, observation_size)
+                b_actions = actions.reshape(num_experts, -1, action_size)
+                b_offsets = offsets.reshape(num_experts, -1, action_size)
+                b_logprobs, b_advantages = logprobs.reshape(num_experts, -1), advantages.reshape(num_experts, -1)
+                b_returns, b_values = returns.reshape(num_experts, -1), values.reshape(num_experts, -1)
+                b_valid = valid.reshape(num_experts, -1).float()
 
-            clipfrac = torch.stack(clipfracs).mean(0)
-            elapsed = time.time() - start_time
-            for k in trained:
-                y_pred, y_true = b_values[k][b_valid[k] > 0].numpy(), b_returns[k][b_valid[k] > 0].numpy()
-                var_y = np.var(y_true)
-                explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-                step_k, writer = int(global_step[k]), writers[k]
-                writer.add_scalar("charts/learning_rate", learning_rate, step_k)
-                writer.add_scalar("charts/SPS", (global_step[k] - start_steps[k]) / elapsed, step_k)
-                writer.add_scalar("losses/value_loss", v_loss[k].item(), step_k)
-                writer.add_scalar("losses/policy_loss", pg_loss[k].item(), step_k)
-                writer.add_scalar("losses/entropy", entropy_loss[k].item(), step_k)
-                writer.add_scalar("losses/old_approx_kl", old_approx_kl[k].item(), step_k)
-                writer.add_scalar("losses/approx_kl", approx_kl[k].item(), step_k)
-                writer.add_scalar("losses/clipfrac", clipfrac[k].item(), step_k)
-                writer.add_scalar("losses/explained_variance", explained_var, step_k)
-            steps_per_second = (global_step - start_steps).sum() / elapsed
-            progress.update(int(np.minimum(global_step, args.total_timesteps).sum()) - progress.n)
-            label = snippets[0].id if num_experts == 1 else f"{int(active.sum())}/{num_experts} experts"
-            progress.set_description(f"{label} {steps_per_second:.0f} SPS")
+                # Optimise every expert's policy and value networks on its own data.
+                batch_size = b_obs.shape[1]
+                clipfracs: list[torch.Tensor] = []
+                for _epoch in range(args.update_epochs):
+                    permutation = torch.from_numpy(np.random.permutation(batch_size))
+                    for start in range(0, batch_size, args.minibatch_size):
+                        mb = permutation[start : start + args.minibatch_size]
+                        mask = b_valid[:, mb]
+                        count = mask.sum(-1).clamp(min=1.0)
+                        _, new_logprob, entropy, new_value = policy.action_and_value(
+                            b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
+                        )
+                        log_ratio = new_logprob - b_logprobs[:, mb]
+                        ratio = log_ratio.exp()
+                        with torch.no_grad():
+                            old_approx_kl = masked_mean(-log_ratio, mask, count)
+                            approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
+                            clipfracs.append(masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count))
 
-            evaluated_now = False
-            for k in trained:
-                if global_step[k] >= next_eval_step[k] or global_step[k] >= args.total_timesteps:
-                    next_eval_step[k] = (global_step[k] // args.eval_every_steps + 1) * args.eval_every_steps
-                    last_eval_step[k] = global_step[k]
-                    if evaluate(k):
-                        stop_reasons[k] = "stopped early: normalized return no longer improves"
-                        active[k] = False
-                    elif global_step[k] >= args.total_timesteps:
-                        active[k] = False
-                    evaluated(k)  # a finished expert's last checkpoint: it is not written again
-                    evaluated_now = True
-            if evaluated_now:
+                        # SB3 normalises advantages per minibatch: here per expert, over its real transitions.
+                        mb_advantages = b_advantages[:, mb]
+                        adv_mean = masked_mean(mb_advantages, mask, count).unsqueeze(1)
+                        adv_var = ((mb_advantages - adv_mean) ** 2 * mask).sum(-1) / (count - 1.0).clamp(min=1.0)
+                        mb_advantages = torch.where(
+                            (count > 1).unsqueeze(1),
+                            (mb_advantages - adv_mean) / (adv_var.sqrt().unsqueeze(1) + 1e-8),
+                            mb_advantages,
+                        )
+                        pg_loss1 = -mb_advantages * ratio
+                        pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                        pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
+                        v_loss = masked_mean((new_value - b_returns[:, mb]) ** 2, mask, count)
+                        entropy_loss = masked_mean(entropy, mask, count)
+                        # The experts share no parameter: the sum trains each on its own loss.
+                        loss = (pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss).sum()
+
+                        optimizer.zero_grad()
+                        loss.backward()
+                        policy.clip_grad_norm_(args.max_grad_norm)
+                        optimizer.step()
+                    if args.target_kl is not None and approx_kl[trained].max() > args.target_kl:
+                        break
+
+                clipfrac = torch.stack(clipfracs).mean(0)
+                elapsed = time.time() - start_time
+                for k in trained:
+                    y_pred, y_true = b_values[k][b_valid[k] > 0].numpy(), b_returns[k][b_valid[k] > 0].numpy()
+                    var_y = np.var(y_true)
+                    explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+                    step_k, writer = int(global_step[k]), writers[k]
+                    writer.add_scalar("charts/learning_rate", learning_rate, step_k)
+                    writer.add_scalar("charts/SPS", (global_step[k] - start_steps[k]) / elapsed, step_k)
+                    writer.add_scalar("losses/value_loss", v_loss[k].item(), step_k)
+                    writer.add_scalar("losses/policy_loss", pg_loss[k].item(), step_k)
+                    writer.add_scalar("losses/entropy", entropy_loss[k].item(), step_k)
+                    writer.add_scalar("losses/old_approx_kl", old_approx_kl[k].item(), step_k)
+                    writer.add_scalar("losses/approx_kl", approx_kl[k].item(), step_k)
+                    writer.add_scalar("losses/clipfrac", clipfrac[k].item(), step_k)
+                    writer.add_scalar("losses/explained_variance", explained_var, step_k)
+                steps_per_second = (global_step - start_steps).sum() / elapsed
+                progress.update(int(np.minimum(global_step, args.total_timesteps).sum()) - progress.n)
+                label = snippets[0].id if num_experts == 1 else f"{int(active.sum())}/{num_experts} experts"
+                progress.set_description(f"{label} {steps_per_second:.0f} SPS")
+
+            # -- evaluations (MoCapAct's two) every eval_every_steps, at the budget and at --max-minutes ----------
+            if out_of_time:
+                due = [k for k in trained if last_eval_step[k] != global_step[k]]
+            else:
+                due = [k for k in trained if global_step[k] >= min(next_eval_step[k], args.total_timesteps)]
+            for k in due:
+                next_eval_step[k] = (global_step[k] // args.eval_every_steps + 1) * args.eval_every_steps
+                last_eval_step[k] = global_step[k]
+                expert = policy.expert(k)
+                act = functools.partial(
+                    deterministic_actions,
+                    expert=expert,
+                    obs_normalizer=obs_normalizers[k],
+                    observation_keys=observation_keys,
+                    reference_actions=reference_actions[k],
+                    time_column=time_column,
+                    num_envs=args.eval_num_envs,
+                )
+                minutes = float(training_seconds[k] + time.time() - start_time) / 60
+                record: dict[str, Any] = {"global_step": int(global_step[k]), "training_minutes": minutes}
+                for kind, episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
+                    if kind not in eval_envs[k]:
+                        eval_envs[k][kind] = make_eval_vec_env(
+                            snippets[k].id, kind, args.eval_num_envs, backend, args.vectorization_mode, **env_kwargs
+                        )
+                    eval_seed = args.seed + 1_000_003 * (len(evaluations[k]) + 1) + (kind == "eval_start")
+                    summary = summarize(run_episodes(eval_envs[k][kind], act, episodes, seed=eval_seed))
+                    for key, value in summary.items():
+                        writers[k].add_scalar(f"{kind}/{key}", value, global_step[k])
+                    writers[k].add_scalar(f"{kind}/training_minutes", minutes, global_step[k])
+                    if summary["mean_episode_return"] > best_return[k][kind]:  # each evaluation's best model
+                        best_return[k][kind] = summary["mean_episode_return"]
+                        save_expert(
+                            run_dirs[k] / kind / "model",
+                            expert,
+                            obs_normalizers[k],
+                            observation_keys,
+                            observation_sizes,
+                            reward_normalizers[k].return_rms,
+                            reward_normalizers[k].config(),
+                            metadata={
+                                **clip_infos[k],
+                                "ref_steps": [0],
+                                "global_step": int(global_step[k]),
+                                "evaluation": {kind: summary},
+                            },
+                            reference_actions=reference_actions[k],
+                        )
+                    record[kind] = summary
+                evaluations[k].append(record)
+                write_json(run_dirs[k] / "evaluations.json", evaluations[k])
+                latest_rsi[k] = record["eval_rsi"]
+                if update_early_stop(early_stop[k], record["eval_rsi"], args) and not out_of_time:
+                    stop_reasons[k] = "stopped early: normalized return no longer improves"
+                    active[k] = False
+                elif global_step[k] >= args.total_timesteps:
+                    active[k] = False
+            if due:
                 shown = [r for r in latest_rsi if r is not None]
                 progress.set_postfix(
                     rsi_len=f"{np.mean([r['mean_norm_episode_length'] for r in shown]):.2f}",
                     rsi_ret=f"{np.mean([r['mean_norm_episode_return'] for r in shown]):.2f}",
                 )
-                last_checkpoint = time.time()
-            elif time.time() - last_checkpoint >= args.checkpoint_every_seconds:
-                for k in np.flatnonzero(active):
-                    checkpoint(k)
-                last_checkpoint = time.time()
 
-        # Every run ends with an evaluated, saved model (those still active stopped on --max-minutes).
-        for k in np.flatnonzero(active):
-            if last_eval_step[k] != global_step[k]:
-                evaluate(k)
-                evaluated(k)
-            else:
-                checkpoint(k)
+            # -- checkpoints: after an evaluation, at the end, and every checkpoint_every_seconds ------------------
+            periodic = time.time() - last_checkpoint >= args.checkpoint_every_seconds
+            for k in trained:
+                if not (k in due or out_of_time or periodic):
+                    continue
+                state = {
+                    "global_step": int(global_step[k]),
+                    "update": int(update[k]),
+                    "training_seconds": float(training_seconds[k] + time.time() - start_time),
+                    "policy": policy.expert_state(k),
+                    "adam": adam_moments(optimizer, policy, k),
+                    "obs_rms": {n: torch.from_numpy(v) for n, v in obs_normalizers[k].rms.state_dict().items()},
+                    "return_rms": {
+                        n: torch.from_numpy(v) for n, v in reward_normalizers[k].return_rms.state_dict().items()
+                    },
+                    "rng": rng_state(),
+                    "best_return": best_return[k],
+                    "early_stop": early_stop[k],
+                    "evaluations": evaluations[k],
+                    "args": expert_args[k],
+                }
+                save_checkpoint(run_dirs[k], state)
+                checkpointed_step[k] = global_step[k]
+                if k in due and on_evaluation is not None:
+                    on_evaluation(k, evaluations[k][-1])
+            if due or periodic:
+                last_checkpoint = time.time()
     except KeyboardInterrupt:
         for k in range(num_experts):
             stop_reasons[k] = (
