@@ -11,7 +11,8 @@ the trained policies, so ``baselines/transfer/train.py`` and ``evaluate.py`` agr
   a JSON config and a copy of the low-level policy) that loads back on any torch
   without SB3's zip or pickles.
 * :func:`save_vec_normalize` / :func:`restore_vec_normalize`: ``VecNormalize``
-  statistics without pickling (checkpoints use them too).
+  statistics without pickling; :func:`sb3_model_state` / :func:`sb3_model_from_state`: an SB3
+  model and its statistics as entries of a trainer checkpoint (``mocapact_envs.checkpoints``).
 * :func:`run_task_episodes` and :func:`read_learning_curve` for evaluation and plots.
 
 A saved policy directory holds:
@@ -42,8 +43,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from mocapact_envs.checkpoints import TENSORBOARD_DIR
 from mocapact_envs.io import read_tensors, write_json, write_tensors
-from mocapact_envs.policies.low_level import ACTIVATIONS
+from mocapact_envs.policies.low_level import ACTIVATIONS, check_activation
 
 #: Short task names and the environment ids they stand for.
 TRANSFER_TASKS = {"go_to_target": "mocapact/GoToTarget-v0", "velocity_control": "mocapact/VelocityControl-v0"}
@@ -100,10 +102,7 @@ def policy_kwargs_from_json(policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` from their JSON form, where ``activation_fn`` is a name from :data:`ACTIVATIONS`."""
     kwargs = dict(policy_kwargs)
     if "activation_fn" in kwargs:
-        name = kwargs["activation_fn"]
-        if name not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}.")
-        kwargs["activation_fn"] = ACTIVATIONS[name]
+        kwargs["activation_fn"] = ACTIVATIONS[check_activation(kwargs["activation_fn"])]
     return kwargs
 
 
@@ -179,9 +178,8 @@ def make_transfer_vec_env(
 # -- VecNormalize statistics without pickles ---------------------------------------------------
 
 
-def save_vec_normalize(directory: str | Path, vec_normalize) -> None:
-    """Writes a ``VecNormalize``'s running statistics (safetensors) and settings (JSON) into ``directory``."""
-    directory = Path(directory)
+def vec_normalize_state(vec_normalize) -> dict[str, Any]:
+    """A ``VecNormalize``'s running statistics (``tensors``: float64 tensors by name) and ``settings``."""
     tensors: dict[str, np.ndarray] = {}
     obs_rms = vec_normalize.obs_rms if isinstance(vec_normalize.obs_rms, dict) else {"": vec_normalize.obs_rms}
     for key, rms in obs_rms.items():
@@ -193,7 +191,6 @@ def save_vec_normalize(directory: str | Path, vec_normalize) -> None:
     tensors["return_count"] = np.asarray(vec_normalize.ret_rms.count, np.float64)
     # The running discounted return of each worker: a resumed run scales rewards on from there.
     tensors["returns"] = np.asarray(vec_normalize.returns, np.float64)
-    write_tensors(directory / VEC_NORMALIZE_TENSORS, tensors)
     settings = {
         "norm_obs": bool(vec_normalize.norm_obs),
         "norm_reward": bool(vec_normalize.norm_reward),
@@ -203,7 +200,17 @@ def save_vec_normalize(directory: str | Path, vec_normalize) -> None:
         "gamma": float(vec_normalize.gamma),
         "epsilon": float(vec_normalize.epsilon),
     }
-    write_json(directory / VEC_NORMALIZE_SETTINGS, settings)
+    return {
+        "tensors": {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in tensors.items()},
+        "settings": settings,
+    }
+
+
+def save_vec_normalize(directory: str | Path, vec_normalize) -> None:
+    """Writes a ``VecNormalize``'s running statistics (safetensors) and settings (JSON) into ``directory``."""
+    state = vec_normalize_state(vec_normalize)
+    write_tensors(Path(directory) / VEC_NORMALIZE_TENSORS, state["tensors"])
+    write_json(Path(directory) / VEC_NORMALIZE_SETTINGS, state["settings"])
 
 
 def read_vec_normalize(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -213,12 +220,13 @@ def read_vec_normalize(directory: str | Path) -> tuple[dict[str, np.ndarray], di
     return tensors, json.loads((directory / VEC_NORMALIZE_SETTINGS).read_text())
 
 
-def restore_vec_normalize(vec_normalize, directory: str | Path) -> None:
-    """Sets a ``VecNormalize``'s statistics from :func:`save_vec_normalize`'s files (its settings must match)."""
-    tensors, settings = read_vec_normalize(directory)
+def restore_vec_normalize(vec_normalize, state: Mapping[str, Any], source: str) -> None:
+    """Sets a ``VecNormalize``'s statistics from :func:`vec_normalize_state`'s ``state`` (read from ``source``)."""
+    tensors = {name: np.asarray(t) for name, t in state["tensors"].items()}
+    settings = state["settings"]
     obs_rms = vec_normalize.obs_rms if isinstance(vec_normalize.obs_rms, dict) else {"": vec_normalize.obs_rms}
     if set(obs_rms) != {name.split("/", 1)[1] for name in tensors if name.startswith("obs_mean/")}:
-        raise ValueError(f"{directory} normalises other observation keys than this environment has.")
+        raise ValueError(f"{source} normalises other observation keys than this environment has.")
     # Tensor names by statistic: "obs_mean/<key>" ..., "return_mean" ...
     running_stats = {**{f"obs_{{}}/{key}": rms for key, rms in obs_rms.items()}, "return_{}": vec_normalize.ret_rms}
     for name, rms in running_stats.items():
@@ -230,6 +238,31 @@ def restore_vec_normalize(vec_normalize, directory: str | Path) -> None:
         vec_normalize.returns = tensors["returns"].copy()
     for name in ("clip_obs", "clip_reward", "gamma", "epsilon"):
         setattr(vec_normalize, name, settings[name])
+
+
+# -- SB3 models in a trainer checkpoint -----------------------------------------------------------
+
+
+def sb3_model_state(model) -> dict[str, Any]:
+    """Checkpoint entries of an SB3 model: its own zip (weights, optimizer, counters) as a byte tensor, and
+    its ``VecNormalize`` statistics."""
+    import io
+
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return {
+        "sb3_model_zip": torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8),
+        "vec_normalize": vec_normalize_state(model.get_vec_normalize_env()),
+    }
+
+
+def sb3_model_from_state(algo: str, state: Mapping[str, Any], env=None, device: str = "cpu"):
+    """The SB3 model :func:`sb3_model_state` stored; with ``env`` (a ``VecNormalize``) its statistics are restored."""
+    import io
+
+    if env is not None:
+        restore_vec_normalize(env, state["vec_normalize"], source="the checkpoint")
+    return algorithm_class(algo).load(io.BytesIO(state["sb3_model_zip"].numpy().tobytes()), env=env, device=device)
 
 
 # -- spaces as JSON ------------------------------------------------------------------------------
@@ -482,7 +515,7 @@ def read_learning_curve(run_dir: str | Path) -> dict[str, np.ndarray]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
-    tb_dir = run_dir / "tb" if (run_dir / "tb").is_dir() else run_dir
+    tb_dir = run_dir / TENSORBOARD_DIR if (run_dir / TENSORBOARD_DIR).is_dir() else run_dir
     if not any(tb_dir.glob("events.out.tfevents.*")):
         raise FileNotFoundError(f"no TensorBoard event files in {tb_dir} (train.py writes them to <run>/tb).")
     accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})

@@ -12,14 +12,14 @@ import pytest
 import torch
 import tyro
 
+from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
 from mocapact_envs.transfer_training import (
-    algorithm_class,
     load_task_policy,
     make_transfer_vec_env,
     read_learning_curve,
     resolve_task,
-    restore_vec_normalize,
+    sb3_model_from_state,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +76,9 @@ def check_run(run_dir: Path, task: str, low_level: bool) -> None:
     expected_std = 2.5 if low_level else 0.5  # MoCapAct's initial action std
     assert config["policy_kwargs"]["log_std_init"] == pytest.approx(np.log(expected_std))
 
-    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert latest["num_timesteps"] == 256
-    assert {p.name for p in (run_dir / "checkpoints" / latest["step_dir"]).iterdir()} == {
-        "model.zip", "trainer_state.json", "vec_normalize.json", "vec_normalize.safetensors",
-    }  # fmt: skip
+    checkpoint = load_checkpoint(run_dir)  # loads with weights_only=True: no pickled objects
+    assert checkpoint["num_timesteps"] == 256 and json.loads(checkpoint["args"])["task"] == resolve_task(task)
+    assert {p.name for p in (run_dir / "checkpoint").iterdir()} == {"state.pt"}
     curve = read_learning_curve(run_dir)
     assert curve["steps"].tolist() == [128, 256]
     assert np.all(curve["minutes"] > 0)
@@ -116,7 +114,7 @@ def test_go_to_target_train_evaluate_plot_and_resume(tmp_path, decoder_dir):
     # Rerunning with twice the budget continues the step counter, the logs and the clock.
     out = train(raw, "go_to_target", None, "--n-envs", "1", "--total-timesteps", "512")
     assert "resuming" in out and "from step 256" in out
-    assert json.loads((raw / "checkpoints" / "latest.json").read_text())["num_timesteps"] == 512
+    assert load_checkpoint(raw)["num_timesteps"] == 512
     assert read_learning_curve(raw)["steps"].tolist() == [128, 256, 384, 512]
     evaluations = json.loads((raw / "evaluations.json").read_text())["evaluations"]
     assert [e["num_timesteps"] for e in evaluations] == [128, 256, 384, 512]
@@ -138,7 +136,7 @@ def test_velocity_control_train_evaluate_and_reload(tmp_path, decoder_dir):
     minutes = json.loads((raw / "evaluations.json").read_text())["evaluations"][-1]["training_minutes"]
     out = train(raw, "velocity_control", None, "--n-envs", "1", "--total-timesteps", "100000", "--max-minutes",
                 f"{minutes + 0.01:.4f}")  # fmt: skip
-    steps = json.loads((raw / "checkpoints" / "latest.json").read_text())["num_timesteps"]
+    steps = load_checkpoint(raw)["num_timesteps"]
     assert "--max-minutes reached" in out and 256 < steps < 100_000
 
     sb3_actions, loaded_actions = sb3_and_loaded_actions(low_level)
@@ -152,15 +150,14 @@ def sb3_and_loaded_actions(run_dir: Path, steps: int = 12) -> tuple[np.ndarray, 
     from stable_baselines3.common.vec_env import VecNormalize
 
     loaded = load_task_policy(run_dir / "final_policy")
-    checkpoint = run_dir / "checkpoints" / json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step_dir"]
-    model = algorithm_class(loaded.algo).load(checkpoint / "model.zip", device="cpu")
+    checkpoint = load_checkpoint(run_dir)
     env_config = loaded.config["env"]
     low_level = None if env_config["low_level_policy"] is None else loaded.directory / env_config["low_level_policy"]
     normalizer = VecNormalize(
         make_transfer_vec_env(env_config["env_id"], 1, low_level, vec_env="dummy", **env_config["env_kwargs"]),
         training=False,
     )
-    restore_vec_normalize(normalizer, checkpoint)
+    model = sb3_model_from_state(loaded.algo, checkpoint, env=normalizer)
     env = loaded.make_env()
     observation, _ = env.reset(seed=3)
     sb3_state = loaded_state = None

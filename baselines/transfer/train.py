@@ -13,10 +13,10 @@ Writes ``<run-dir>`` (default ``runs/transfer/<task>_<ll|raw>_<algo>_seed<seed>`
 * ``best_policy/`` and ``final_policy/``: pickle-free policies (safetensors + JSON,
   with the VecNormalize statistics and a copy of the decoder); load with
   ``mocapact_envs.transfer_training.load_task_policy``; evaluate with ``evaluate.py``;
-* ``checkpoints/``: the resume checkpoint (SB3's zip with the optimizer, VecNormalize
-  statistics as safetensors, the trainer's counters); ``latest.json`` names the
-  complete one. Rerunning the same command continues from it; a larger
-  ``--total-timesteps`` or ``--max-minutes`` trains on;
+* ``checkpoint/state.pt``: the resume checkpoint (SB3's zip with the optimizer as a byte
+  tensor, the VecNormalize statistics, the trainer's counters and arguments), the run folder of
+  every trainer here (``mocapact_envs.checkpoints``). Rerunning the same command continues from
+  it; a larger ``--total-timesteps`` or ``--max-minutes`` trains on;
 * ``tb/``: TensorBoard (``time/fps`` is env steps per second; ``eval/mean_reward``,
   ``eval/mean_ep_length``, ``eval/training_minutes`` at each evaluation);
 * ``evaluations.json`` and ``args.json``.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import signal
 import sys
 import time
@@ -41,17 +40,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import tyro
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
-from torch.utils.tensorboard import SummaryWriter
 
-from mocapact_envs.io import replace_atomically, write_json
+from mocapact_envs.checkpoints import (
+    args_json,
+    checkpoint_path,
+    open_tensorboard,
+    resume_state,
+    save_checkpoint,
+)
+from mocapact_envs.io import write_json
 from mocapact_envs.policies.low_level import LowLevelPolicy
-from mocapact_envs.training import apply_preset
+from mocapact_envs.training import apply_preset, run_cli, show_presets_in_help
 from mocapact_envs.transfer_training import (
     EVAL_LENGTH_TAG,
     EVAL_MINUTES_TAG,
@@ -63,9 +67,9 @@ from mocapact_envs.transfer_training import (
     policy_kwargs_from_json,
     read_task_policy_config,
     resolve_task,
-    restore_vec_normalize,
     save_task_policy,
-    save_vec_normalize,
+    sb3_model_from_state,
+    sb3_model_state,
 )
 
 # Values for every field left unset. `mocapact`: MoCapAct's published transfer settings.
@@ -128,8 +132,11 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
 ACTION_STD_WITH_LOW_LEVEL, ACTION_STD_RAW = 2.5, 0.5
 # Fields that must not change when a run resumes: they change what the checkpoint is.
 RUN_IDENTITY = ("task", "low_level_policy", "algo", "seed")
+# The trainer's counters, which a checkpoint carries across runs.
+TRAINER_STATE = ("num_timesteps", "training_seconds", "best_mean_return", "next_eval_step", "last_eval_step")
 
 
+@show_presets_in_help({"--preset": PRESETS, "--algo": ALGORITHM_DEFAULTS})
 @dataclass
 class Args:
     """Train a transfer-task policy. Fields left unset take --preset's value (PRESETS in this file)."""
@@ -155,7 +162,8 @@ class Args:
     """stop (resumable) once the run has trained this many wall-clock minutes in all, across resumes;
     unset: no limit"""
     resume: bool = True
-    """continue from <run-dir>/checkpoints when one exists; --no-resume refuses to touch such a run"""
+    """continue from <run-dir>/checkpoint/state.pt when it exists; --no-resume starts again from step 0 (its first
+    checkpoint replaces the old one)"""
     checkpoint_every_seconds: float = 120.0
     """write the resume checkpoint at the next update once this long has passed since the last"""
     progress_bar: bool = True
@@ -318,34 +326,6 @@ def policy_kwargs_of(args: Args) -> dict[str, Any]:
     return kwargs
 
 
-# -- checkpoints: <run>/checkpoints/step_<N>/ written file by file, then latest.json names it --------
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest.json"
-    if not pointer.is_file():
-        return None
-    return run_dir / "checkpoints" / json.loads(pointer.read_text())["step_dir"]
-
-
-def save_checkpoint(run_dir: Path, model, trainer_state: dict[str, Any]) -> None:
-    checkpoints = run_dir / "checkpoints"
-    step_dir = checkpoints / f"step_{model.num_timesteps:012d}"
-    step_dir.mkdir(parents=True, exist_ok=True)
-
-    def write_model(tmp: Path) -> None:
-        with open(tmp, "wb") as file:  # a file object: SB3 would add ".zip" to a temporary name
-            model.save(file)
-
-    replace_atomically(step_dir / "model.zip", write_model)
-    save_vec_normalize(step_dir, model.get_vec_normalize_env())
-    write_json(step_dir / "trainer_state.json", trainer_state)
-    write_json(checkpoints / "latest.json", {"step_dir": step_dir.name, "num_timesteps": model.num_timesteps})
-    for old in checkpoints.glob("step_*"):  # the newest complete checkpoint is all a resume needs
-        if old != step_dir:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 class TrainingMonitor(BaseCallback):
     """Evaluates every ``eval_every_steps``, keeps the best policy, checkpoints, and stops at ``--max-minutes``."""
 
@@ -368,7 +348,8 @@ class TrainingMonitor(BaseCallback):
         return {**self.state, "num_timesteps": self.num_timesteps, "training_seconds": 60 * self.training_minutes()}
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.run_dir, self.model, self.trainer_state())
+        state = {**self.trainer_state(), "args": args_json(self.args), **sb3_model_state(self.model)}
+        save_checkpoint(self.run_dir, state)
         self.last_checkpoint_time = time.time()
 
     def _on_rollout_start(self) -> None:
@@ -428,24 +409,19 @@ def main(args: Args) -> int:
         args = resolve_args(args)
         if args.low_level_policy is not None:
             LowLevelPolicy.load(args.low_level_policy)  # a bad directory fails now, with a message naming it
+        checkpoint = resume_state(args.run_dir, args.resume)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir)
-    checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        if not args.resume:
-            print(
-                f"error: {run_dir} holds a checkpoint ({checkpoint.name}); resume it or choose another --run-dir.",
-                file=sys.stderr,
-            )
-            return 2
-        saved_args = json.loads((run_dir / "args.json").read_text())
+        saved_args = json.loads(checkpoint["args"])
         changed = [name for name in RUN_IDENTITY if saved_args[name] != getattr(args, name)]
         if changed:
             print(
                 f"error: {run_dir} was trained with different {', '.join(changed)} "
-                f"({', '.join(f'{n}={saved_args[n]!r}' for n in changed)}); use another --run-dir.",
+                f"({', '.join(f'{n}={saved_args[n]!r}' for n in changed)}); use another --run-dir, "
+                "or --no-resume to start it over.",
                 file=sys.stderr,
             )
             return 2
@@ -458,7 +434,7 @@ def main(args: Args) -> int:
         "last_eval_step": -1,
     }
     if checkpoint is not None:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        state = {name: checkpoint[name] for name in TRAINER_STATE}
         if (run_dir / "best_policy" / "config.json").is_file():  # it may have improved after the checkpoint
             saved_best = read_task_policy_config(run_dir / "best_policy")["metadata"]["evaluation"]["mean_return"]
             if state["best_mean_return"] is None or saved_best > state["best_mean_return"]:
@@ -513,16 +489,16 @@ def main(args: Args) -> int:
     if checkpoint is None:
         model = build_model(args, train_env, policy_kwargs)
     else:
-        restore_vec_normalize(train_env, checkpoint)
-        model = algorithm_class(args.algo).load(checkpoint / "model.zip", env=train_env, device=args.device)
+        model = sb3_model_from_state(args.algo, checkpoint, env=train_env, device=args.device)
         model.set_random_seed(seed)
         model._last_obs = None  # the checkpoint's last observation belongs to the old workers: reset them
         if args.algo == "tqc":  # the replay buffer starts empty again
             model.learning_starts = model.num_timesteps + args.learning_starts
-        print(f"resuming {run_dir} from step {model.num_timesteps:,} ({checkpoint.name})")
-        # Marks the restart in TensorBoard: readers drop what the old run logged past its checkpoint.
-        SummaryWriter(str(run_dir / "tb"), purge_step=model.num_timesteps + 1).close()
-    model.set_logger(configure(str(run_dir / "tb"), ["tensorboard"]))
+        print(f"resuming {run_dir} from step {model.num_timesteps:,}")
+    # Marks the (re)start in TensorBoard: readers drop what was logged past it. SB3's logger writes the events.
+    tensorboard = open_tensorboard(run_dir, model.num_timesteps if checkpoint is not None else None)
+    tensorboard.close()
+    model.set_logger(configure(tensorboard.log_dir, ["tensorboard"]))
 
     def save_policy(directory: Path, evaluation: dict[str, Any] | None) -> None:
         metadata = {
@@ -554,8 +530,10 @@ def main(args: Args) -> int:
         reason = "--max-minutes reached" if monitor.stop_for_time else "budget reached"
         print(f"{run_dir}: {reason} at step {model.num_timesteps:,}; best eval return {state['best_mean_return']:.2f}")
     except KeyboardInterrupt:
-        step = latest_checkpoint(run_dir)
-        print(f"{run_dir}: interrupted; rerun the same command to resume ({step.name if step else 'from scratch'}).")
+        saved = checkpoint_path(run_dir).is_file()
+        print(
+            f"{run_dir}: interrupted; rerun the same command to resume ({'from its checkpoint' if saved else 'from scratch'})."
+        )
         return 130
     finally:
         train_env.close()
@@ -564,4 +542,4 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    sys.exit(run_cli(main, Args))
