@@ -48,7 +48,9 @@ TARGET_RATIO = 1.5
 def sps_of(run_dir: Path) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tb"))
+    from mocapact_envs.checkpoints import TENSORBOARD_DIR
+
+    events = EventAccumulator(str(run_dir / TENSORBOARD_DIR))
     events.Reload()
     return float(events.Scalars("charts/SPS")[-1].value)
 

@@ -219,3 +219,63 @@ def test_corrupt_shipped_expert_rollouts_is_named(shipped_expert_rollouts, tmp_p
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output
     assert f"rollout file {truncated} cannot be opened as HDF5" in output
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BASELINES = REPO_ROOT / "baselines"
+MISSING = "/nonexistent/mocapact-envs-test"
+# Each script, given a path that does not exist, and the text its error names the path with.
+BAD_PATHS = {
+    "distill train, dataset": (["distill/train.py", "--rollouts", MISSING], f"rollout path {MISSING} does not exist"),
+    "distill evaluate, policy": (["distill/evaluate.py", "--policy", MISSING], f"{MISSING} is not a saved"),
+    "gpt train, dataset": (["gpt/train.py", "--rollouts", MISSING], f"rollout path {MISSING} does not exist"),
+    "gpt complete, policy": (
+        ["gpt/complete.py", "--prompt-experts", SHIPPED_EXPERTS, "--policy", MISSING],
+        f"{MISSING} is not a saved",
+    ),
+    "gpt complete, experts": (
+        ["gpt/complete.py", "--prompt-experts", MISSING, "--policy", "zero", "--episodes", "1"],
+        f"expert folder {MISSING} does not exist",
+    ),
+    "transfer train, decoder": (
+        ["transfer/train.py", "--low-level-policy", MISSING, "--run-dir", MISSING],
+        f"{MISSING} is not a saved",
+    ),
+    "transfer evaluate, policy": (["transfer/evaluate.py", "--policy", MISSING], f"{MISSING} is not a saved"),
+    "transfer evaluate, run": (
+        ["transfer/evaluate.py", "--compare", MISSING],
+        f"no TensorBoard event files in {MISSING}",
+    ),
+    "expert evaluate": (["ppo_expert/evaluate.py", MISSING], f"no expert at {MISSING}"),
+    "expert compare": (["ppo_expert/compare.py", MISSING], MISSING),
+    "expert sweep, list": (["ppo_expert/sweep.py", "--snippet-list", f"{MISSING}.txt"], f"{MISSING}.txt"),
+}
+
+
+def run_baseline(script: str, *arguments) -> str:
+    """Runs a script of baselines/ that must refuse its input: its one error line (exit status 2, no traceback)."""
+    result = subprocess.run(
+        [sys.executable, BASELINES / script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", BAD_PATHS)
+def test_baseline_scripts_name_a_missing_path(case):
+    arguments, message = BAD_PATHS[case]
+    assert message in run_baseline(*arguments)
+
+
+def test_trainer_names_a_corrupt_checkpoint(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoint" / "state.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"\x80\x02 truncated")
+    error = run_baseline("gpt/train.py", "--rollouts", MISSING, "--run-dir", tmp_path / "run")
+    assert f"{checkpoint} is not a readable checkpoint" in error

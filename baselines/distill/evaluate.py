@@ -9,11 +9,11 @@ optionally the same metrics of the snippet's own expert beside them.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tyro
 from rich.console import Console
 from rich.table import Table
 
@@ -23,6 +23,7 @@ from mocapact_envs.experts import find_experts, load_expert
 from mocapact_envs.io import write_json
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.policies.multiclip import MultiClipPolicy
+from mocapact_envs.training import run_cli
 
 
 @dataclass
@@ -50,7 +51,7 @@ def main(args: Args) -> dict:
     if not snippet_ids:
         snippet_ids = list(policy.config.trained_snippets)
         if not snippet_ids:
-            raise SystemExit("give --snippets: the policy does not record the snippets it trained on.")
+            raise ValueError(f"{args.policy} does not record the snippets it trained on: give --snippets.")
     results = evaluate_snippets(
         policy,
         snippet_ids,
@@ -112,4 +113,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args))

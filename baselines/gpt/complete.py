@@ -12,11 +12,11 @@ prompt steps with an orange band and a caption.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tyro
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +25,7 @@ from mocapact_envs.demo import write_video
 from mocapact_envs.io import write_json
 from mocapact_envs.motion_completion_env import BASELINES, CompletionActor, MotionCompletionEnv, run_completion
 from mocapact_envs.policies.gpt import GPTPolicy
+from mocapact_envs.training import run_cli
 
 PROMPT_COLOR, POLICY_COLOR = (255, 140, 0), (40, 160, 255)
 
@@ -116,4 +117,4 @@ def main(args: Args) -> dict[str, list[int]]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args))

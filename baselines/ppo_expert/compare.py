@@ -22,6 +22,7 @@ import numpy as np
 import tyro
 
 from mocapact_envs.plotting import save_figure, subplots
+from mocapact_envs.training import run_cli
 
 #: (evaluation kind, metric, axis label, table column) of each plotted row.
 CURVES = (
@@ -118,4 +119,4 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    sys.exit(run_cli(main, Args))

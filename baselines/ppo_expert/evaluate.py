@@ -15,7 +15,6 @@ TensorBoard logs).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,14 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from mocapact_envs.checkpoints import TENSORBOARD_DIR
 from mocapact_envs.envs import make_tracking_env
 from mocapact_envs.evaluation import EVAL_SETTINGS, evaluate_expert, rendered_episode
-from mocapact_envs.experts import find_model_dir, load_expert
+from mocapact_envs.experts import CLIP_INFO_FILE, find_model_dir, load_expert, read_clip_info
 from mocapact_envs.io import write_json
 from mocapact_envs.metrics import EpisodeMetrics, summarize
 from mocapact_envs.plotting import save_figure, subplots
+from mocapact_envs.training import run_cli
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Args:
 def find_run_dir(model_dir: Path) -> Path | None:
     """The run folder (holding clip_info.json) a model folder belongs to, if any."""
     for folder in (model_dir, *list(model_dir.parents)[:3]):
-        if (folder / "clip_info.json").is_file():
+        if (folder / CLIP_INFO_FILE).is_file():
             return folder
     return None
 
@@ -77,11 +78,11 @@ def expert_clip(args: Args, expert, run_dir: Path | None) -> str:
     if args.clip:
         return args.clip
     if run_dir is not None:
-        return json.loads((run_dir / "clip_info.json").read_text())["snippet_id"]
+        return read_clip_info(run_dir / CLIP_INFO_FILE).id
     snippet_id = getattr(expert, "snippet_id", None)
     if snippet_id:
         return snippet_id
-    raise SystemExit("error: the expert does not say which clip it tracks; pass --clip CMU_xxx_yy[-start-end].")
+    raise ValueError("the expert does not say which clip it tracks; pass --clip CMU_xxx_yy[-start-end].")
 
 
 def print_table(results: dict[str, dict[str, float]]) -> None:
@@ -161,9 +162,9 @@ def plot_learning_curve(run_dir: Path, path: Path) -> bool:
     """Normalized episode length and return (both evaluations) against env steps and training minutes."""
     metrics = ("mean_norm_episode_length", "mean_norm_episode_return")
     tags = [f"{kind}/{m}" for kind in EVAL_SETTINGS for m in (*metrics, "training_minutes")]
-    if not (run_dir / "tb").is_dir():
+    if not (run_dir / TENSORBOARD_DIR).is_dir():
         return False
-    scalars = read_scalars(run_dir / "tb", tags)
+    scalars = read_scalars(run_dir / TENSORBOARD_DIR, tags)
     if not any(tag in scalars for tag in tags):
         return False
     figure, axes = subplots(2, 2, figsize=(11, 7), sharey="row")
@@ -239,4 +240,4 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    sys.exit(run_cli(main, Args))

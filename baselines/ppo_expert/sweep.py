@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402  (the trainer beside this file)
@@ -41,6 +40,7 @@ from mocapact_envs.io import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
 from mocapact_envs.ray_cluster import check_ray_address  # noqa: E402
+from mocapact_envs.training import run_cli  # noqa: E402
 
 FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
@@ -376,4 +376,4 @@ def main(args: Args) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    sys.exit(main(tyro.cli(Args)))
+    sys.exit(run_cli(main, Args))

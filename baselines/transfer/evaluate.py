@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tyro
 
 from mocapact_envs.io import write_json
 from mocapact_envs.plotting import save_figure, subplots
+from mocapact_envs.training import run_cli
 from mocapact_envs.transfer_training import load_task_policy, read_learning_curve, run_task_episodes
 
 
@@ -149,4 +149,4 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    sys.exit(run_cli(main, Args))
