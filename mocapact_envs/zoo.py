@@ -275,6 +275,7 @@ def export_expert(
             "max_value_deviation": value_deviation,
             "deviation_check": f"against float32 over {len(next(iter(observations.values())))} observations of "
             f"{CHECK_EPISODES} random-start episodes",
+            "training": training_settings(run_dir),
         }
         write_json(staging / CLIP_INFO_FILE, info)
         if target.exists():
@@ -284,6 +285,19 @@ def export_expert(
         shutil.rmtree(staging, ignore_errors=True)
     expert = ZooExpert(listed.id, target, snippet)
     return ExportedExpert(expert, folder_size(target), storage, action_deviation, value_deviation)
+
+
+#: The trainer's settings a zoo expert records (from its run's ``args.json``): what tells presets apart.
+TRAINING_SETTINGS = ("preset", "action_parameterization", "num_envs", "snippet_start_envs", "total_timesteps")
+
+
+def training_settings(run_dir: Path) -> dict[str, Any]:
+    """The run's :data:`TRAINING_SETTINGS`; a run from before snippet-start worlds had none (0)."""
+    path = run_dir / "args.json"
+    if not path.is_file():
+        return {}
+    args = read_json(path)
+    return {"snippet_start_envs": 0} | {key: args[key] for key in TRAINING_SETTINGS if args.get(key) is not None}
 
 
 def experts_folder_for_writing(zoo: str | Path | None) -> Path:
@@ -344,6 +358,9 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
             "trained_on": expert.snippet.id,
             "cropped": expert.cropped,
         }
+        training = read_json(expert.run_dir / CLIP_INFO_FILE).get(ZOO_INFO_KEY, {}).get("training", {})
+        if "num_envs" in training:
+            row["snippet_start_worlds"] = f"{training['snippet_start_envs']} of {training['num_envs']}"
         final_path = expert.run_dir / FINAL_EVALUATION_FILE
         if final_path.is_file():
             final = read_json(final_path)
@@ -363,6 +380,7 @@ TABLE_COLUMNS = (
     ("kind", "kind"),
     ("steps", "steps"),
     ("training_minutes", "training minutes"),
+    ("snippet_start_worlds", "snippet-start worlds"),
     ("rsi_norm_length", "norm. length, random starts"),
     ("rsi_norm_return", "norm. return, random starts"),
     ("start_norm_length", "norm. length, snippet start"),
