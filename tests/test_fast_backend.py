@@ -13,6 +13,7 @@ from gymnasium.vector.utils import batch_space
 import mocapact_envs  # noqa: F401  (registers the ids)
 from mocapact_envs import MocapTrackingEnv
 from mocapact_envs.registration import tracking_env_id
+from mocapact_envs.tasks.tracking_backend import TrackingBackend
 
 pytestmark = pytest.mark.usefixtures("mocap_folder")
 
@@ -109,6 +110,8 @@ def test_fast_model_is_dm_controls() -> None:
     reference = MocapTrackingEnv("CMU_016_22", backend="dm_control")
     reference.reset(seed=0)
     assert saved(fast.unwrapped._dm_env.worlds.model) == saved(reference.physics.model.ptr)
+    # Both speak the interface the env steps them through.
+    assert isinstance(fast._dm_env, TrackingBackend) and isinstance(reference._dm_env, TrackingBackend)
 
 
 def test_fast_backend_passes_gymnasium_checks() -> None:
@@ -204,3 +207,14 @@ def test_bad_arguments_name_the_choices() -> None:
         gym.make_vec(
             tracking_env_id("CMU_016_22"), num_envs=2, vectorization_mode="vector_entry_point", backend="dm_control"
         )
+    with pytest.raises(
+        ValueError, match=r"random_start must be a bool or 2 bools \(one per world\), got \(True, False, True\)"
+    ):
+        gym.make_vec(
+            tracking_env_id("CMU_016_22"),
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            random_start=[True, False, True],
+        )
+    with pytest.raises(ValueError, match=r"random_start must be a bool or a sequence of bools .*got 'yes'"):
+        MocapTrackingEnv("CMU_016_22", random_start="yes")
