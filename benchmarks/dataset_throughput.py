@@ -33,7 +33,7 @@ import torch
 
 from mocapact_envs.datasets import ExpertDataset, RolloutFiles
 from mocapact_envs.datasets.rollouts import expand_rollout_paths
-from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.observables import resolve_observables
 
 
 class NaiveWindows(torch.utils.data.Dataset):
@@ -86,7 +86,7 @@ def samples_per_second(
 
 def collect_rollouts(expert_dirs, output_dir: Path, n_start: int, n_rsi: int, seed: int) -> list[Path]:
     from mocapact_envs.datasets.collect import RolloutSettings, collect
-    from mocapact_envs.experts import find_experts
+    from mocapact_envs.policies.expert_files import find_experts
 
     search = find_experts(expert_dirs)
     if not search.runs_by_clip:

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     import gymnasium as gym
 
     from mocapact_envs import MocapTrackingEnv
-    from mocapact_envs.registration import tracking_env_id
+    from mocapact_envs.envs.registration import tracking_env_id
 
     console = Console()
     settings = dict(observables="time_index", ref_steps=(0,), random_start=True, act_noise=0.0)

@@ -48,7 +48,7 @@ TARGET_RATIO = 1.5
 def sps_of(run_dir: Path) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mocapact_envs.checkpoints import TENSORBOARD_DIR
+    from mocapact_envs.training.run_folder import TENSORBOARD_DIR
 
     events = EventAccumulator(str(run_dir / TENSORBOARD_DIR))
     events.Reload()

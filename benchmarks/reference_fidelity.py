@@ -35,10 +35,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from mocapact_envs.io import read_json, write_json
+from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap import amc
 from mocapact_envs.mocap.source import get_source
-from mocapact_envs.reference_actions import pose_to_action
+from mocapact_envs.tasks.reference_actions import pose_to_action
 
 PENETRATION_DEPTHS = (0.02, 0.03)
 #: The open-loop tracking error is averaged over this many first steps (all clips survive them but one).
@@ -59,7 +59,7 @@ def floor_statistics(heights: np.ndarray) -> dict[str, float]:
 def open_loop_survival(clip_id: str, mocap_path: str | None) -> dict[str, float]:
     """Steps the walker survives from the clip start under the next reference step's joint targets,
     and its mean tracking error over the first :data:`EARLY_STEPS` of them."""
-    from mocapact_envs.tracking_env import MocapTrackingEnv
+    from mocapact_envs.envs.tracking import MocapTrackingEnv
 
     env = MocapTrackingEnv(clip_id, mocap_path=mocap_path, random_start=False)
     joints = env.clip_set.reference_features(0)["joints"]

@@ -16,10 +16,10 @@ import dm_control.composer  # noqa: E402, F401
 
 warnings.filterwarnings("ignore", message=r"label\(\) is deprecated", category=DeprecationWarning)
 
-from mocapact_envs.experts import load_expert  # noqa: E402
-from mocapact_envs.registration import register_envs  # noqa: E402
-from mocapact_envs.tracking_env import MocapTrackingEnv  # noqa: E402
-from mocapact_envs.transfer_envs import GoToTargetEnv, VelocityControlEnv  # noqa: E402
+from mocapact_envs.envs.registration import register_envs  # noqa: E402
+from mocapact_envs.envs.tracking import MocapTrackingEnv  # noqa: E402
+from mocapact_envs.envs.transfer import GoToTargetEnv, VelocityControlEnv  # noqa: E402
+from mocapact_envs.policies.expert_files import load_expert  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["GoToTargetEnv", "MocapTrackingEnv", "VelocityControlEnv", "register_envs", "__version__", "load_expert"]

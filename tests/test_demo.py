@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 
 from mocapact_envs.demo import SHIPPED_EXPERTS, choose_policy, run_episode
-from mocapact_envs.tracking_env import MocapTrackingEnv
+from mocapact_envs.envs.tracking import MocapTrackingEnv
 
 
 def test_demo_writes_videos(tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from tiny_runs import REPO_ROOT, run
 
-from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
+from mocapact_envs.training.run_folder import load_checkpoint
 
 pytestmark = pytest.mark.xdist_group("rollouts")
 TRAIN = REPO_ROOT / "baselines" / "distill" / "train.py"

@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 import mocapact_envs  # noqa: F401  (registers the ids)
 from mocapact_envs import MocapTrackingEnv
-from mocapact_envs.registration import tracking_env_id
+from mocapact_envs.envs.registration import tracking_env_id
 from mocapact_envs.tasks.tracking_backend import TrackingBackend
 
 pytestmark = pytest.mark.usefixtures("mocap_folder")

@@ -11,9 +11,9 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from tiny_runs import REPO_ROOT, run
 
-from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.training.run_folder import load_checkpoint
 
 pytestmark = pytest.mark.xdist_group("rollouts")
 TRAIN = REPO_ROOT / "baselines" / "gpt" / "train.py"

@@ -14,8 +14,8 @@ import pytest
 from gymnasium.envs.registration import EnvSpec
 
 import mocapact_envs
-from mocapact_envs.experts import SHIPPED_EXPERTS
 from mocapact_envs.mocap.source import MocapSourceError, get_source
+from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
 from mocapact_envs.policies.low_level import LowLevelPolicy
 
 # Each kind of environment the package registers, made as a user makes it.
@@ -74,7 +74,7 @@ def test_spec_with_path_arguments_round_trips_through_json(mocap_folder, tmp_pat
 
 
 def test_vector_env_specs_with_a_path_serialise(mocap_folder):
-    from mocapact_envs.envs import make_tracking_vec_env
+    from mocapact_envs.envs.factory import make_tracking_vec_env
 
     native = gym.make_vec(
         "mocapact/MocapTracking-CMU_016_22-v0",

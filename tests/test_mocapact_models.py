@@ -19,6 +19,7 @@ from gymnasium import spaces
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 import mocapact_envs  # noqa: F401  (registers the ids)
+from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.hub import main as download_main
 from mocapact_envs.policies.gpt import GPTPolicy
 from mocapact_envs.policies.low_level import LowLevelPolicy
@@ -31,8 +32,7 @@ from mocapact_envs.policies.mocapact_checkpoints import (
     sb3_policy_from_mocapact,
 )
 from mocapact_envs.policies.multiclip import MultiClipPolicy
-from mocapact_envs.tracking_env import MocapTrackingEnv
-from mocapact_envs.transfer_training import load_task_policy
+from mocapact_envs.training.transfer import load_task_policy
 
 FIXTURES = Path(__file__).parent / "data" / "mocapact"
 TOLERANCE = 1e-5

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import mocapact_envs
-from mocapact_envs.envs import make_tracking_env, make_tracking_vec_env
-from mocapact_envs.evaluation import run_episodes
-from mocapact_envs.reference_actions import ReferenceActions
+from mocapact_envs.envs.factory import make_tracking_env, make_tracking_vec_env
+from mocapact_envs.evaluation.protocol import run_episodes
+from mocapact_envs.tasks.reference_actions import ReferenceActions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
@@ -269,7 +269,7 @@ def test_residual_expert_acts_around_the_reference(first_run, tmp_path):
     reference pose, which keep the humanoid up far longer than zero actions."""
     from safetensors.torch import load_file, save_file
 
-    from mocapact_envs.reference_actions import pose_to_action
+    from mocapact_envs.tasks.reference_actions import pose_to_action
 
     model_dir = tmp_path / "model"
     shutil.copytree(first_run / "eval_rsi" / "model", model_dir)
@@ -319,7 +319,7 @@ def test_experts_trained_together_load_and_roll_out(tmp_path):
 
 
 def test_ensemble_computes_each_expert_as_alone():
-    from mocapact_envs.policies.expert import ExpertActorCritic, ExpertEnsemble
+    from mocapact_envs.policies.expert_networks import ExpertActorCritic, ExpertEnsemble
 
     torch.manual_seed(0)
     experts = [ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh") for _ in range(3)]

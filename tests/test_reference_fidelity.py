@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from dm_control.suite.utils import parse_amc
 
+from mocapact_envs.envs.tracking import MocapTrackingEnv
+from mocapact_envs.envs.tracking_vector import MocapTrackingVectorEnv
 from mocapact_envs.mocap import amc, retarget
 from mocapact_envs.mocap.source import AMCFolderSource, MocapSourceError
-from mocapact_envs.tracking_env import MocapTrackingEnv
-from mocapact_envs.tracking_vector_env import MocapTrackingVectorEnv
 
 REPORT_FIELDS = {
     "root_scale",

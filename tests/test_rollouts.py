@@ -39,9 +39,9 @@ import mocapact_envs
 from mocapact_envs.datasets import D4RLDataset, ExpertDataset
 from mocapact_envs.datasets.collect import RolloutSettings
 from mocapact_envs.datasets.rollouts import generalized_advantages
-from mocapact_envs.envs import clamp_min_steps
+from mocapact_envs.envs.factory import clamp_min_steps
 from mocapact_envs.mocap.ids import parse_snippet
-from mocapact_envs.observables import ALL_PROPRIOCEPTIVE, OBSERVATION_SETS
+from mocapact_envs.tasks.observables import ALL_PROPRIOCEPTIVE, OBSERVATION_SETS
 
 pytestmark = pytest.mark.xdist_group("rollouts")
 

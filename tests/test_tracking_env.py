@@ -6,8 +6,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mocapact_envs
-from mocapact_envs.metrics import EpisodeTracker
-from mocapact_envs.observables import resolve_observables
+from mocapact_envs.evaluation.metrics import EpisodeTracker
+from mocapact_envs.tasks.observables import resolve_observables
 
 EXPECTED_SIZES = {
     ("base", (1, 2, 3, 4, 5)): 205,
@@ -218,7 +218,7 @@ def test_sb3_ppo_learns_without_error():
 def test_per_world_random_start_keeps_the_random_worlds_stream(mode):
     """Worlds given random_start=False start every episode at the snippet's start; the others start exactly
     where an all-random vector env with the same seeds starts them (the draw is made either way)."""
-    from mocapact_envs.envs import make_tracking_vec_env
+    from mocapact_envs.envs.factory import make_tracking_vec_env
 
     kwargs = dict(min_steps=10)
     mixed = make_tracking_vec_env("CMU_016_22-0-82", 4, "fast", mode, random_start=(False, True, True, False), **kwargs)
@@ -236,7 +236,7 @@ def test_per_world_random_start_keeps_the_random_worlds_stream(mode):
 
 
 def test_per_world_random_start_needs_one_flag_per_world():
-    from mocapact_envs.envs import make_tracking_vec_env
+    from mocapact_envs.envs.factory import make_tracking_vec_env
 
     for mode in ("vector_entry_point", "sync"):
         with pytest.raises(ValueError, match=r"random_start must be a bool or 4 bools.*\(True, False\)"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mocapact_envs.checkpoints import (
+from mocapact_envs.training.run_folder import (
     CHECKPOINT_FILE,
     checkpoint_path,
     load_checkpoint,
@@ -21,7 +21,7 @@ from mocapact_envs.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from mocapact_envs.training import flag_value
+from mocapact_envs.training.scripts import flag_value
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = {name: REPO_ROOT / "baselines" / name / "train.py" for name in ("ppo_expert", "distill", "gpt", "transfer")}

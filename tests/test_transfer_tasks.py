@@ -9,10 +9,10 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import mocapact_envs
+from mocapact_envs.envs.transfer import GoToTargetEnv, VelocityControlEnv
 from mocapact_envs.mocap.source import MocapSourceError
-from mocapact_envs.observables import BASE, CMU_HUMANOID
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
-from mocapact_envs.transfer_envs import GoToTargetEnv, VelocityControlEnv
+from mocapact_envs.tasks.observables import BASE, CMU_HUMANOID
 from mocapact_envs.wrappers.low_level import LowLevelActionWrapper
 
 TASK_IDS = ("mocapact/GoToTarget-v0", "mocapact/VelocityControl-v0")

@@ -12,9 +12,9 @@ import pytest
 import torch
 import tyro
 
-from mocapact_envs.checkpoints import load_checkpoint
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
-from mocapact_envs.transfer_training import (
+from mocapact_envs.training.run_folder import load_checkpoint
+from mocapact_envs.training.transfer import (
     load_task_policy,
     make_transfer_vec_env,
     read_learning_curve,

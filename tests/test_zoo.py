@@ -14,10 +14,10 @@ from safetensors import safe_open
 from tiny_runs import REPO_ROOT, datasets_of, environment, run, train_tiny_experts
 
 import mocapact_envs
-from mocapact_envs import zoo
 from mocapact_envs.datasets.rollouts import read_rollout_file
-from mocapact_envs.experts import SHIPPED_EXPERTS
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
+from mocapact_envs.policies import zoo
+from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
 
 #: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
 TRAINED_ON = {"CMU_016_22-0-82": "CMU_016_22-0-60", "CMU_009_01-0-40": "CMU_009_01-0-40"}
@@ -36,7 +36,7 @@ def zoo_folder(tmp_path_factory) -> Path:
     sweep.final_evaluation(args, [EVALUATED])
     (root / "listed.txt").write_text("\n".join(TRAINED_ON) + "\n")
     result = run(
-        "-m", "mocapact_envs.zoo", "export", "--runs", root / "runs", "--zoo", root / "zoo",
+        "-m", "mocapact_envs.policies.zoo", "export", "--runs", root / "runs", "--zoo", root / "zoo",
         "--snippet-list", root / "listed.txt", "--include-unevaluated",
     )  # fmt: skip
     assert "2 experts exported" in result.stdout and "(cropped: trained on CMU_016_22-0-60)" in result.stdout
@@ -116,7 +116,7 @@ def test_zoo_experts_roll_out_with_collect_and_evaluate(zoo_folder, zoo_rollouts
 def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     clip_lists = mocap_folder / "clip_lists"
     shutil.copy(REPO_ROOT / "zoo" / "README.md", zoo_folder / "README.md")
-    run("-m", "mocapact_envs.zoo", "table", "--zoo", zoo_folder, "--clip-lists", clip_lists)
+    run("-m", "mocapact_envs.policies.zoo", "table", "--zoo", zoo_folder, "--clip-lists", clip_lists)
     readme = (zoo_folder / "README.md").read_text()
     assert "`mocapact-zoo table` writes the table here" not in readme and "## Commands" in readme
     rows = {row["snippet"]: row for row in json.loads((zoo_folder / "table.json").read_text())}

@@ -18,12 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.demo import write_video
-from mocapact_envs.evaluation import evaluate_snippets, record_episode
-from mocapact_envs.experts import find_experts, load_expert
-from mocapact_envs.io import write_json
+from mocapact_envs.evaluation.protocol import evaluate_snippets, record_episode
+from mocapact_envs.files import write_json
 from mocapact_envs.mocap.ids import resolve_snippets
+from mocapact_envs.policies.expert_files import find_experts, load_expert
 from mocapact_envs.policies.multiclip import MultiClipPolicy
-from mocapact_envs.training import run_cli
+from mocapact_envs.training.scripts import run_cli
 
 
 @dataclass

@@ -8,7 +8,7 @@ experts' mean actions as targets, evaluates in the tracking environment every
 starts, on the training snippets and any held-out ones), keeps the best policy by
 mean normalized return, and exports the NPMP decoder in the low-level policy
 format for the transfer tasks. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``;
-TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.checkpoints``).
+TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mocapact_envs.checkpoints import (
+from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.evaluation.protocol import evaluate_snippets
+from mocapact_envs.mocap.ids import resolve_snippets
+from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
+from mocapact_envs.training.run_folder import (
     args_json,
     open_tensorboard,
     policy_from_state,
@@ -34,11 +38,7 @@ from mocapact_envs.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from mocapact_envs.datasets import ExpertDataset
-from mocapact_envs.evaluation import evaluate_snippets
-from mocapact_envs.mocap.ids import resolve_snippets
-from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
-from mocapact_envs.training import apply_preset, run_cli, seed_everything, show_presets_in_help
+from mocapact_envs.training.scripts import apply_preset, run_cli, seed_everything, show_presets_in_help
 
 PRESETS = {
     # MoCapAct's published settings (a GPU run of about a day).

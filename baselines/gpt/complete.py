@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.demo import write_video
-from mocapact_envs.io import write_json
-from mocapact_envs.motion_completion_env import BASELINES, CompletionActor, MotionCompletionEnv, run_completion
+from mocapact_envs.envs.motion_completion import BASELINES, CompletionActor, MotionCompletionEnv, run_completion
+from mocapact_envs.files import write_json
 from mocapact_envs.policies.gpt import GPTPolicy
-from mocapact_envs.training import run_cli
+from mocapact_envs.training.scripts import run_cli
 
 PROMPT_COLOR, POLICY_COLOR = (255, 140, 0), (40, 160, 255)
 

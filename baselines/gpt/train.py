@@ -8,7 +8,7 @@ expert's mean action at every position. With ``--prompt-experts`` the policy is
 evaluated every ``eval_every`` steps by motion completion on the training clips
 (mean episode length, MoCapAct's metric) and the best one is kept; otherwise the
 last one is. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; TensorBoard logs go
-to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.checkpoints``).
+to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mocapact_envs.checkpoints import (
+from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.envs.motion_completion import run_completion
+from mocapact_envs.policies.expert_files import find_experts
+from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.training.run_folder import (
     args_json,
     open_tensorboard,
     policy_from_state,
@@ -33,11 +37,7 @@ from mocapact_envs.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from mocapact_envs.datasets import ExpertDataset
-from mocapact_envs.experts import find_experts
-from mocapact_envs.motion_completion_env import run_completion
-from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
-from mocapact_envs.training import apply_preset, run_cli, seed_everything, show_presets_in_help
+from mocapact_envs.training.scripts import apply_preset, run_cli, seed_everything, show_presets_in_help
 
 PRESETS = {
     # MoCapAct's configuration (trained on GPUs).

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from mocapact_envs.plotting import save_figure, subplots
-from mocapact_envs.training import run_cli
+from mocapact_envs.evaluation.plotting import save_figure, subplots
+from mocapact_envs.training.scripts import run_cli
 
 #: (evaluation kind, metric, axis label, table column) of each plotted row.
 CURVES = (

@@ -25,14 +25,14 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from mocapact_envs.checkpoints import TENSORBOARD_DIR
-from mocapact_envs.envs import make_tracking_env
-from mocapact_envs.evaluation import EVAL_SETTINGS, evaluate_expert, rendered_episode
-from mocapact_envs.experts import CLIP_INFO_FILE, find_model_dir, load_expert, read_clip_info
-from mocapact_envs.io import write_json
-from mocapact_envs.metrics import EpisodeMetrics, summarize
-from mocapact_envs.plotting import save_figure, subplots
-from mocapact_envs.training import run_cli
+from mocapact_envs.envs.factory import make_tracking_env
+from mocapact_envs.evaluation.metrics import EpisodeMetrics, summarize
+from mocapact_envs.evaluation.plotting import save_figure, subplots
+from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, rendered_episode
+from mocapact_envs.files import write_json
+from mocapact_envs.policies.expert_files import CLIP_INFO_FILE, find_model_dir, load_expert, read_clip_info
+from mocapact_envs.training.run_folder import TENSORBOARD_DIR
+from mocapact_envs.training.scripts import run_cli
 
 
 @dataclass

@@ -36,11 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402  (the trainer beside this file)
 
-from mocapact_envs.io import write_json  # noqa: E402
+from mocapact_envs.files import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
-from mocapact_envs.ray_cluster import check_ray_address  # noqa: E402
-from mocapact_envs.training import run_cli  # noqa: E402
+from mocapact_envs.training.ray_cluster import check_ray_address  # noqa: E402
+from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
 FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
@@ -216,9 +216,9 @@ def train_trial(config: dict[str, Any]) -> None:
 
 def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
     """MoCapAct's evaluation of each expert's eval_rsi model, written to its run folder's final_evaluation.json."""
-    from mocapact_envs.evaluation import evaluate_expert
-    from mocapact_envs.experts import load_expert
-    from mocapact_envs.metrics import summarize
+    from mocapact_envs.evaluation.metrics import summarize
+    from mocapact_envs.evaluation.protocol import evaluate_expert
+    from mocapact_envs.policies.expert_files import load_expert
 
     for snippet_id in snippet_ids:
         run = run_dir(args, snippet_id)
@@ -279,7 +279,7 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
         ]
     (folder / "results.md").write_text("\n".join(lines) + "\n")
     if done:
-        from mocapact_envs.plotting import save_figure, subplots
+        from mocapact_envs.evaluation.plotting import save_figure, subplots
 
         figure, axes = subplots(1, 2, figsize=(10, 4))
         for ax, (label, key) in zip(axes, (("random starts", "rsi"), ("snippet starts", "start")), strict=True):

@@ -13,7 +13,7 @@ Writes ``<log-root>/<clip>-<start>-<end>/<seed>/`` for each expert: ``clip_info.
 ``eval_rsi/model/`` and ``eval_start/model/`` (the best model of each evaluation,
 pickle-free: load with ``mocapact_envs.load_expert``), ``evaluations.json``,
 ``checkpoint/state.pt`` (to resume) and ``tb/`` (TensorBoard), the run folder of every trainer here
-(``mocapact_envs.checkpoints``). Rerunning the same command resumes from the checkpoints; a larger
+(``mocapact_envs.training.run_folder``). Rerunning the same command resumes from the checkpoints; a larger
 ``--total-timesteps`` trains on.
 
 Gymnasium 1.x vector envs autoreset on the step after an episode ends: that
@@ -43,7 +43,26 @@ import tyro
 from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
-from mocapact_envs.checkpoints import (
+from mocapact_envs.envs.factory import (
+    batched_observation,
+    check_backend,
+    clamp_min_steps,
+    make_tracking_vec_env,
+    resolve_snippet,
+)
+from mocapact_envs.evaluation.metrics import EpisodeTracker, summarize
+from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
+from mocapact_envs.files import write_json
+from mocapact_envs.policies.expert_files import save_expert
+from mocapact_envs.policies.expert_networks import (
+    ExpertActorCritic,
+    ExpertEnsemble,
+    ObservationNormalizer,
+    RewardNormalizer,
+)
+from mocapact_envs.tasks.observables import flatten_observation
+from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
+from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
     open_tensorboard,
@@ -52,21 +71,7 @@ from mocapact_envs.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from mocapact_envs.envs import (
-    batched_observation,
-    check_backend,
-    clamp_min_steps,
-    make_tracking_vec_env,
-    resolve_snippet,
-)
-from mocapact_envs.evaluation import EVAL_SETTINGS, make_eval_vec_env, run_episodes
-from mocapact_envs.experts import save_expert
-from mocapact_envs.io import write_json
-from mocapact_envs.metrics import EpisodeTracker, summarize
-from mocapact_envs.observables import flatten_observation
-from mocapact_envs.policies.expert import ExpertActorCritic, ExpertEnsemble, ObservationNormalizer, RewardNormalizer
-from mocapact_envs.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.training import apply_preset, seed_everything, show_presets_in_help
+from mocapact_envs.training.scripts import apply_preset, seed_everything, show_presets_in_help
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
 # the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).

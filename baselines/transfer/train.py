@@ -12,10 +12,10 @@ Writes ``<run-dir>`` (default ``runs/transfer/<task>_<ll|raw>_<algo>_seed<seed>`
 
 * ``best_policy/`` and ``final_policy/``: pickle-free policies (safetensors + JSON,
   with the VecNormalize statistics and a copy of the decoder); load with
-  ``mocapact_envs.transfer_training.load_task_policy``; evaluate with ``evaluate.py``;
+  ``mocapact_envs.training.transfer.load_task_policy``; evaluate with ``evaluate.py``;
 * ``checkpoint/state.pt``: the resume checkpoint (SB3's zip with the optimizer as a byte
   tensor, the VecNormalize statistics, the trainer's counters and arguments), the run folder of
-  every trainer here (``mocapact_envs.checkpoints``). Rerunning the same command continues from
+  every trainer here (``mocapact_envs.training.run_folder``). Rerunning the same command continues from
   it; a larger ``--total-timesteps`` or ``--max-minutes`` trains on;
 * ``tb/``: TensorBoard (``time/fps`` is env steps per second; ``eval/mean_reward``,
   ``eval/mean_ep_length``, ``eval/training_minutes`` at each evaluation);
@@ -46,17 +46,17 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
-from mocapact_envs.checkpoints import (
+from mocapact_envs.files import write_json
+from mocapact_envs.policies.low_level import LowLevelPolicy
+from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
     open_tensorboard,
     resume_state,
     save_checkpoint,
 )
-from mocapact_envs.io import write_json
-from mocapact_envs.policies.low_level import LowLevelPolicy
-from mocapact_envs.training import apply_preset, run_cli, show_presets_in_help
-from mocapact_envs.transfer_training import (
+from mocapact_envs.training.scripts import apply_preset, run_cli, show_presets_in_help
+from mocapact_envs.training.transfer import (
     EVAL_LENGTH_TAG,
     EVAL_MINUTES_TAG,
     EVAL_RETURN_TAG,

@@ -65,15 +65,15 @@ from mocapact_envs.datasets.rollouts import (
     write_clip_file,
     write_dataset_metrics,
 )
-from mocapact_envs.experts import ExpertRun, find_experts
-from mocapact_envs.ray_cluster import check_ray_address
+from mocapact_envs.policies.expert_files import ExpertRun, find_experts
+from mocapact_envs.training.ray_cluster import check_ray_address
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
 PRESETS = {"large": (100, 100), "small": (10, 10)}
 #: What rollouts may log: everything proprioceptive (2868 dims) or what multi-clip policies see (2847).
 PROPRIO_SETS = ("all_proprioceptive", "multi_clip_sans_id")
 DATASET_METRICS_FILE = "dataset_metrics.npz"
-#: Metric datasets of a clip file and the :class:`~mocapact_envs.metrics.EpisodeMetrics` field each holds.
+#: Metric datasets of a clip file and the :class:`~mocapact_envs.evaluation.metrics.EpisodeMetrics` field each holds.
 METRIC_ATTRIBUTES = dict(
     zip(METRIC_NAMES, ("episode_return", "episode_length", "norm_episode_return", "norm_episode_length"), strict=True)
 )
@@ -138,8 +138,8 @@ class SnippetRollout:
     """Rolls out one snippet's expert in its own start and random-start environments."""
 
     def __init__(self, run: ExpertRun, settings: RolloutSettings):
-        from mocapact_envs.envs import clamp_min_steps, make_tracking_env, resolve_snippet
-        from mocapact_envs.experts import load_expert
+        from mocapact_envs.envs.factory import clamp_min_steps, make_tracking_env, resolve_snippet
+        from mocapact_envs.policies.expert_files import load_expert
 
         self.run, self.settings = run, settings
         self.snippet = resolve_snippet(run.snippet.id, settings.mocap_path)
@@ -169,8 +169,8 @@ class SnippetRollout:
             env.close()
 
     def episode(self, random_start: bool, rng: np.random.Generator, env_seed: int | None):
-        """One episode: the :class:`Episode` and its :class:`~mocapact_envs.metrics.EpisodeMetrics`."""
-        from mocapact_envs.metrics import EpisodeTracker
+        """One episode: the :class:`Episode` and its :class:`~mocapact_envs.evaluation.metrics.EpisodeMetrics`."""
+        from mocapact_envs.evaluation.metrics import EpisodeTracker
 
         env, settings = self.envs[random_start], self.settings
         tracker = EpisodeTracker()
@@ -451,7 +451,7 @@ def unmatched_ids(requested: Sequence[str], available: Sequence[ExpertRun]) -> s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mocapact_envs.envs import available_backends
+    from mocapact_envs.envs.factory import available_backends
 
     parser = argparse.ArgumentParser(
         prog="mocapact-collect",
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         "expert_dirs",
         nargs="+",
         type=Path,
-        help="folders searched for <run>/clip_info.json; 'zoo' is the project's expert zoo (mocapact_envs.zoo)",
+        help="folders searched for <run>/clip_info.json; 'zoo' is the project's expert zoo (mocapact_envs.policies.zoo)",
     )
     parser.add_argument("--output-dir", type=Path, required=True, help="where <clip>.hdf5 files go")
     preset = parser.add_mutually_exclusive_group()
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 def expert_folder(path: Path) -> Path:
     """``path``, or the project's expert zoo for ``zoo`` where no such folder exists."""
     if not path.exists() and str(path) == "zoo":
-        from mocapact_envs.zoo import zoo_root
+        from mocapact_envs.policies.zoo import zoo_root
 
         return zoo_root()
     return path
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     import mocapact_envs  # noqa: F401  (registers the environments)
-    from mocapact_envs.envs import default_backend
+    from mocapact_envs.envs.factory import default_backend
 
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
-from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.observables import resolve_observables
 
 D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 

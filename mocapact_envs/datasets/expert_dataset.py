@@ -15,7 +15,7 @@ import torch
 from scipy.special import logsumexp
 
 from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
-from mocapact_envs.observables import resolve_observables
+from mocapact_envs.tasks.observables import resolve_observables
 
 #: Weighting schemes: what the energy x is and its default temperature.
 WEIGHTINGS = {

@@ -58,15 +58,15 @@ from mocapact_envs.datasets.rollouts import (
     open_rollout_file,
     read_rollout_file,
 )
-from mocapact_envs.envs import clamp_min_steps
+from mocapact_envs.envs.factory import clamp_min_steps
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.mocap.source import combine_clip_digests
-from mocapact_envs.observables import OBSERVATION_SETS
+from mocapact_envs.tasks.observables import OBSERVATION_SETS
 
 NAMESPACE = "mocapact"
 DATASET_NAME = "expert"
 TRACKING_ENV_ID = "mocapact/MocapTracking-v0"
-TRACKING_ENTRY_POINT = "mocapact_envs.tracking_env:MocapTrackingEnv"
+TRACKING_ENTRY_POINT = "mocapact_envs.envs.tracking:MocapTrackingEnv"
 ACTION_DESCRIPTIONS = {"actions": "executed (noisy) actions", "mean_actions": "experts' mean actions"}
 ACTION_KEYS = tuple(ACTION_DESCRIPTIONS)
 DATA_FORMATS = ("hdf5", "arrow", "parquet")

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from mocapact_envs.io import write_json
+from mocapact_envs.files import write_json
 from mocapact_envs.mocap.retarget import PENETRATION_REPORT_DEPTH, ClipQuality, describe_steps
 from mocapact_envs.mocap.source import AMCFolderSource, MocapSourceError, atomic_h5_write
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mocapact_envs.io import replace_atomically
+from mocapact_envs.files import replace_atomically
 from mocapact_envs.mocap import amc
 from mocapact_envs.mocap.ids import Snippet, amc_file_clip_id, resolve_snippets, suggest
 from mocapact_envs.mocap.retarget import ClipQuality, subject_asf_path

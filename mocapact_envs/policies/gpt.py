@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mocapact_envs.observables import HIGH_LEVEL_SANS_REFERENCE
 from mocapact_envs.policies.low_level import check_config_observation_sizes, flatten_checked
 from mocapact_envs.policies.multiclip import gaussian_log_prob
 from mocapact_envs.policies.saving import SavedInDirectory
+from mocapact_envs.tasks.observables import HIGH_LEVEL_SANS_REFERENCE
 
 FORMAT_NAME = "mocapact_envs.gpt_policy"
 FORMAT_VERSION = 1

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocapact_envs.observables import BASE, flatten_observation
 from mocapact_envs.policies.saving import SavedInDirectory
+from mocapact_envs.tasks.observables import BASE, flatten_observation
 
 FORMAT_NAME = "mocapact_envs.low_level_policy"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ no MoCapAct code, no class outside the list, never arbitrary code) and mapped on
 * ``GPTPolicy`` -> :class:`~mocapact_envs.policies.gpt.GPTPolicy`;
 * a transfer policy directory (``best_model.zip``, ``vecnormalize.pkl`` and, with a
   low-level policy, ``low_level_policy.ckpt``) -> the task-policy directory of
-  :mod:`mocapact_envs.transfer_training`.
+  :mod:`mocapact_envs.training.transfer`.
 
 Weights keep MoCapAct's numbers; observation statistics become the policies'
 normalisers (``(x - mean) / sqrt(var + 1e-8)``, as MoCapAct's features extractor);
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mocapact_envs.io import write_json
+from mocapact_envs.files import write_json
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
 from mocapact_envs.policies.low_level import ACTIVATIONS, activation_name
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
@@ -481,12 +481,12 @@ def _task_of(keys: Sequence[str], source: str) -> str:
         return "go_to_target"
     raise ConversionError(
         f"{source} observes {list(keys)}: neither GoToTarget ('walker/target') nor VelocityControl "
-        "('target_obs'). A clip expert? Load those with mocapact_envs.experts.load_expert."
+        "('target_obs'). A clip expert? Load those with mocapact_envs.policies.expert_files.load_expert."
     )
 
 
 def _task_policy_kwargs(saved_kwargs: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The JSON ``policy_kwargs`` of :mod:`mocapact_envs.transfer_training` for MoCapAct's PPO policy."""
+    """The JSON ``policy_kwargs`` of :mod:`mocapact_envs.training.transfer` for MoCapAct's PPO policy."""
     activation = activation_name(saved_kwargs.get("activation_fn", torch.nn.Tanh))
     if activation is None:
         raise ConversionError(f"{source}: activation {saved_kwargs.get('activation_fn')} has no counterpart.")
@@ -533,7 +533,7 @@ def sb3_policy_from_mocapact(
     ``mocapact_keys`` is the order MoCapAct's extractor concatenated the observables in
     (this package's names); the first layers' columns are moved to the Dict's order.
     """
-    from mocapact_envs.transfer_training import policy_class, policy_kwargs_from_json
+    from mocapact_envs.training.transfer import policy_class, policy_kwargs_from_json
 
     json_kwargs = _task_policy_kwargs(saved_kwargs, source)
     policy = policy_class("ppo")(
@@ -552,7 +552,7 @@ def convert_transfer_policy(model_dir: str | Path, output_dir: str | Path) -> di
     The observation layout (MoCapAct's keys, renamed where this package names them
     otherwise, and widths) is checked against this package's task environment, built here.
     """
-    from mocapact_envs.transfer_training import make_transfer_env, save_task_policy
+    from mocapact_envs.training.transfer import make_transfer_env, save_task_policy
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     zip_path, vec_path, low_level_path = (model_dir / n for n in (*TRANSFER_FILES, "low_level_policy.ckpt"))

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocapact_envs.observables import BASE, HIGH_LEVEL, flatten_observation
 from mocapact_envs.policies.low_level import (
     LowLevelPolicy,
     LowLevelPolicyConfig,
@@ -46,6 +45,7 @@ from mocapact_envs.policies.low_level import (
     check_observation_widths,
 )
 from mocapact_envs.policies.saving import SavedInDirectory
+from mocapact_envs.tasks.observables import BASE, HIGH_LEVEL, flatten_observation
 
 FORMAT_NAME = "mocapact_envs.multiclip_policy"
 FORMAT_VERSION = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mocapact_envs.io import read_json, read_tensors, write_json, write_tensors
+from mocapact_envs.files import read_json, read_tensors, write_json, write_tensors
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mocapact_envs.dm_control_env import episode_end_flags, flat_observation
+from mocapact_envs.envs.dm_control_adapter import episode_end_flags, flat_observation
 from mocapact_envs.mocap.source import ClipSet
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 

@@ -1,4 +1,4 @@
-"""The interface between :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` and the simulation behind it.
+"""The interface between :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` and the simulation behind it.
 
 Two backends implement :class:`TrackingBackend`: :class:`~mocapact_envs.tasks.tracking.ComposerTrackingBackend`
 (dm_control's composer task, the reference) and

@@ -1,7 +1,7 @@
 """The tracking task's settings: one frozen value with every default, checked once when made.
 
-:class:`~mocapact_envs.tracking_env.MocapTrackingEnv` and
-:class:`~mocapact_envs.tracking_vector_env.MocapTrackingVectorEnv` take these as typed constructor
+:class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` and
+:class:`~mocapact_envs.envs.tracking_vector.MocapTrackingVectorEnv` take these as typed constructor
 arguments (their defaults are the ones here) and build a :class:`TrackingSettings`; the task
 builders, :func:`~mocapact_envs.tasks.tracking.build_tracking_environment` and
 :class:`~mocapact_envs.tasks.fast_tracking.worlds.TrackingWorlds`, take that object.

@@ -12,7 +12,7 @@ the trained policies, so ``baselines/transfer/train.py`` and ``evaluate.py`` agr
   without SB3's zip or pickles.
 * :func:`save_vec_normalize` / :func:`restore_vec_normalize`: ``VecNormalize``
   statistics without pickling; :func:`sb3_model_state` / :func:`sb3_model_from_state`: an SB3
-  model and its statistics as entries of a trainer checkpoint (``mocapact_envs.checkpoints``).
+  model and its statistics as entries of a trainer checkpoint (``mocapact_envs.training.run_folder``).
 * :func:`run_task_episodes` and :func:`read_learning_curve` for evaluation and plots.
 
 A saved policy directory holds:
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mocapact_envs.checkpoints import TENSORBOARD_DIR
-from mocapact_envs.io import read_tensors, write_json, write_tensors
+from mocapact_envs.files import read_tensors, write_json, write_tensors
 from mocapact_envs.policies.low_level import ACTIVATIONS, check_activation
+from mocapact_envs.training.run_folder import TENSORBOARD_DIR
 
 #: Short task names and the environment ids they stand for.
 TRANSFER_TASKS = {"go_to_target": "mocapact/GoToTarget-v0", "velocity_control": "mocapact/VelocityControl-v0"}
@@ -118,8 +118,8 @@ def make_transfer_env(
 ) -> gym.Env:
     """One transfer task; with ``low_level_policy`` (a decoder directory) its actions are latents.
 
-    ``env_kwargs`` go to :class:`~mocapact_envs.transfer_envs.GoToTargetEnv` or
-    :class:`~mocapact_envs.transfer_envs.VelocityControlEnv` (``episode_steps``, ...).
+    ``env_kwargs`` go to :class:`~mocapact_envs.envs.transfer.GoToTargetEnv` or
+    :class:`~mocapact_envs.envs.transfer.VelocityControlEnv` (``episode_steps``, ...).
     """
     import mocapact_envs  # noqa: F401  (registers the ids, also in a fresh worker process)
 

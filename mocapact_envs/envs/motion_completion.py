@@ -9,13 +9,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.mocap.source import ClipSet
-from mocapact_envs.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.motion_completion import MotionCompletion
+from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.tracking import build_tracking_environment
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
-from mocapact_envs.tracking_env import reference_source
 
 
 class MotionCompletionEnv(DmControlEnv):
@@ -99,7 +99,7 @@ class MotionCompletionEnv(DmControlEnv):
         camera: str | int = DEFAULT_CAMERA,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        from mocapact_envs.experts import SHIPPED_EXPERTS, find_experts
+        from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS, find_experts
 
         if prompt_experts is None:
             prompt_experts = SHIPPED_EXPERTS
@@ -153,7 +153,7 @@ class MotionCompletionEnv(DmControlEnv):
         return max(self.expert_runs[clip_id], key=overlap)
 
     def _expert(self, run):
-        from mocapact_envs.experts import load_expert
+        from mocapact_envs.policies.expert_files import load_expert
 
         if run.snippet.id not in self._experts:
             self._experts[run.snippet.id] = load_expert(run.run_dir)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.mocap.source import get_source
-from mocapact_envs.observables import resolve_observables
 from mocapact_envs.tasks.go_to_target import TARGET_OBSERVABLE, build_go_to_target_environment
+from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.standing_start import (
     DEFAULT_STANDING_POSE_CLIP,
     DEFAULT_STANDING_POSE_STEP,
@@ -22,7 +23,6 @@ from mocapact_envs.tasks.velocity_control import (
     VELOCITY_COMMAND_OBSERVABLE,
     build_velocity_control_environment,
 )
-from mocapact_envs.tracking_env import reference_source
 
 if TYPE_CHECKING:  # torch loads only when a low-level policy is used
     from mocapact_envs.policies.low_level import LowLevelPolicy

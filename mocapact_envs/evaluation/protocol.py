@@ -3,7 +3,7 @@
 ``eval_rsi``: random-start episodes with action noise 0.1 and ``min_steps`` 30;
 ``eval_start``: episodes from the snippet start with action noise 0.01. Each
 reports mean return, episode length, normalized return and normalized episode
-length (:mod:`mocapact_envs.metrics`).
+length (:mod:`mocapact_envs.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mocapact_envs.envs import batched_observation, clamp_min_steps, make_tracking_vec_env, resolve_snippet
-from mocapact_envs.metrics import EpisodeMetrics, EpisodeTracker, summarize
+from mocapact_envs.envs.factory import batched_observation, clamp_min_steps, make_tracking_vec_env, resolve_snippet
+from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, summarize
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def evaluate_snippets(
     ``policy`` is a :class:`~mocapact_envs.policies.multiclip.MultiClipPolicy`, or a mapping from
     snippet id to a loaded expert (each snippet then runs its own expert, deterministically, under
     the same protocol, for comparison). Returns ``{snippet: {"start": summary, "rsi": summary}}``
-    (see :func:`~mocapact_envs.metrics.summarize`).
+    (see :func:`~mocapact_envs.evaluation.metrics.summarize`).
     """
     results = {}
     for snippet in snippet_ids:
@@ -214,7 +214,7 @@ def record_episode(
     policy, snippet_id: str, *, deterministic: bool = False, seed: int = 0, width: int = 640, height: int = 480
 ):
     """Frames of one episode of a multi-clip policy from the snippet start, with the reference ghost."""
-    from mocapact_envs.tracking_env import MocapTrackingEnv
+    from mocapact_envs.envs.tracking import MocapTrackingEnv
 
     env = MocapTrackingEnv(
         snippet_id,

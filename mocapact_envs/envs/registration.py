@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-TRACKING_ENTRY_POINT = "mocapact_envs.tracking_env:MocapTrackingEnv"
+TRACKING_ENTRY_POINT = "mocapact_envs.envs.tracking:MocapTrackingEnv"
 #: ``gym.make_vec(..., vectorization_mode="vector_entry_point")``: N worlds in one batched env.
-TRACKING_VECTOR_ENTRY_POINT = "mocapact_envs.tracking_vector_env:MocapTrackingVectorEnv"
+TRACKING_VECTOR_ENTRY_POINT = "mocapact_envs.envs.tracking_vector:MocapTrackingVectorEnv"
 
 
 def tracking_env_id(clip_id: str) -> str:
@@ -29,8 +29,8 @@ def register_envs() -> None:
 
 
 TRANSFER_ENTRY_POINTS = {
-    "mocapact/GoToTarget-v0": "mocapact_envs.transfer_envs:make_go_to_target_env",
-    "mocapact/VelocityControl-v0": "mocapact_envs.transfer_envs:make_velocity_control_env",
+    "mocapact/GoToTarget-v0": "mocapact_envs.envs.transfer:make_go_to_target_env",
+    "mocapact/VelocityControl-v0": "mocapact_envs.envs.transfer:make_velocity_control_env",
 }
 
 
@@ -41,7 +41,7 @@ def register_transfer_envs() -> None:
     tells the episode length; the ``TimeLimit`` ``gym.make`` adds truncates at the step the
     environment truncates itself. A longer ``episode_steps=`` also needs ``max_episode_steps=``.
     """
-    from mocapact_envs.transfer_envs import GO_TO_TARGET_EPISODE_STEPS, VELOCITY_CONTROL_EPISODE_STEPS
+    from mocapact_envs.envs.transfer import GO_TO_TARGET_EPISODE_STEPS, VELOCITY_CONTROL_EPISODE_STEPS
 
     max_episode_steps = {
         "mocapact/GoToTarget-v0": GO_TO_TARGET_EPISODE_STEPS,
@@ -52,7 +52,7 @@ def register_transfer_envs() -> None:
             register(id=env_id, entry_point=entry_point, max_episode_steps=max_episode_steps[env_id])
 
 
-MOTION_COMPLETION_ENTRY_POINT = "mocapact_envs.motion_completion_env:MotionCompletionEnv"
+MOTION_COMPLETION_ENTRY_POINT = "mocapact_envs.envs.motion_completion:MotionCompletionEnv"
 
 
 def register_motion_completion_envs() -> None:
@@ -61,8 +61,8 @@ def register_motion_completion_envs() -> None:
     Each id makes an environment without arguments (``prompt_experts`` defaults to the shipped
     experts); other clips need ``gym.make("mocapact/MotionCompletion-v0", clips=..., prompt_experts=...)``.
     """
-    from mocapact_envs.experts import SHIPPED_EXPERTS
     from mocapact_envs.mocap.ids import parse_snippet
+    from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
 
     if "mocapact/MotionCompletion-v0" in registry:
         return

@@ -13,7 +13,7 @@ Our format, one folder (``<run>/eval_rsi/model/``):
   (``return_mean``, ``return_var``, ``return_count``), which undo the critic's
   reward scaling;
 * format version 2, experts trained with reference-residual actions: ``config.json``'s
-  ``action_offset`` names the snippet whose reference actions (``mocapact_envs.reference_actions``)
+  ``action_offset`` names the snippet whose reference actions (``mocapact_envs.tasks.reference_actions``)
   are added to the network's output at the step that the ``walker/time_in_clip``
   observation gives, with a digest of that table. The table is computed from the mocap
   source when the expert loads (it is the clip's motion: nothing derived from the clips
@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mocapact_envs.io import read_arrays, read_json, read_tensors, replace_atomically
+from mocapact_envs.files import read_arrays, read_json, read_tensors, replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
-    from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer, RunningMeanStd
-    from mocapact_envs.reference_actions import ReferenceActions
+    from mocapact_envs.policies.expert_networks import ExpertActorCritic, ObservationNormalizer, RunningMeanStd
+    from mocapact_envs.tasks.reference_actions import ReferenceActions
 
 FORMAT_NAME = "mocapact-envs-expert"
 #: Version 2 adds reference actions; experts without them are still written as version 1.
@@ -82,7 +82,7 @@ def save_expert(
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file as save_torch
 
-    from mocapact_envs.policies.expert import RunningMeanStd
+    from mocapact_envs.policies.expert_networks import RunningMeanStd
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def save_expert(
     replace_atomically(model_dir / NORMALIZER_FILE, lambda p: save_numpy(stats, str(p)))
     action_offset: dict[str, Any] = {}
     if reference_actions is not None:
-        from mocapact_envs.reference_actions import TIME_KEY
+        from mocapact_envs.tasks.reference_actions import TIME_KEY
 
         if TIME_KEY not in observation_keys:
             raise ValueError(
@@ -163,7 +163,7 @@ class Expert:
     def _normalized(self, observation: Mapping[str, Any]):
         import torch
 
-        from mocapact_envs.observables import flatten_observation
+        from mocapact_envs.tasks.observables import flatten_observation
 
         flat = flatten_observation(observation, self.observation_keys)
         single = flat.ndim == 1
@@ -175,7 +175,7 @@ class Expert:
             return None
         import torch
 
-        from mocapact_envs.reference_actions import TIME_KEY
+        from mocapact_envs.tasks.reference_actions import TIME_KEY
 
         time_in_clip = np.asarray(observation[TIME_KEY], np.float64).reshape(-1, 1)
         return torch.as_tensor(self.reference_actions.at(time_in_clip))
@@ -208,7 +208,7 @@ class Expert:
 
 def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
 
-    from mocapact_envs.policies.expert import ExpertActorCritic, ObservationNormalizer
+    from mocapact_envs.policies.expert_networks import ExpertActorCritic, ObservationNormalizer
 
     config = read_json(model_dir / CONFIG_FILE)
     if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
@@ -231,7 +231,7 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
     reference_actions = None
     offset_kind = config.get("action_offset", {}).get("kind")
     if offset_kind is not None:
-        from mocapact_envs.reference_actions import ReferenceActions
+        from mocapact_envs.tasks.reference_actions import ReferenceActions
 
         if offset_kind != "reference_actions":
             raise ValueError(f"{model_dir / CONFIG_FILE}: unknown action_offset kind {offset_kind!r}.")
@@ -403,12 +403,12 @@ def load_expert(path: str | Path, snippet_id: str | None = None, device: str = "
     """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
 
     With ``snippet_id``, ``path`` is an expert zoo (its folder or its ``experts`` folder; ``"zoo"``
-    alone is the project's zoo, :func:`mocapact_envs.zoo.zoo_root`) and the expert is that snippet's.
+    alone is the project's zoo, :func:`mocapact_envs.policies.zoo.zoo_root`) and the expert is that snippet's.
     The result has ``predict(observation, deterministic=True) -> (action, state)``
     for one Dict observation or a batch of them, and ``value(observation)``.
     """
     if snippet_id is not None:
-        from mocapact_envs.zoo import find_zoo_expert
+        from mocapact_envs.policies.zoo import find_zoo_expert
 
         path = find_zoo_expert(path, snippet_id).run_dir
     model_dir = find_model_dir(path)
@@ -420,7 +420,7 @@ def load_expert(path: str | Path, snippet_id: str | None = None, device: str = "
 #: The file that names the snippet of an expert run (MoCapAct's layout).
 CLIP_INFO_FILE = "clip_info.json"
 #: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
-SHIPPED_EXPERTS = Path(__file__).parent / "pretrained" / "experts"
+SHIPPED_EXPERTS = Path(__file__).parents[1] / "pretrained" / "experts"
 
 
 @dataclass(frozen=True)

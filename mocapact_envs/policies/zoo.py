@@ -14,7 +14,7 @@
 An expert in the zoo holds what it needs to act and to be judged: no optimiser
 state, checkpoint, TensorBoard log or ``eval_start`` model. Its policy network is
 stored as float16 and its critic (which only the rollouts' values need) as int8
-with a float32 scale per row (:func:`mocapact_envs.experts.compact_weights`);
+with a float32 scale per row (:func:`mocapact_envs.policies.expert_files.compact_weights`);
 the normaliser and the reference actions stay float32. With a 2 x 256 actor-critic
 over 206 inputs an expert takes about 0.43 MB (390 kB of weights), 84 experts about
 36 MB, where float16 throughout would take 46 MB and float32 88 MB (zoo/README.md). Export checks each copy against its float32 original on the
@@ -45,7 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from mocapact_envs.experts import (
+from mocapact_envs.files import read_json, read_tensors, replace_atomically, write_json, write_tensors
+from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
+from mocapact_envs.policies.expert_files import (
     CLIP_INFO_FILE,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -54,12 +56,10 @@ from mocapact_envs.experts import (
     expand_weights,
     read_clip_info,
 )
-from mocapact_envs.io import read_json, read_tensors, replace_atomically, write_json, write_tensors
-from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
 
 #: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
 ZOO_ENV_VAR = "MOCAPACT_ZOO"
-DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo"
 EXPERTS_FOLDER = "experts"
 FINAL_EVALUATION_FILE = "final_evaluation.json"
 EVALUATIONS_FILE = "evaluations.json"
@@ -175,7 +175,7 @@ def folder_size(path: Path) -> int:
 
 def check_observations(expert, snippet_id: str, episodes: int = CHECK_EPISODES) -> dict[str, np.ndarray]:
     """Observations (a batch) of the expert's own random-start episodes, as MoCapAct's ``eval_rsi`` runs them."""
-    from mocapact_envs.evaluation import ExpertActor, make_eval_vec_env, run_episodes
+    from mocapact_envs.evaluation.protocol import ExpertActor, make_eval_vec_env, run_episodes
 
     seen, actor = [], ExpertActor(expert)
 
@@ -194,8 +194,8 @@ def check_observations(expert, snippet_id: str, episodes: int = CHECK_EPISODES) 
 def storage_check(model_dir: Path, stored: dict[str, Any], observations: dict[str, np.ndarray]) -> tuple[float, float]:
     """Largest change of the (clipped, absolute) action and of the value (reward units) that storing the
     weights as ``stored`` makes over ``observations``."""
-    from mocapact_envs.experts import Expert, load_our_expert
-    from mocapact_envs.policies.expert import ExpertActorCritic
+    from mocapact_envs.policies.expert_files import Expert, load_our_expert
+    from mocapact_envs.policies.expert_networks import ExpertActorCritic
 
     original = load_our_expert(model_dir)
     network = ExpertActorCritic.from_config(original.config["network"])
@@ -242,7 +242,7 @@ def export_expert(
     storage = dict(DEFAULT_STORAGE if storage is None else storage)
     weights = read_tensors(model_dir / WEIGHTS_FILE)
     stored = compact_weights(weights, storage)
-    from mocapact_envs.experts import load_our_expert
+    from mocapact_envs.policies.expert_files import load_our_expert
 
     observations = check_observations(load_our_expert(model_dir), snippet.id)
     action_deviation, value_deviation = storage_check(model_dir, stored, observations)
@@ -419,7 +419,7 @@ def plot_distributions(rows: list[dict[str, Any]], path: Path) -> bool:
     evaluated = [r for r in rows if "rsi_norm_length" in r]
     if not evaluated:
         return False
-    from mocapact_envs.plotting import save_figure, subplots
+    from mocapact_envs.evaluation.plotting import save_figure, subplots
 
     figure, axes = subplots(2, 2, figsize=(10, 7), sharex=True)
     bins = np.linspace(0.0, 1.0, 21)
@@ -457,10 +457,10 @@ def render_frames(
     path: str | Path | None, snippet_ids: Sequence[str], output: Path, frames: int = 4, size: int = 240
 ) -> Path:
     """A grid of frames (one row per expert) of episodes from the snippet start, with the reference ghost."""
-    from mocapact_envs.envs import make_tracking_env
-    from mocapact_envs.evaluation import rendered_episode
-    from mocapact_envs.experts import load_expert
-    from mocapact_envs.plotting import save_figure, subplots
+    from mocapact_envs.envs.factory import make_tracking_env
+    from mocapact_envs.evaluation.plotting import save_figure, subplots
+    from mocapact_envs.evaluation.protocol import rendered_episode
+    from mocapact_envs.policies.expert_files import load_expert
 
     figure, axes = subplots(len(snippet_ids), frames, figsize=(2.6 * frames, 2.4 * len(snippet_ids)), squeeze=False)
     for row, snippet_id in enumerate(snippet_ids):
@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    from mocapact_envs.experts import find_experts
+    from mocapact_envs.policies.expert_files import find_experts
 
     search = find_experts(args.runs)
     runs = [run for runs in search.runs_by_clip.values() for run in runs]

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from mocapact_envs.dm_control_env import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
 from mocapact_envs.mocap.source import MOCAP_PATH_ENV, ClipSet, MocapSourceError, get_source
-from mocapact_envs.observables import resolve_observables
 from mocapact_envs.tasks.fast_tracking.backend import FastTrackingBackend
+from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.tracking import ComposerTrackingBackend
 from mocapact_envs.tasks.tracking_backend import Observation, TrackingBackend
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
@@ -37,7 +37,7 @@ class MocapTrackingEnv(DmControlEnv):
 
     Both backends give the same episodes for the same seed and actions. ``gym.make_vec(id,
     num_envs=N, vectorization_mode="vector_entry_point")`` steps N copies of the fast backend in
-    one batched environment (:class:`~mocapact_envs.tracking_vector_env.MocapTrackingVectorEnv`).
+    one batched environment (:class:`~mocapact_envs.envs.tracking_vector.MocapTrackingVectorEnv`).
 
     Action space:
         ``Box(-1, 1, (56,), float32)``: normalised actuator targets, in the
@@ -84,7 +84,7 @@ class MocapTrackingEnv(DmControlEnv):
         random_start: start anywhere in the snippet (True) or at its start.
         min_steps: dm_control's: random starts are drawn from ``[start, end - max(ref_steps) - min_steps)``,
             so an episode that does not terminate lasts at least ``min_steps + 1`` steps.
-            :func:`mocapact_envs.envs.clamp_min_steps` gives the value for MoCapAct's "at least N steps".
+            :func:`mocapact_envs.envs.factory.clamp_min_steps` gives the value for MoCapAct's "at least N steps".
         termination_error_threshold: tracking error that ends an episode.
         act_noise: standard deviation of Gaussian action noise.
         physics_timestep: MuJoCo's step in seconds.

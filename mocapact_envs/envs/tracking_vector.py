@@ -12,20 +12,20 @@ from dm_control.rl.control import PhysicsError
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from mocapact_envs.dm_control_env import (
+from mocapact_envs.envs.dm_control_adapter import (
     SerializableEnv,
     action_space_from_spec,
     invalid_action_error,
     observation_space_from_spec,
 )
-from mocapact_envs.observables import resolve_observables
+from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
+from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
-from mocapact_envs.tracking_env import reference_source
 
 
 class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
-    """``num_envs`` copies of :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` (fast backend) in one
+    """``num_envs`` copies of :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` (fast backend) in one
     process, sharing one compiled model; features, observations and rewards are batched numpy.
 
     Made by ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` for every
@@ -40,7 +40,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         each key a float32 ``Box`` of shape ``(num_envs, dim)``.
 
     Reward, episode end and info:
-        As :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`, one entry per world. ``info`` is
+        As :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv`, one entry per world. ``info`` is
         a dict of arrays (``time_in_clip``, ``start_time_in_clip``, ``last_time_in_clip``,
         ``snippet_id``, ``tracking_error``, ``physics_state``), each with a boolean ``_key`` mask of
         the worlds it reports, as Gymnasium's vector environments give them.
@@ -58,16 +58,16 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         num_threads: threads stepping the worlds' physics; MuJoCo releases the GIL while it steps,
             so 2 pays only with 2 free cores and several worlds.
         backend: only ``"fast"``; vectorise the ``"dm_control"`` backend with ``"sync"`` or ``"async"``.
-        random_start: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`, or ``num_envs`` bools: worlds
+        random_start: as :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv`, or ``num_envs`` bools: worlds
             with ``False`` always start at a snippet's start (training can mix both kinds of episode).
         clips, mocap_path, observables, ref_steps, min_steps,
         termination_error_threshold, act_noise, physics_timestep, control_timestep, reward_type,
-        skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv`;
+        skip_missing_clips, strict, reference_digest: as :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv`;
             ``metadata["reference_source"]`` and ``self.settings`` too.
         render_mode: only ``None``; render a single environment instead.
 
     Version history:
-        * v0: as :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` v0; ``step()`` before ``reset()`` or
+        * v0: as :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` v0; ``step()`` before ``reset()`` or
           after a step that raised raises ``RuntimeError``, and NaN actions name their worlds.
     """
 

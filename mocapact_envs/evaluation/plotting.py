@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mocapact_envs.io import replace_atomically
+from mocapact_envs.files import replace_atomically
 
 
 def subplots(*args: Any, **kwargs: Any):

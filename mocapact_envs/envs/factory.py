@@ -20,14 +20,14 @@ VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
 
 
 def available_backends() -> tuple[str, ...]:
-    from mocapact_envs.tracking_env import BACKENDS
+    from mocapact_envs.envs.tracking import BACKENDS
 
     return tuple(BACKENDS)
 
 
 def default_backend() -> str:
     """The tracking env's default backend (``"fast"``)."""
-    from mocapact_envs.tracking_env import DEFAULT_BACKEND
+    from mocapact_envs.envs.tracking import DEFAULT_BACKEND
 
     return DEFAULT_BACKEND
 
@@ -105,12 +105,12 @@ def make_tracking_vec_env(
     Args:
         clip: a clip id or snippet id.
         num_envs: sub-environments.
-        backend: a name from ``mocapact_envs.tracking_env.BACKENDS``; ``None`` picks
+        backend: a name from ``mocapact_envs.envs.tracking.BACKENDS``; ``None`` picks
             :func:`default_backend`.
         vectorization_mode: ``"sync"`` (one process), ``"async"`` (a process each),
             ``"vector_entry_point"`` (the env's native batched implementation), or
             ``None`` for the native one where it exists with the fast backend.
-        kwargs: :class:`~mocapact_envs.tracking_env.MocapTrackingEnv` arguments; ``random_start`` may also be
+        kwargs: :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` arguments; ``random_start`` may also be
             ``num_envs`` bools, one per sub-environment.
 
     The result autoresets in Gymnasium's default next-step mode: the step after an
@@ -118,7 +118,7 @@ def make_tracking_vec_env(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-    from mocapact_envs.dm_control_env import json_ready
+    from mocapact_envs.envs.dm_control_adapter import json_ready
 
     backend = check_backend(backend)
     mode = resolve_vectorization_mode(vectorization_mode, backend)

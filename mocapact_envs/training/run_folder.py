@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mocapact_envs.io import replace_atomically
+from mocapact_envs.files import replace_atomically
 
 # torch loads on first use: importing the package stays light.
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""MoCapAct's evaluation: its metrics, its protocol for experts and multi-clip policies, figures."""

@@ -1,0 +1,1 @@
+"""What the single-file trainers of ``baselines/`` share: presets and the command line, the run folder (resume checkpoint, TensorBoard), transfer-task training, Ray clusters."""
