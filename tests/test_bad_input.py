@@ -279,3 +279,16 @@ def test_trainer_names_a_corrupt_checkpoint(tmp_path):
     checkpoint.write_bytes(b"\x80\x02 truncated")
     error = run_baseline("gpt/train.py", "--rollouts", MISSING, "--run-dir", tmp_path / "run")
     assert f"{checkpoint} is not a readable checkpoint" in error
+
+
+def test_traceback_on_request_for_debugging():
+    """MOCAPACT_TRACEBACK=1: the refused input raises with its traceback instead of the one error line."""
+    result = subprocess.run(
+        [sys.executable, BASELINES / "distill/train.py", "--rollouts", MISSING],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MOCAPACT_TRACEBACK": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr
+    assert f"rollout path {MISSING} does not exist" in result.stderr

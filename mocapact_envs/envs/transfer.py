@@ -48,6 +48,16 @@ def _standing_pose_source(clip_id: str, mocap_path: str | Path | None) -> dict:
     return reference_source(get_source(mocap_path).clip_set(clip_id), mocap_path)
 
 
+def _finish_setup(
+    env: DmControlEnv, observable_keys: Sequence[str], standing_pose_clip: str, mocap_path: str | Path | None
+) -> None:
+    """What both transfer envs do once their composer environment is built: spaces and reference source."""
+    env._task = env._dm_env.task
+    env._setup_spaces(observable_keys)
+    env.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
+    env.metadata = {**env.metadata, "reference_source": env.reference_source}
+
+
 class GoToTargetEnv(DmControlEnv):
     """Walk to a target that moves once reached, as in MoCapAct's transfer tasks.
 
@@ -157,10 +167,7 @@ class GoToTargetEnv(DmControlEnv):
             physics_timestep=physics_timestep,
             control_timestep=control_timestep,
         )
-        self._task = self._dm_env.task
-        self._setup_spaces(observable_keys)
-        self.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
-        self.metadata = {**self.metadata, "reference_source": self.reference_source}
+        _finish_setup(self, observable_keys, standing_pose_clip, mocap_path)
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics
@@ -271,10 +278,7 @@ class VelocityControlEnv(DmControlEnv):
             physics_timestep=physics_timestep,
             control_timestep=control_timestep,
         )
-        self._task = self._dm_env.task
-        self._setup_spaces(observable_keys)
-        self.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
-        self.metadata = {**self.metadata, "reference_source": self.reference_source}
+        _finish_setup(self, observable_keys, standing_pose_clip, mocap_path)
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import sys
 import typing
@@ -72,7 +73,8 @@ def run_cli(main: Callable[[ArgsT], Any], args_class: type[ArgsT]) -> int:
 
     Bad input (a path that does not exist, a value the package refuses: ``FileNotFoundError``,
     ``ValueError``, whose messages name the value) is one line ``error: ...`` on stderr and exit
-    status 2, not a traceback.
+    status 2, not a traceback. ``MOCAPACT_TRACEBACK=1`` re-raises instead: a ``ValueError`` from a bug
+    deep in a run keeps its traceback for whoever debugs it.
     """
     import tyro
 
@@ -80,6 +82,8 @@ def run_cli(main: Callable[[ArgsT], Any], args_class: type[ArgsT]) -> int:
     try:
         status = main(args)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if os.environ.get("MOCAPACT_TRACEBACK") == "1":
+            raise
+        print(f"error: {error} (MOCAPACT_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0
