@@ -52,6 +52,12 @@ class SerializableEnv(EzPickle):
         self.__dict__["_spec"] = spec
 
 
+def check_act_noise(act_noise: float) -> None:
+    """Raises ``ValueError`` naming an action-noise std that is negative or NaN."""
+    if not act_noise >= 0:  # NaN fails too
+        raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
+
+
 def json_ready(value: Any) -> Any:
     """``value`` as JSON can hold it where it is a path (a string) or a policy saved in a directory (that directory).
 
@@ -99,8 +105,7 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose None or 'rgb_array'.")
-        if not act_noise >= 0:  # NaN fails too
-            raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
+        check_act_noise(act_noise)
         for name, size in (("width", width), ("height", height)):
             if isinstance(size, bool) or int(size) != size or size < 1:
                 raise ValueError(f"{name} must be a positive number of pixels, got {size!r}.")

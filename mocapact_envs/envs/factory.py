@@ -126,12 +126,13 @@ def make_tracking_vec_env(
     kwargs = {key: json_ready(value) for key, value in kwargs.items()}
     random_start = kwargs.get("random_start")
     if isinstance(random_start, Sequence) and mode != "vector_entry_point":
+        from mocapact_envs.tasks.tracking_settings import TrackingSettings
+
         # Sub-environments that differ in one argument: Gymnasium's make_vec passes every one the same kwargs.
-        if len(random_start) != num_envs:
-            raise ValueError(f"random_start must be a bool or {num_envs} bools, got {random_start!r}.")
+        starts = TrackingSettings(random_start=tuple(random_start)).random_start_per_world(num_envs)
         env_fns = [
             partial(gym.make, GENERIC_TRACKING_ID, clips=clip, backend=backend, **{**kwargs, "random_start": start})
-            for start in random_start
+            for start in starts.tolist()
         ]
         vector_env = gym.vector.SyncVectorEnv if mode == "sync" else gym.vector.AsyncVectorEnv
         return vector_env(env_fns)

@@ -15,6 +15,7 @@ from gymnasium.vector.utils import batch_space
 from mocapact_envs.envs.dm_control_adapter import (
     SerializableEnv,
     action_space_from_spec,
+    check_act_noise,
     invalid_action_error,
     observation_space_from_spec,
 )
@@ -104,8 +105,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             raise ValueError(f"the native vector env does not render (render_mode={render_mode!r}); choose None.")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-        if not act_noise >= 0:  # NaN fails too
-            raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
+        check_act_noise(act_noise)
         self.settings = TrackingSettings(
             ref_steps=ref_steps,
             random_start=random_start,
