@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,6 +53,7 @@ from mocapact_envs.envs.factory import (
 from mocapact_envs.evaluation.metrics import EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
+from mocapact_envs.mocap.ids import Snippet
 from mocapact_envs.policies.expert_files import save_expert
 from mocapact_envs.policies.expert_networks import (
     ExpertActorCritic,
@@ -77,6 +78,8 @@ from mocapact_envs.training.scripts import apply_preset, seed_everything, show_p
 # the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).
 MOCAPACT_PRESET: dict[str, Any] = dict(
     total_timesteps=150_000_000,
+    timesteps_per_snippet_step=0,
+    min_total_timesteps=0,
     num_envs=8,
     num_steps=1024,  # 8192 steps per update across workers
     min_steps=10,
@@ -129,12 +132,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mocapact": MOCAPACT_PRESET,
     "cpu-absolute": CPU_ABSOLUTE_PRESET,
     # cpu-absolute with the policy's output added to the reference actions, one of the 4 training worlds always
-    # starting at the snippet's start, over a 20-minute budget.
+    # starting at the snippet's start, over a budget of at most 20 minutes of one core. Short snippets get less:
+    # the zoo's 32- to 44-step experts tracked the whole snippet from 150k steps on, and gained a few percent of
+    # return between 500k and 1M.
     "cpu": {
         **CPU_ABSOLUTE_PRESET,
         "action_parameterization": "reference_residual",
         "snippet_start_envs": 1,
         "total_timesteps": 1_000_000,
+        "timesteps_per_snippet_step": 12_500,
+        "min_total_timesteps": 500_000,
     },
 }
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
@@ -161,7 +168,14 @@ class Args:
     vectorization_mode: Literal["sync", "async", "vector_entry_point"] | None = None
     """how sub-environments run; unset: the native vector env with the fast backend, else sync"""
     total_timesteps: int | None = None
-    """env steps to train each expert for in all (across resumes); unset: from the preset"""
+    """env steps to train each expert for in all (across resumes), the most when scaled by snippet length; unset: from
+    the preset"""
+    timesteps_per_snippet_step: int | None = None
+    """scale the budget with snippet length: this many env steps per step of the longest snippet trained, clipped to
+    [--min-total-timesteps, --total-timesteps]; 0: --total-timesteps for every snippet (so when only
+    --total-timesteps is given)"""
+    min_total_timesteps: int | None = None
+    """the smallest budget --timesteps-per-snippet-step scales to"""
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
@@ -254,7 +268,23 @@ def resolve_preset(args: Args) -> Args:
     """Fills every field left at None from the chosen preset; explicit flags win."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")
+    if args.total_timesteps is not None and args.timesteps_per_snippet_step is None:
+        args = dataclasses.replace(args, timesteps_per_snippet_step=0)  # an explicit budget is the budget
     return apply_preset(args, PRESETS[args.preset])
+
+
+def training_budget(args: Args, snippets: Sequence[Snippet]) -> int:
+    """Env steps each expert trains for. Experts trained together share one budget (and so one learning-rate
+    schedule): the longest snippet's."""
+    if args.timesteps_per_snippet_step < 0 or args.min_total_timesteps < 0:
+        raise ValueError(
+            f"--timesteps-per-snippet-step and --min-total-timesteps must be >= 0, got "
+            f"{args.timesteps_per_snippet_step} and {args.min_total_timesteps}."
+        )
+    if not args.timesteps_per_snippet_step:
+        return args.total_timesteps
+    scaled = args.timesteps_per_snippet_step * max(s.end - s.start for s in snippets)
+    return int(min(max(scaled, args.min_total_timesteps), args.total_timesteps))
 
 
 def learning_rate_at(args: Args, global_step: int) -> float:
@@ -362,6 +392,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
         if not args.clips:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
         snippets = [resolve_snippet(clip) for clip in args.clips]
+        args = dataclasses.replace(args, total_timesteps=training_budget(args, snippets))
         backend = check_backend(args.backend)
         if not 0 <= args.snippet_start_envs <= args.num_envs:
             raise ValueError(
