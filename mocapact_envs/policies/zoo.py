@@ -379,6 +379,7 @@ TABLE_COLUMNS = (
     ("snippet", "snippet"),
     ("kind", "kind"),
     ("steps", "steps"),
+    ("env_steps", "training env steps"),
     ("training_minutes", "training minutes"),
     ("snippet_start_worlds", "snippet-start worlds"),
     ("rsi_norm_length", "norm. length, random starts"),
@@ -394,6 +395,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for key, _ in TABLE_COLUMNS:
             value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
+            if key == "env_steps" and value != "":
+                value = f"{value / 1e6:.2f}M"
             if key == "snippet" and row["cropped"]:
                 value = f"{value} (cropped: trained on {row['trained_on'].split('-', 1)[1]})"
             cells.append(str(value))
