@@ -304,13 +304,14 @@ def test_experts_trained_together_load_and_roll_out(tmp_path):
     budget scaled to the longer snippet (100 steps x 2, above the 150 floor and under the 1,024 cap)."""
     snippets = ("CMU_016_22-0-82", "CMU_009_12-0-100")
     budget = ["--total-timesteps", "1024", "--timesteps-per-snippet-step", "2", "--min-total-timesteps", "150"]
-    run(TRAIN, *TINY, "--clips", *snippets, "--log-root", tmp_path / "experts", *budget)
+    run(TRAIN, *TINY, "--clips", *snippets, "--log-root", tmp_path / "experts", *budget, "--time-features", "4")
     observation = make_tracking_env("CMU_009_12-0-100").reset(seed=0)[0]
     for snippet in snippets:
         run_dir = tmp_path / "experts" / snippet / "3"
         assert json.loads((run_dir / "clip_info.json").read_text())["snippet_id"] == snippet
         expert = mocapact_envs.load_expert(run_dir)
         assert expert.snippet_id == snippet and expert.predict(observation)[0].shape == (56,)
+        assert json.loads((run_dir / "eval_rsi" / "model" / "config.json").read_text())["network"]["time_features"] == 4
         assert json.loads((run_dir / "args.json").read_text())["total_timesteps"] == 200
         assert 200 <= checkpoint(run_dir)["global_step"] <= 256  # one update of 256 (autoreset steps not counted)
     collect = [
@@ -321,11 +322,15 @@ def test_experts_trained_together_load_and_roll_out(tmp_path):
     assert sorted(p.name for p in (tmp_path / "rollouts").glob("*.hdf5")) == ["CMU_009_12.hdf5", "CMU_016_22.hdf5"]
 
 
-def test_ensemble_computes_each_expert_as_alone():
+@pytest.mark.parametrize("time_features", [0, 8])
+def test_ensemble_computes_each_expert_as_alone(time_features):
     from mocapact_envs.policies.expert_networks import ExpertActorCritic, ExpertEnsemble
 
     torch.manual_seed(0)
-    experts = [ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh") for _ in range(3)]
+    experts = [
+        ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh", time_features=time_features, time_column=202)
+        for _ in range(3)
+    ]
     for expert in experts:
         torch.nn.init.normal_(expert.actor_mean[-1].weight, std=0.1)
     ensemble = ExpertEnsemble(experts)
@@ -358,3 +363,23 @@ def test_residual_expert_refuses_other_reference_data(first_run, tmp_path):
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="differ from those the expert was trained with"):
         mocapact_envs.load_expert(model_dir)
+
+
+def test_time_features_tell_apart_what_the_time_column_alone_barely_moves():
+    """Fourier features of the time column: two observations 1/131 of a snippet apart (one step of a long
+    snippet, normalised) reach the first layer as inputs that differ by far more than the column itself does;
+    the other columns are untouched, and the expert's config rebuilds the same network."""
+    from mocapact_envs.policies.expert_networks import ExpertActorCritic
+
+    expert = ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh", time_features=16, time_column=202)
+    x = torch.zeros(2, 206)
+    x[1, 202] = 1 / 131 / 0.29  # one step of a 131-step snippet, over a uniform time's std
+    features = expert.input_features(x)
+    assert features.shape == (2, 206 + 32) and torch.equal(features[:, :206], x)
+    assert (features[1] - features[0]).norm() > 5 * (x[1] - x[0]).norm()
+    rebuilt = ExpertActorCritic.from_config(expert.config())
+    rebuilt.load_state_dict(expert.state_dict())
+    torch.testing.assert_close(rebuilt.mean_action(x), expert.mean_action(x))
+    assert list(expert.state_dict()) == list(ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh").state_dict())
+    with pytest.raises(ValueError, match="time_column"):
+        ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh", time_features=4, time_column=206)

@@ -90,6 +90,7 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     activation="tanh",
     log_std_init=math.log(0.1),
     learn_log_std=False,
+    time_features=0,
     learning_rate=1e-5,
     lr_schedule="thirds",
     minibatch_size=512,
@@ -216,6 +217,9 @@ class Args:
     """initial log std of the Gaussian policy (MoCapAct: log 0.1)"""
     learn_log_std: bool | None = None
     """train the log std (MoCapAct: frozen)"""
+    time_features: int | None = None
+    """sin/cos pairs of the normalised time in the snippet appended to both networks' inputs (MoCapAct: 0); the
+    saved expert computes them itself, so it still maps the same observation to actions"""
 
     # -- PPO -------------------------------------------------------------------------
     learning_rate: float | None = None
@@ -466,6 +470,8 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
                 args.activation,
                 args.log_std_init,
                 args.learn_log_std,
+                time_features=args.time_features,
+                time_column=time_column,
             )
         )
     torch.manual_seed(args.seed)

@@ -118,21 +118,40 @@ def _orthogonal_init(out_gain: float) -> Callable[[nn.Linear, bool], None]:
     return initialize
 
 
-class _GaussianActorCritic:
-    """What PPO asks of an actor-critic with a state-independent Gaussian policy: ``actor_mean``, ``critic``
-    and ``log_std`` are the subclass's; ``action_offset`` (the reference actions of residual experts) is added to
-    the network's mean."""
+class TimeFeatures(nn.Module):
+    """Appends ``sin`` and ``cos`` of ``k * pi / 2`` times one observation column (the normalised time in the
+    snippet), ``k = 1 .. count``: Fourier features that let an MLP tell apart nearby steps of a long snippet,
+    which a single scalar input resolves poorly. No parameters, so state dicts are unchanged."""
 
+    def __init__(self, column: int, count: int):
+        super().__init__()
+        self.column, self.count = int(column), int(count)
+        frequencies = torch.arange(1, self.count + 1, dtype=torch.float32) * (math.pi / 2)
+        self.register_buffer("frequencies", frequencies, persistent=False)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        if not self.count:
+            return observation
+        phase = observation[..., self.column : self.column + 1] * self.frequencies
+        return torch.cat([observation, torch.sin(phase), torch.cos(phase)], dim=-1)
+
+
+class _GaussianActorCritic:
+    """What PPO asks of an actor-critic with a state-independent Gaussian policy: ``input_features``,
+    ``actor_mean``, ``critic`` and ``log_std`` are the subclass's; ``action_offset`` (the reference actions of
+    residual experts) is added to the network's mean."""
+
+    input_features: nn.Module
     actor_mean: nn.Module
     critic: nn.Module
     log_std: nn.Parameter
 
     def value(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.critic(observation).squeeze(-1)
+        return self.critic(self.input_features(observation)).squeeze(-1)
 
     def mean_action(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> torch.Tensor:
         """The policy's mean; ``action_offset`` (for example the reference actions) is added to the network's output."""
-        mean = self.actor_mean(observation)
+        mean = self.actor_mean(self.input_features(observation))
         return mean if action_offset is None else mean + action_offset
 
     def distribution(self, observation: torch.Tensor, action_offset: torch.Tensor | None = None) -> Normal:
@@ -180,20 +199,29 @@ class ExpertActorCritic(_GaussianActorCritic, nn.Module):
         activation: str = "tanh",
         log_std_init: float = math.log(0.1),
         learn_log_std: bool = False,
+        time_features: int = 0,
+        time_column: int = 0,
     ):
         super().__init__()
         check_activation(activation)
+        if time_features < 0 or not 0 <= time_column < observation_size:
+            raise ValueError(
+                f"time_features must be >= 0 and time_column in [0, {observation_size}); got {time_features} and "
+                f"{time_column}."
+            )
         self.observation_size, self.action_size = int(observation_size), int(action_size)
         self.policy_hidden_sizes = tuple(int(s) for s in policy_hidden_sizes)
         self.value_hidden_sizes = tuple(int(s) for s in value_hidden_sizes)
         self.activation = activation
         self.learn_log_std = bool(learn_log_std)
+        self.input_features = TimeFeatures(time_column, time_features)
+        input_size = observation_size + 2 * self.input_features.count
         # Small last-layer gains as SB3: near-zero mean actions and values at the start.
         mlp = dict(activation=activation, layer_norm=False)
         self.actor_mean = build_mlp(
-            observation_size, self.policy_hidden_sizes, action_size, **mlp, initialize=_orthogonal_init(0.01)
+            input_size, self.policy_hidden_sizes, action_size, **mlp, initialize=_orthogonal_init(0.01)
         )
-        self.critic = build_mlp(observation_size, self.value_hidden_sizes, 1, **mlp, initialize=_orthogonal_init(1.0))
+        self.critic = build_mlp(input_size, self.value_hidden_sizes, 1, **mlp, initialize=_orthogonal_init(1.0))
         self.log_std = nn.Parameter(torch.full((action_size,), float(log_std_init)), requires_grad=learn_log_std)
 
     def config(self) -> dict[str, Any]:
@@ -205,12 +233,21 @@ class ExpertActorCritic(_GaussianActorCritic, nn.Module):
             "value_hidden_sizes": list(self.value_hidden_sizes),
             "activation": self.activation,
             "learn_log_std": self.learn_log_std,
-        }
+        } | (  # only where used, so experts without them keep their config
+            {"time_features": self.input_features.count, "time_column": self.input_features.column}
+            if self.input_features.count
+            else {}
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ExpertActorCritic:
         keys = ("observation_size", "action_size", "policy_hidden_sizes", "value_hidden_sizes", "activation")
-        return cls(**{k: config[k] for k in keys}, learn_log_std=bool(config.get("learn_log_std", False)))
+        return cls(
+            **{k: config[k] for k in keys},
+            learn_log_std=bool(config.get("learn_log_std", False)),
+            time_features=int(config.get("time_features", 0)),
+            time_column=int(config.get("time_column", 0)),
+        )
 
 
 class _BatchedMLP(nn.Module):
@@ -257,6 +294,7 @@ class ExpertEnsemble(_GaussianActorCritic, nn.Module):
             raise ValueError("the experts of an ensemble must share one architecture.")
         self.num_experts = len(experts)
         self.single_config = first.config()
+        self.input_features = first.input_features  # parameter-free, and the same for every expert
         self.actor_mean = _BatchedMLP([e.actor_mean for e in experts], first.activation)
         self.critic = _BatchedMLP([e.critic for e in experts], first.activation)
         self.log_std = nn.Parameter(
