@@ -109,15 +109,31 @@ def test_stopped_sweep_resumes_without_retraining_finished_snippets(tmp_path):
 
 
 def test_bad_snippets_are_named_before_training(tmp_path):
-    bad = ["CMU_016_99", "CMU_016_22-0-500", "CMU_016_22-0-60"]
+    # CMU_009_10's converted first two steps are broken (a garbage first frame: the root 1 m underground).
+    bad = ["CMU_016_99", "CMU_016_22-0-500", "CMU_016_22-0-60", "CMU_009_10-0-33"]
     result = subprocess.run(
         [sys.executable, str(SWEEP), "--snippets", *bad, "--log-root", str(tmp_path), "--storage-path", str(tmp_path)],
         cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "2 of 3 snippet(s) cannot be trained" in result.stderr
+    assert "3 of 4 snippet(s) cannot be trained" in result.stderr
     assert "CMU_016_99" in result.stderr and "CMU_016_22-0-500: runs past the end of CMU_016_22" in result.stderr
+    assert "CMU_009_10-0-33: broken steps 0-1" in result.stderr
     assert not (tmp_path / "CMU_016_22-0-60").exists()
+
+
+def test_crop_uncovered_trains_without_broken_steps_at_a_snippet_end():
+    sys.path.insert(0, str(SWEEP.parent))
+    try:
+        from sweep import plan_snippets
+    finally:
+        sys.path.remove(str(SWEEP.parent))
+    planned = plan_snippets(["CMU_009_10-0-33", "CMU_016_22-0-60", "CMU_016_22-10-500"], crop_uncovered=True)
+    assert [(p.snippet_id, p.cropped) for p in planned] == [
+        ("CMU_009_10-2-33", True),
+        ("CMU_016_22-0-60", False),
+        ("CMU_016_22-10-82", True),
+    ]
 
 
 def test_unreachable_address_is_refused_with_a_clear_message(tmp_path):

@@ -195,3 +195,18 @@ def test_collect_on_ray_writes_what_worker_processes_write(zoo_folder, tmp_path)
         np.testing.assert_array_equal(ray_file[key], values, err_msg=key)
     # A finished clip is not collected again.
     assert "already collected, skipped" in run(*collect, "--output-dir", tmp_path / "ray", "--address", "local").stderr
+
+
+def test_trained_snippets_find_the_listed_snippet_that_holds_them():
+    from mocapact_envs.mocap.ids import parse_snippet
+    from mocapact_envs.policies.zoo import listed_ids_by_trained
+
+    listed = ["CMU_009_10-0-33", "CMU_032_02-0-117", "CMU_016_22-0-82", "CMU_009_12-0-210", "CMU_009_12-177-387"]
+    trained = ["CMU_009_10-2-33", "CMU_032_02-0-87", "CMU_016_22-0-82", "CMU_009_12-180-300", "CMU_009_12-180-209"]
+    assert listed_ids_by_trained(map(parse_snippet, trained), listed) == {
+        "CMU_009_10-2-33": "CMU_009_10-0-33",  # broken first steps cropped off
+        "CMU_032_02-0-87": "CMU_032_02-0-117",  # cropped to the converted clip's end
+        "CMU_016_22-0-82": "CMU_016_22-0-82",
+        "CMU_009_12-180-300": "CMU_009_12-177-387",
+        "CMU_009_12-180-209": "CMU_009_12-180-209",  # inside both overlapping snippets: no one holder
+    }

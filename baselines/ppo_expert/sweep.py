@@ -77,7 +77,8 @@ class Args:
     """times a failed trial is retried from its last checkpoint"""
     crop_uncovered: bool = False
     """train snippets that run past their converted clip's end on the part it covers (same start, the clip's last
-    step as end), marked as cropped in the table; unset: such snippets are an error"""
+    step as end), and snippets with steps the conversion flags as broken at either end without those steps, marked
+    as cropped in the table; unset: such snippets are an error"""
     final_rsi_episodes: int = 1000
     """random-start episodes of each expert's final evaluation (MoCapAct: 1000)"""
     final_start_episodes: int = 100
@@ -124,16 +125,33 @@ def plan_snippets(ids: list[str], crop_uncovered: bool) -> list[PlannedSnippet]:
             problems.append(f"{requested}: clip {snippet.clip_id} is not in {source.description}")
             continue
         last_step = source.num_steps(snippet.clip_id) - 1
-        end = last_step if snippet.end is None else snippet.end
-        if end > last_step and crop_uncovered and snippet.start < last_step:
-            planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{snippet.start}-{last_step}", True))
-        elif end > last_step:
+        listed_end = last_step if snippet.end is None else snippet.end
+        start, end = snippet.start, listed_end
+        if end > last_step and not crop_uncovered:
             problems.append(
                 f"{requested}: runs past the end of {snippet.clip_id}, whose steps in {source.description} end at "
                 f"{last_step} (--crop-uncovered trains the covered part)"
             )
-        else:
-            planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{snippet.start}-{end}", False))
+            continue
+        end = min(end, last_step)
+        quality = source.clip_set(snippet.clip_id).quality(snippet.clip_id)
+        broken = set(quality.broken_steps if quality else ()) & set(range(start, end + 1))
+        if broken and crop_uncovered:
+            # Steps the conversion could not make plausible (a garbage first frame, say) at either end are
+            # cropped off; an episode starting on one would fail at once.
+            while start in broken:
+                start += 1
+            while end in broken:
+                end -= 1
+            broken = {step for step in broken if start <= step <= end}
+        if broken or end - start < 1:
+            problems.append(
+                f"{requested}: {'; '.join(quality.problems_within(start, end)) if quality else 'no steps'}"
+                + ("" if crop_uncovered else " (--crop-uncovered trains without broken steps at either end)")
+            )
+            continue
+        cropped = (start, end) != (snippet.start, listed_end)
+        planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{start}-{end}", cropped))
     if problems:
         raise ValueError(f"{len(problems)} of {len(ids)} snippet(s) cannot be trained:\n  " + "\n  ".join(problems))
     return planned

@@ -23,8 +23,9 @@ the largest action and value change in ``clip_info.json``, and keeps the policy
 float32 when its actions move more than ``--action-tolerance`` (1e-3).
 
 Snippets that run past the end of their converted clip are trained on the part it
-covers (the sweep's ``--crop-uncovered``): their folder keeps the listed id, their
-``clip_info.json`` names the covered snippet, which rollouts and evaluation track.
+covers, and snippets with broken converted steps at an end without them (the sweep's
+``--crop-uncovered``): their folder keeps the listed id, their ``clip_info.json`` names
+the snippet trained, which rollouts and evaluation track.
 
     mocapact-zoo export --runs runs/zoo --zoo zoo
     mocapact-zoo table --zoo zoo
@@ -235,10 +236,8 @@ def export_expert(
         )
     snippet = read_clip_info(info_path)
     listed = parse_snippet(listed_snippet_id) if listed_snippet_id else snippet
-    if (listed.clip_id, listed.start) != (snippet.clip_id, snippet.start) or (listed.end or 0) < (snippet.end or 0):
-        raise ValueError(
-            f"{run_dir} tracks {snippet.id}, which is not {listed.id} or a cropped part of it (same clip and start)."
-        )
+    if not is_part_of(snippet, listed):
+        raise ValueError(f"{run_dir} tracks {snippet.id}, which is not {listed.id} or a cropped part of it.")
     storage = dict(DEFAULT_STORAGE if storage is None else storage)
     weights = read_tensors(model_dir / WEIGHTS_FILE)
     stored = compact_weights(weights, storage)
@@ -305,18 +304,29 @@ def experts_folder_for_writing(zoo: str | Path | None) -> Path:
     return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
 
 
+def is_part_of(part: Snippet, whole: Snippet) -> bool:
+    """Whether ``part`` is ``whole`` or a cropped part of it: the same clip, within its steps (ends resolved)."""
+    if part.id == whole.id:
+        return True
+    return (
+        part.clip_id == whole.clip_id
+        and None not in (part.end, whole.end)
+        and whole.start <= part.start <= part.end <= whole.end
+    )
+
+
 def listed_ids_by_trained(trained: Iterable[Snippet], listed: Sequence[str]) -> dict[str, str]:
-    """The listed snippet id of each trained snippet: itself when listed, else the one listed snippet of its
-    clip and start that ends later (it was cropped to the covered part); otherwise itself."""
-    by_start: dict[tuple[str, int], list[Snippet]] = {}
+    """The listed snippet id of each trained snippet: itself when listed, else the one listed snippet of its clip
+    that holds it (it was cropped: to the covered part, or without broken steps at an end); otherwise itself."""
+    by_clip: dict[str, list[Snippet]] = {}
     for snippet in map(parse_snippet, listed):
-        by_start.setdefault((snippet.clip_id, snippet.start), []).append(snippet)
+        by_clip.setdefault(snippet.clip_id, []).append(snippet)
     mapping = {}
     for snippet in trained:
-        same_start = by_start.get((snippet.clip_id, snippet.start), [])
-        longer = [s for s in same_start if s.end is not None and snippet.end is not None and s.end > snippet.end]
-        listed_here = any(s.id == snippet.id for s in same_start)
-        mapping[snippet.id] = longer[0].id if len(longer) == 1 and not listed_here else snippet.id
+        same_clip = by_clip.get(snippet.clip_id, [])
+        holders = [s for s in same_clip if s.id != snippet.id and is_part_of(snippet, s)]
+        listed_here = any(s.id == snippet.id for s in same_clip)
+        mapping[snippet.id] = holders[0].id if len(holders) == 1 and not listed_here else snippet.id
     return mapping
 
 
