@@ -383,3 +383,14 @@ def test_time_features_tell_apart_what_the_time_column_alone_barely_moves():
     assert list(expert.state_dict()) == list(ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh").state_dict())
     with pytest.raises(ValueError, match="time_column"):
         ExpertActorCritic(206, 56, (32, 32), (32, 32), "tanh", time_features=4, time_column=206)
+
+
+def test_expert_that_tracks_the_whole_snippet_stops_early(tmp_path):
+    """--early-stop-full-length-evals N: N evaluations in a row at the normalized-length bar (here 0, so every
+    evaluation passes) from both starts end training long before the budget, and say why."""
+    stop = ["--eval-every-steps", "256", "--early-stop-min-norm-length", "0", "--early-stop-full-length-evals", "2"]
+    result = run(TRAIN, *TINY, "--log-root", tmp_path, "--total-timesteps", "100000", *stop)
+    run_dir = tmp_path / "CMU_016_22-0-82" / "3"
+    assert "stopped early: the whole snippet tracked from both starts in 2 evaluations" in result.stdout
+    evaluations = json.loads((run_dir / "evaluations.json").read_text())
+    assert len(evaluations) == 2 and checkpoint(run_dir)["global_step"] < 1024

@@ -80,6 +80,7 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     total_timesteps=150_000_000,
     timesteps_per_snippet_step=0,
     min_total_timesteps=0,
+    early_stop_full_length_evals=0,
     num_envs=8,
     num_steps=1024,  # 8192 steps per update across workers
     min_steps=10,
@@ -133,16 +134,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mocapact": MOCAPACT_PRESET,
     "cpu-absolute": CPU_ABSOLUTE_PRESET,
     # cpu-absolute with the policy's output added to the reference actions, one of the 4 training worlds always
-    # starting at the snippet's start, over a budget of at most 20 minutes of one core. Short snippets get less:
-    # the zoo's 32- to 44-step experts tracked the whole snippet from 150k steps on, and gained a few percent of
-    # return between 500k and 1M.
+    # starting at the snippet's start, over a budget of at most 20 minutes of one core. Experts that track the whole
+    # snippet stop early: the zoo's 32- to 44-step walks did from 150k steps on.
     "cpu": {
         **CPU_ABSOLUTE_PRESET,
         "action_parameterization": "reference_residual",
         "snippet_start_envs": 1,
         "total_timesteps": 1_000_000,
-        "timesteps_per_snippet_step": 12_500,
-        "min_total_timesteps": 500_000,
+        "early_stop_full_length_evals": 3,
     },
 }
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
@@ -266,6 +265,9 @@ class Args:
     """a random-start normalized return gain smaller than this is no improvement"""
     early_stop_patience: int = 10
     """stop after more than this many evaluations without improvement"""
+    early_stop_full_length_evals: int | None = None
+    """also stop once this many evaluations in a row reach --early-stop-min-norm-length from both starts (the whole
+    snippet tracked); 0: off (MoCapAct)"""
 
 
 def resolve_preset(args: Args) -> Args:
@@ -371,18 +373,29 @@ def restore_adam_moments(
                     state[name][k] = expert_moments[key][name]
 
 
-def update_early_stop(stop: dict[str, Any], rsi: dict[str, float], args: Args) -> bool:
-    """Counts evaluations without a random-start normalized return gain; True once the expert should stop."""
+def update_early_stop(stop: dict[str, Any], record: dict[str, Any], args: Args) -> str | None:
+    """Counts evaluations without a random-start normalized return gain (MoCapAct's rule) and evaluations in a row
+    that track the whole snippet from both starts; the reason the expert should stop, or None."""
+    rsi = record["eval_rsi"]
     if rsi["mean_norm_episode_return"] > stop["best_norm_return"] + args.early_stop_min_delta:
         stop["best_norm_return"] = rsi["mean_norm_episode_return"]
         stop["evals_without_improvement"] = 0
     else:
         stop["evals_without_improvement"] += 1
-    stop["stopped"] = (
-        rsi["mean_norm_episode_length"] >= args.early_stop_min_norm_length
-        and stop["evals_without_improvement"] > args.early_stop_patience
+    full_length = all(
+        record[kind]["mean_norm_episode_length"] >= args.early_stop_min_norm_length for kind in EVAL_SETTINGS
     )
-    return stop["stopped"]
+    stop["full_length_evals"] = stop.get("full_length_evals", 0) + 1 if full_length else 0  # older checkpoints lack it
+    reason = None
+    if rsi["mean_norm_episode_length"] >= args.early_stop_min_norm_length:
+        if stop["evals_without_improvement"] > args.early_stop_patience:
+            reason = "stopped early: normalized return no longer improves"
+        elif args.early_stop_full_length_evals and stop["full_length_evals"] >= args.early_stop_full_length_evals:
+            reason = (
+                f"stopped early: the whole snippet tracked from both starts in {stop['full_length_evals']} evaluations"
+            )
+    stop["stopped"] = reason is not None
+    return reason
 
 
 EvaluationCallback = Callable[[int, dict[str, Any]], None]
@@ -758,8 +771,9 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
                 evaluations[k].append(record)
                 write_json(run_dirs[k] / "evaluations.json", evaluations[k])
                 latest_rsi[k] = record["eval_rsi"]
-                if update_early_stop(early_stop[k], record["eval_rsi"], args) and not out_of_time:
-                    stop_reasons[k] = "stopped early: normalized return no longer improves"
+                reason = update_early_stop(early_stop[k], record, args)
+                if reason is not None and not out_of_time:
+                    stop_reasons[k] = reason
                     active[k] = False
                 elif global_step[k] >= args.total_timesteps:
                     active[k] = False
