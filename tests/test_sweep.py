@@ -144,3 +144,18 @@ def test_unreachable_address_is_refused_with_a_clear_message(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "no Ray cluster answers at --address 127.0.0.1:9" in result.stderr
     assert "ray start --head" in result.stderr
+
+
+def test_snippets_already_in_the_zoo_are_not_trained(tmp_path):
+    zoo = REPO_ROOT / "zoo"
+    command = [
+        sys.executable, str(SWEEP), "--snippets", "CMU_009_01-0-37", "--skip-zoo", str(zoo),
+        "--log-root", str(tmp_path / "experts"), "--storage-path", str(tmp_path / "sweeps"),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "1 snippet(s) already have an expert in" in result.stdout and "0 to train" in result.stdout
+    assert not (tmp_path / "experts").exists()
+    command[command.index(str(zoo))] = str(tmp_path / "no_zoo")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no expert zoo at" in result.stderr

@@ -39,6 +39,7 @@ import train  # noqa: E402  (the trainer beside this file)
 from mocapact_envs.files import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
+from mocapact_envs.policies.zoo import zoo_experts  # noqa: E402
 from mocapact_envs.training.ray_cluster import check_ray_address  # noqa: E402
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
@@ -75,6 +76,9 @@ class Args:
     """trials that run at once; unset: as many as the CPUs allow"""
     max_failures: int = 3
     """times a failed trial is retried from its last checkpoint"""
+    skip_zoo: str | None = None
+    """a zoo folder (`mocapact-zoo export`'s layout): snippets that already have an expert of this seed there are
+    not trained (to go on where a sweep stopped without its run folders, e.g. on another machine)"""
     crop_uncovered: bool = False
     """train snippets that run past their converted clip's end on the part it covers (same start, the clip's last
     step as end), and snippets with steps the conversion flags as broken at either end without those steps, marked
@@ -312,9 +316,14 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
 def main(args: Args) -> int:
     try:
         planned = plan_snippets(read_snippet_ids(args), args.crop_uncovered)
+        if args.skip_zoo:
+            in_zoo = {(e.listed_id, e.seed) for e in zoo_experts(args.skip_zoo)}
+            skipped = [p for p in planned if (p.requested, str(args.seed)) in in_zoo]
+            planned = [p for p in planned if p not in skipped]
+            print(f"{len(skipped)} snippet(s) already have an expert in {args.skip_zoo}: not trained.")
         if args.address:
             check_ray_address(args.address)
-    except (ValueError, MocapSourceError) as error:
+    except (ValueError, FileNotFoundError, MocapSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.experts_per_trial < 1:
