@@ -498,7 +498,10 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     update = np.zeros(num_experts, np.int64)
     training_seconds = np.zeros(num_experts)
     best_return = [{kind: -math.inf for kind in EVAL_SETTINGS} for _ in snippets]
-    early_stop = [{"best_norm_return": -math.inf, "evals_without_improvement": 0, "stopped": False} for _ in snippets]
+    early_stop = [
+        {"best_norm_return": -math.inf, "evals_without_improvement": 0, "full_length_evals": 0, "stopped": False}
+        for _ in snippets
+    ]
     evaluations: list[list[dict[str, Any]]] = [[] for _ in snippets]
     resumed = np.array([state is not None for state in checkpoints])
     for k in np.flatnonzero(resumed):
