@@ -171,11 +171,11 @@ class Args:
     """env steps to train each expert for in all (across resumes), the most when scaled by snippet length; unset: from
     the preset"""
     timesteps_per_snippet_step: int | None = None
-    """scale the budget with snippet length: this many env steps per step of the longest snippet trained, clipped to
-    [--min-total-timesteps, --total-timesteps]; 0: --total-timesteps for every snippet (so when only
-    --total-timesteps is given)"""
+    """scale the budget with snippet length: this many env steps per step of the longest snippet trained, clipped
+    between the smallest budget below and the total above; 0: the total for every snippet (also whenever only a
+    total is given)"""
     min_total_timesteps: int | None = None
-    """the smallest budget --timesteps-per-snippet-step scales to"""
+    """the smallest budget a length-scaled budget can be"""
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
@@ -266,8 +266,8 @@ class Args:
     early_stop_patience: int = 10
     """stop after more than this many evaluations without improvement"""
     early_stop_full_length_evals: int | None = None
-    """also stop once this many evaluations in a row reach --early-stop-min-norm-length from both starts (the whole
-    snippet tracked); 0: off (MoCapAct)"""
+    """also stop once this many evaluations in a row reach the normalized-length bar above from both starts (the
+    whole snippet tracked); 0: off (MoCapAct)"""
 
 
 def resolve_preset(args: Args) -> Args:
