@@ -134,6 +134,8 @@ def test_crop_uncovered_trains_without_broken_steps_at_a_snippet_end():
         ("CMU_016_22-0-60", False),
         ("CMU_016_22-10-82", True),
     ]
+    with pytest.raises(ValueError, match="CMU_016_22-90-500: leaves fewer than 2 steps of CMU_016_22 to track"):
+        plan_snippets(["CMU_016_22-90-500"], crop_uncovered=True)
 
 
 def test_unreachable_address_is_refused_with_a_clear_message(tmp_path):

@@ -148,9 +148,15 @@ def plan_snippets(ids: list[str], crop_uncovered: bool) -> list[PlannedSnippet]:
             while end in broken:
                 end -= 1
             broken = {step for step in broken if start <= step <= end}
-        if broken or end - start < 1:
+        if end - start < 1:
             problems.append(
-                f"{requested}: {'; '.join(quality.problems_within(start, end)) if quality else 'no steps'}"
+                f"{requested}: leaves fewer than 2 steps of {snippet.clip_id} to track (its steps in "
+                f"{source.description} end at {last_step}{'; broken steps cropped off' if broken else ''})"
+            )
+            continue
+        if broken:
+            problems.append(
+                f"{requested}: {'; '.join(quality.problems_within(start, end))}"
                 + ("" if crop_uncovered else " (--crop-uncovered trains without broken steps at either end)")
             )
             continue
