@@ -14,6 +14,7 @@ from dm_control.locomotion.mocap import loader
 from mocapact_envs.mocap import source as source_module
 from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, resolve_snippets
 from mocapact_envs.mocap.source import AMCFolderSource, HDF5Source, MocapSourceError, get_source
+from mocapact_envs.mocap.trainable import plan_snippets
 
 
 def test_parse_clip_and_snippet_ids():
@@ -170,3 +171,17 @@ def test_hdf5_source_reads_converted_file(mocap_folder, tmp_path):
     clip_set = source.clip_set(["CMU_009_12-0-198", "CMU_009_12-165-363"])
     assert clip_set.hdf5_path == output.resolve()
     assert clip_set.end_steps == (198, 363)
+
+
+def test_cropping_plans_the_trainable_part_of_a_snippet(mocap_folder):
+    # CMU_009_10's converted steps 0-1 are broken; CMU_016_22's converted clip ends at step 82.
+    planned = plan_snippets(["CMU_009_10-0-33", "CMU_016_22-0-60", "CMU_016_22-10-500"], crop=True)
+    assert [(p.requested, p.snippet_id, p.cropped) for p in planned] == [
+        ("CMU_009_10-0-33", "CMU_009_10-2-33", True),
+        ("CMU_016_22-0-60", "CMU_016_22-0-60", False),
+        ("CMU_016_22-10-500", "CMU_016_22-10-82", True),
+    ]
+    with pytest.raises(ValueError, match="CMU_016_22-90-500: leaves fewer than 2 steps of CMU_016_22 to track"):
+        plan_snippets(["CMU_016_22-90-500"], crop=True)
+    with pytest.raises(ValueError, match="CMU_016_22-10-500: runs past .* its trainable part is CMU_016_22-10-82"):
+        plan_snippets(["CMU_016_22-0-60", "CMU_016_22-10-500"], crop=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -172,6 +173,11 @@ def test_loaded_expert_predicts_single_and_batched(first_run):
 def test_bad_clip_and_preset_are_named():
     bad_clip = run(TRAIN, "--clip", "CMU_016_99", check=False)
     assert bad_clip.returncode != 0 and "CMU_016_99" in bad_clip.stderr
+    # The converted clip's first two steps are broken: an expert cannot start there, so its trainable part is named.
+    broken = run(TRAIN, "--clips", "CMU_009_10-0-33", "CMU_016_22-0-500", check=False)
+    assert broken.returncode == 2 and "2 of 2 snippet(s) cannot be trained" in broken.stderr
+    assert re.search(r"CMU_009_10-0-33: broken steps 0-1\b.*; its trainable part is CMU_009_10-2-33", broken.stderr)
+    assert "CMU_016_22-0-500: runs past the end of CMU_016_22" in broken.stderr
     bad_preset = run(TRAIN, "--preset", "gpu", check=False)
     assert bad_preset.returncode != 0 and "gpu" in bad_preset.stderr and "mocapact" in bad_preset.stderr
 

@@ -122,22 +122,6 @@ def test_bad_snippets_are_named_before_training(tmp_path):
     assert not (tmp_path / "CMU_016_22-0-60").exists()
 
 
-def test_crop_uncovered_trains_without_broken_steps_at_a_snippet_end():
-    sys.path.insert(0, str(SWEEP.parent))
-    try:
-        from sweep import plan_snippets
-    finally:
-        sys.path.remove(str(SWEEP.parent))
-    planned = plan_snippets(["CMU_009_10-0-33", "CMU_016_22-0-60", "CMU_016_22-10-500"], crop_uncovered=True)
-    assert [(p.snippet_id, p.cropped) for p in planned] == [
-        ("CMU_009_10-2-33", True),
-        ("CMU_016_22-0-60", False),
-        ("CMU_016_22-10-82", True),
-    ]
-    with pytest.raises(ValueError, match="CMU_016_22-90-500: leaves fewer than 2 steps of CMU_016_22 to track"):
-        plan_snippets(["CMU_016_22-90-500"], crop_uncovered=True)
-
-
 def test_unreachable_address_is_refused_with_a_clear_message(tmp_path):
     # Nothing listens on port 9 here: the sweep says so instead of waiting on ray.init's retries.
     result = subprocess.run(

@@ -38,7 +38,8 @@ import train  # noqa: E402  (the trainer beside this file)
 
 from mocapact_envs.files import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
-from mocapact_envs.mocap.source import MocapSourceError, get_source  # noqa: E402
+from mocapact_envs.mocap.source import MocapSourceError  # noqa: E402
+from mocapact_envs.mocap.trainable import PlannedSnippet, plan_snippets  # noqa: E402
 from mocapact_envs.policies.zoo import zoo_experts  # noqa: E402
 from mocapact_envs.training.ray_cluster import check_ray_address  # noqa: E402
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
@@ -96,15 +97,6 @@ class Args:
     --trainer.log-root are set by the sweep"""
 
 
-@dataclass(frozen=True)
-class PlannedSnippet:
-    requested: str
-    """the id as listed"""
-    snippet_id: str
-    """what is trained: the listed snippet, or its covered part"""
-    cropped: bool
-
-
 def read_snippet_ids(args: Args) -> list[str]:
     ids = list(args.snippets)
     if args.snippet_list:
@@ -112,59 +104,6 @@ def read_snippet_ids(args: Args) -> list[str]:
     if not ids:
         raise ValueError("no snippet given: pass --snippets ids or --snippet-list FILE.")
     return list(dict.fromkeys(ids))
-
-
-def plan_snippets(ids: list[str], crop_uncovered: bool) -> list[PlannedSnippet]:
-    """Every id resolved against the mocap source before anything trains; all bad ids are named at once."""
-    source = get_source()
-    available = set(source.available_clips())
-    problems, planned = [], []
-    for requested in ids:
-        try:
-            (snippet,) = resolve_snippets(requested)
-        except ValueError as error:
-            problems.append(f"{requested}: {error}")
-            continue
-        if snippet.clip_id not in available:
-            problems.append(f"{requested}: clip {snippet.clip_id} is not in {source.description}")
-            continue
-        last_step = source.num_steps(snippet.clip_id) - 1
-        listed_end = last_step if snippet.end is None else snippet.end
-        start, end = snippet.start, listed_end
-        if end > last_step and not crop_uncovered:
-            problems.append(
-                f"{requested}: runs past the end of {snippet.clip_id}, whose steps in {source.description} end at "
-                f"{last_step} (--crop-uncovered trains the covered part)"
-            )
-            continue
-        end = min(end, last_step)
-        quality = source.clip_set(snippet.clip_id).quality(snippet.clip_id)
-        broken = set(quality.broken_steps if quality else ()) & set(range(start, end + 1))
-        if broken and crop_uncovered:
-            # Steps the conversion could not make plausible (a garbage first frame, say) at either end are
-            # cropped off; an episode starting on one would fail at once.
-            while start in broken:
-                start += 1
-            while end in broken:
-                end -= 1
-            broken = {step for step in broken if start <= step <= end}
-        if end - start < 1:
-            problems.append(
-                f"{requested}: leaves fewer than 2 steps of {snippet.clip_id} to track (its steps in "
-                f"{source.description} end at {last_step}{'; broken steps cropped off' if broken else ''})"
-            )
-            continue
-        if broken:
-            problems.append(
-                f"{requested}: {'; '.join(quality.problems_within(start, end))}"
-                + ("" if crop_uncovered else " (--crop-uncovered trains without broken steps at either end)")
-            )
-            continue
-        cropped = (start, end) != (snippet.start, listed_end)
-        planned.append(PlannedSnippet(requested, f"{snippet.clip_id}-{start}-{end}", cropped))
-    if problems:
-        raise ValueError(f"{len(problems)} of {len(ids)} snippet(s) cannot be trained:\n  " + "\n  ".join(problems))
-    return planned
 
 
 def run_dir(args: Args, snippet_id: str) -> Path:
@@ -321,7 +260,7 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 def main(args: Args) -> int:
     try:
-        planned = plan_snippets(read_snippet_ids(args), args.crop_uncovered)
+        planned = plan_snippets(read_snippet_ids(args), crop=args.crop_uncovered)
         if args.skip_zoo:
             in_zoo = {(e.listed_id, e.seed) for e in zoo_experts(args.skip_zoo)}
             skipped = [p for p in planned if (p.requested, str(args.seed)) in in_zoo]

@@ -54,6 +54,7 @@ from mocapact_envs.evaluation.metrics import EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
 from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import save_expert
 from mocapact_envs.policies.expert_networks import (
     ExpertActorCritic,
@@ -61,7 +62,7 @@ from mocapact_envs.policies.expert_networks import (
     ObservationNormalizer,
     RewardNormalizer,
 )
-from mocapact_envs.tasks.observables import flatten_observation
+from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -198,6 +199,10 @@ class Args:
     anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets"""
     termination_error_threshold: float = 0.3
     """tracking error that ends an episode"""
+    extra_observables: tuple[str, ...] = ()
+    """observables the experts see besides MoCapAct's time-index set (MoCapAct: none), such as
+    walker/reference_rel_root_pos_local: reference features at the current step show the drift from the clip that
+    the body's own sensors cannot"""
     act_noise: float = 0.0
     """std of Gaussian noise the training env adds to actions (MoCapAct: 0)"""
     action_parameterization: Literal["absolute", "reference_residual"] | None = None
@@ -408,6 +413,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     try:
         if not args.clips:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
+        plan_snippets(args.clips, crop=False)  # names every unknown, uncovered or broken snippet at once
         snippets = [resolve_snippet(clip) for clip in args.clips]
         args = dataclasses.replace(args, total_timesteps=training_budget(args, snippets))
         backend = check_backend(args.backend)
@@ -437,7 +443,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
 
     # -- environments: one vector env of num_envs worlds per expert ----------------
     env_kwargs = dict(
-        observables="time_index",
+        observables=TIME_INDEX + tuple(args.extra_observables),
         ref_steps=(0,),
         termination_error_threshold=args.termination_error_threshold,
     )
