@@ -62,7 +62,7 @@ from mocapact_envs.policies.expert_networks import (
     ObservationNormalizer,
     RewardNormalizer,
 )
-from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation
+from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -198,11 +198,7 @@ class Args:
     """how many of each expert's num_envs training environments always start at the snippet's start (the rest start
     anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets"""
     termination_error_threshold: float = 0.3
-    """tracking error that ends an episode"""
-    extra_observables: tuple[str, ...] = ()
-    """observables the experts see besides MoCapAct's time-index set (MoCapAct: none), such as
-    walker/reference_rel_root_pos_local: reference features at the current step show the drift from the clip that
-    the body's own sensors cannot"""
+    """tracking error that ends a training episode (MoCapAct: 0.3); evaluations always use MoCapAct's 0.3"""
     act_noise: float = 0.0
     """std of Gaussian noise the training env adds to actions (MoCapAct: 0)"""
     action_parameterization: Literal["absolute", "reference_residual"] | None = None
@@ -442,11 +438,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
 
     # -- environments: one vector env of num_envs worlds per expert ----------------
-    env_kwargs = dict(
-        observables=TIME_INDEX + tuple(args.extra_observables),
-        ref_steps=(0,),
-        termination_error_threshold=args.termination_error_threshold,
-    )
+    env_kwargs = dict(observables="time_index", ref_steps=(0,))
     envs = [
         make_tracking_vec_env(
             snippet.id,
@@ -458,6 +450,7 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             else True,
             min_steps=clamp_min_steps(snippet, args.min_steps),
             act_noise=args.act_noise,
+            termination_error_threshold=args.termination_error_threshold,
             **env_kwargs,
         )
         for snippet in snippets
