@@ -4,6 +4,7 @@ out with mocapact-collect (worker processes or Ray), evaluated, tabulated, expor
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -131,6 +132,13 @@ def test_table_from_final_evaluations(zoo_folder, mocap_folder):
         expected = [k for k, yes in (("locomotion", snippet in locomotion), ("validation", snippet[:10] in validation)) if yes]  # fmt: skip
         assert row["kind"] == (", ".join(expected) or "-")
     assert "| CMU_016_22-0-82 (cropped: trained on 0-60) |" in readme and "not evaluated" in readme
+    # Every listed snippet has a row: those without an expert say so, and the summary counts them by length.
+    held = {snippet for snippet, row in rows.items() if row.get("trained", True)}
+    listed = set(read_id_file(clip_lists / zoo.ZOO_SNIPPET_LIST))
+    assert set(rows) == listed | held and len(held) == 2
+    assert f"| {sorted(listed - held)[0]} |" in readme and "not trained yet" in readme
+    assert f"{len(listed - held)} listed snippets not trained yet" in readme
+    assert re.search(r"up to 50 steps: 1 of \d+ evaluated, median 0\.\d{3}", readme)
     assert (zoo_folder / "figures" / "distributions.png").read_bytes()[:4] == b"\x89PNG"
 
 

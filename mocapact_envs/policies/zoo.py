@@ -382,8 +382,23 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
                     row[f"{label}_norm_return"] = round(float(final[kind]["mean_norm_episode_return"]), 3)
                     row[f"{label}_episodes"] = int(final[kind]["episodes"])
         rows.append(row)
+    if clip_lists is not None and (clip_lists / ZOO_SNIPPET_LIST).is_file():
+        # The listed snippets without an expert get a row too, so the table accounts for every one.
+        held = {row["snippet"] for row in rows}
+        for listed_id in read_id_file(clip_lists / ZOO_SNIPPET_LIST):
+            listed = parse_snippet(listed_id)
+            if listed_id not in held:
+                steps = (listed.end or 0) - (listed.start or 0) + 1
+                rows.append(
+                    {"snippet": listed_id, "kind": snippet_kinds(listed_id, clip_lists), "steps": steps,
+                     "cropped": False, "trained": False}
+                )  # fmt: skip
+        rows.sort(key=lambda row: row["snippet"])
     return rows
 
+
+#: Snippet length bands (steps, inclusive upper bounds) of the table's summary.
+LENGTH_BANDS = ((50, "up to 50 steps"), (100, "51 to 100 steps"), (None, "over 100 steps"))
 
 TABLE_COLUMNS = (
     ("snippet", "snippet"),
@@ -405,14 +420,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for key, _ in TABLE_COLUMNS:
             value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
-            if key == "env_steps" and value != "":
+            if row.get("trained") is False and key == "env_steps":
+                value = "not trained yet"
+            elif row.get("trained") is False and key == "rsi_norm_length":
+                value = ""
+            if key == "env_steps" and isinstance(value, int):
                 value = f"{value / 1e6:.2f}M"
             if key == "snippet" and row["cropped"]:
                 value = f"{value} (cropped: trained on {row['trained_on'].split('-', 1)[1]})"
             cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    evaluated = [r for r in rows if "rsi_norm_length" in r]
-    summary = [f"{len(rows)} experts, {len(evaluated)} evaluated, {sum(r['cropped'] for r in rows)} cropped."]
+    experts = [r for r in rows if r.get("trained", True)]
+    evaluated = [r for r in experts if "rsi_norm_length" in r]
+    untrained = len(rows) - len(experts)
+    summary = [
+        f"{len(experts)} experts, {len(evaluated)} evaluated, {sum(r['cropped'] for r in experts)} cropped"
+        + (f"; {untrained} listed snippets not trained yet." if untrained else ".")
+    ]
     if evaluated:
         for label, key in (("random starts", "rsi"), ("snippet starts", "start")):
             lengths = np.array([r[f"{key}_norm_length"] for r in evaluated if f"{key}_norm_length" in r])
@@ -422,6 +446,17 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 f"(mean {lengths.mean():.3f}, {np.mean(lengths >= 0.8):.0%} at least 0.8), "
                 f"normalized return median {np.median(returns):.3f}."
             )
+        bands, lower = [], 0
+        for upper, label in LENGTH_BANDS:
+            band = [
+                r["rsi_norm_length"] for r in evaluated if lower < r["steps"] and (upper is None or r["steps"] <= upper)
+            ]
+            listed = [r for r in rows if lower < r["steps"] and (upper is None or r["steps"] <= upper)]
+            if listed:
+                median = f"median {np.median(band):.3f}" if band else "none evaluated"
+                bands.append(f"{label}: {len(band)} of {len(listed)} evaluated, {median}")
+            lower = upper or lower
+        summary.append(f"Normalized length from random starts by snippet length: {'; '.join(bands)}.")
         episodes = evaluated[0].get("rsi_episodes"), evaluated[0].get("start_episodes")
         summary.append(f"Episodes per expert: {episodes[0]} from random starts, {episodes[1]} from the snippet start.")
     return "\n".join(lines) + "\n\n" + " ".join(summary) + "\n"
@@ -587,7 +622,11 @@ def main(argv: list[str] | None = None) -> int:
             clip_lists = args.clip_lists or default_clip_lists()
             rows = write_table(args.zoo, clip_lists)
             root = experts_folder(args.zoo).parent
-            print(f"{len(rows)} experts: {root / README_FILE}, {root / 'table.json'}, {root / DISTRIBUTIONS_FIGURE}")
+            experts = sum(row.get("trained", True) for row in rows)
+            print(
+                f"{experts} experts in {len(rows)} rows: {root / README_FILE}, {root / 'table.json'}, "
+                f"{root / DISTRIBUTIONS_FIGURE}"
+            )
             return 0
         if args.command == "list":
             for expert in zoo_experts(args.zoo):
