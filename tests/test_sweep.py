@@ -123,10 +123,11 @@ def test_bad_snippets_are_named_before_training(tmp_path):
 
 
 def test_unreachable_address_is_refused_with_a_clear_message(tmp_path):
-    # Nothing listens on port 9 here: the sweep says so instead of waiting on ray.init's retries.
+    # Nothing listens on port 9 here: the sweep says so instead of waiting on ray.init's retries (minutes). The
+    # timeout leaves room for the imports on a loaded machine, where they alone can take a minute.
     result = subprocess.run(
         [sys.executable, str(SWEEP), "--snippets", SNIPPETS[0], "--address", "127.0.0.1:9", "--log-root", str(tmp_path)],
-        cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 2 and "no Ray cluster answers at --address 127.0.0.1:9" in result.stderr
     assert "ray start --head" in result.stderr
