@@ -48,12 +48,11 @@ from mocapact_envs.envs.factory import (
     check_backend,
     clamp_min_steps,
     make_tracking_vec_env,
-    resolve_snippet,
 )
 from mocapact_envs.evaluation.metrics import EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
-from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.mocap.ids import Snippet, parse_snippet
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import save_expert
 from mocapact_envs.policies.expert_networks import (
@@ -409,8 +408,8 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     try:
         if not args.clips:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
-        plan_snippets(args.clips, crop=False)  # names every unknown, uncovered or broken snippet at once
-        snippets = [resolve_snippet(clip) for clip in args.clips]
+        # Names every unknown, uncovered or broken snippet at once; the plan holds each one with its end resolved.
+        snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
         args = dataclasses.replace(args, total_timesteps=training_budget(args, snippets))
         backend = check_backend(args.backend)
         if not 0 <= args.snippet_start_envs <= args.num_envs:

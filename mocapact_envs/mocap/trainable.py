@@ -45,7 +45,8 @@ def plan_snippets(ids: Sequence[str], crop: bool, mocap_path: str | None = None)
             continue
         last_step = source.num_steps(snippet.clip_id) - 1
         listed_end = last_step if snippet.end is None else snippet.end
-        start, end = snippet.start, min(listed_end, last_step)
+        covered_end = min(listed_end, last_step)
+        start, end = snippet.start, covered_end
         quality = source.clip_set(snippet.clip_id).quality(snippet.clip_id)
         broken = set(quality.broken_steps if quality else ()) & set(range(start, end + 1))
         while start in broken:
@@ -71,7 +72,7 @@ def plan_snippets(ids: Sequence[str], crop: bool, mocap_path: str | None = None)
                     f"runs past the end of {snippet.clip_id}, whose steps in {source.description} end at {last_step}"
                 )
             if broken:
-                reasons += quality.problems_within(snippet.start, min(listed_end, last_step))
+                reasons += quality.problems_within(snippet.start, covered_end)
             problems.append(f"{requested}: {'; '.join(reasons)}; its trainable part is {trainable}")
             continue
         planned.append(PlannedSnippet(requested, trainable, cropped))

@@ -352,6 +352,12 @@ def snippet_kinds(snippet_id: str, clip_lists: Path | None) -> str:
     return ", ".join(kinds) or "-"
 
 
+def snippet_steps(snippet_id: str) -> int:
+    """The steps a listed snippet id spans, both ends included."""
+    snippet = parse_snippet(snippet_id)
+    return (snippet.end or 0) - (snippet.start or 0) + 1
+
+
 def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
     """One row per zoo expert (smallest seed per snippet) from its final_evaluation.json."""
     rows, seen = [], set()
@@ -359,12 +365,11 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
         if expert.listed_id in seen:
             continue
         seen.add(expert.listed_id)
-        listed = parse_snippet(expert.listed_id)
         row: dict[str, Any] = {
             "snippet": expert.listed_id,
             "seed": expert.seed,
             "kind": snippet_kinds(expert.listed_id, clip_lists),
-            "steps": (listed.end or 0) - (listed.start or 0) + 1,
+            "steps": snippet_steps(expert.listed_id),
             "trained_on": expert.snippet.id,
             "cropped": expert.cropped,
         }
@@ -386,11 +391,9 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
         # The listed snippets without an expert get a row too, so the table accounts for every one.
         held = {row["snippet"] for row in rows}
         for listed_id in read_id_file(clip_lists / ZOO_SNIPPET_LIST):
-            listed = parse_snippet(listed_id)
             if listed_id not in held:
-                steps = (listed.end or 0) - (listed.start or 0) + 1
                 rows.append(
-                    {"snippet": listed_id, "kind": snippet_kinds(listed_id, clip_lists), "steps": steps,
+                    {"snippet": listed_id, "kind": snippet_kinds(listed_id, clip_lists), "steps": snippet_steps(listed_id),
                      "cropped": False, "trained": False}
                 )  # fmt: skip
         rows.sort(key=lambda row: row["snippet"])
@@ -419,11 +422,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = []
         for key, _ in TABLE_COLUMNS:
-            value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
-            if row.get("trained") is False and key == "env_steps":
-                value = "not trained yet"
-            elif row.get("trained") is False and key == "rsi_norm_length":
-                value = ""
+            if row.get("trained", True):
+                value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
+            else:
+                value = "not trained yet" if key == "env_steps" else row.get(key, "")
             if key == "env_steps" and isinstance(value, int):
                 value = f"{value / 1e6:.2f}M"
             if key == "snippet" and row["cropped"]:
@@ -448,10 +450,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             )
         bands, lower = [], 0
         for upper, label in LENGTH_BANDS:
-            band = [
-                r["rsi_norm_length"] for r in evaluated if lower < r["steps"] and (upper is None or r["steps"] <= upper)
-            ]
             listed = [r for r in rows if lower < r["steps"] and (upper is None or r["steps"] <= upper)]
+            band = [r["rsi_norm_length"] for r in listed if "rsi_norm_length" in r]
             if listed:
                 median = f"median {np.median(band):.3f}" if band else "none evaluated"
                 bands.append(f"{label}: {len(band)} of {len(listed)} evaluated, {median}")
