@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -52,7 +52,7 @@ from mocapact_envs.envs.factory import (
 from mocapact_envs.evaluation.metrics import EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
-from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import save_expert
 from mocapact_envs.policies.expert_networks import (
@@ -78,8 +78,6 @@ from mocapact_envs.training.scripts import apply_preset, seed_everything, show_p
 # the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).
 MOCAPACT_PRESET: dict[str, Any] = dict(
     total_timesteps=150_000_000,
-    timesteps_per_snippet_step=0,
-    min_total_timesteps=0,
     early_stop_full_length_evals=0,
     num_envs=8,
     num_steps=1024,  # 8192 steps per update across workers
@@ -168,14 +166,8 @@ class Args:
     vectorization_mode: Literal["sync", "async", "vector_entry_point"] | None = None
     """how sub-environments run; unset: the native vector env with the fast backend, else sync"""
     total_timesteps: int | None = None
-    """env steps to train each expert for in all (across resumes), the most when scaled by snippet length; unset: from
-    the preset"""
-    timesteps_per_snippet_step: int | None = None
-    """scale the budget with snippet length: this many env steps per step of the longest snippet trained, clipped
-    between the smallest budget below and the total above; 0: the total for every snippet (also whenever only a
-    total is given)"""
-    min_total_timesteps: int | None = None
-    """the smallest budget a length-scaled budget can be"""
+    """env steps to train each expert for in all (across resumes); experts trained together share it (and so one
+    learning-rate schedule); unset: from the preset"""
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
@@ -274,23 +266,7 @@ def resolve_preset(args: Args) -> Args:
     """Fills every field left at None from the chosen preset; explicit flags win."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")
-    if args.total_timesteps is not None and args.timesteps_per_snippet_step is None:
-        args = dataclasses.replace(args, timesteps_per_snippet_step=0)  # an explicit budget is the budget
     return apply_preset(args, PRESETS[args.preset])
-
-
-def training_budget(args: Args, snippets: Sequence[Snippet]) -> int:
-    """Env steps each expert trains for. Experts trained together share one budget (and so one learning-rate
-    schedule): the longest snippet's."""
-    if args.timesteps_per_snippet_step < 0 or args.min_total_timesteps < 0:
-        raise ValueError(
-            f"--timesteps-per-snippet-step and --min-total-timesteps must be >= 0, got "
-            f"{args.timesteps_per_snippet_step} and {args.min_total_timesteps}."
-        )
-    if not args.timesteps_per_snippet_step:
-        return args.total_timesteps
-    scaled = args.timesteps_per_snippet_step * max(s.end - s.start for s in snippets)
-    return int(min(max(scaled, args.min_total_timesteps), args.total_timesteps))
 
 
 def learning_rate_at(args: Args, global_step: int) -> float:
@@ -410,7 +386,6 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
         # Names every unknown, uncovered or broken snippet at once; the plan holds each one with its end resolved.
         snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
-        args = dataclasses.replace(args, total_timesteps=training_budget(args, snippets))
         backend = check_backend(args.backend)
         if not 0 <= args.snippet_start_envs <= args.num_envs:
             raise ValueError(
