@@ -126,6 +126,7 @@ def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     assert evaluated["rsi_norm_length"] == round(final["eval_rsi"]["mean_norm_episode_length"], 3)
     assert evaluated["start_norm_return"] == round(final["eval_start"]["mean_norm_episode_return"], 3)
     assert evaluated["rsi_episodes"] == 3 and evaluated["steps"] == 41
+    assert evaluated["start_mean_length"] == round(final["eval_start"]["mean_episode_length"], 1)
     locomotion = set(read_id_file(clip_lists / zoo.LOCOMOTION_LIST))
     validation = set(read_id_file(clip_lists / zoo.VALIDATION_LIST))
     for snippet, row in rows.items():
@@ -139,7 +140,8 @@ def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     assert f"| {sorted(listed - held)[0]} |" in readme and "not trained yet" in readme
     assert f"{len(listed - held)} listed snippets not trained yet" in readme
     assert re.search(r"up to 50 steps: 1 of \d+ evaluated, median 0\.\d{3}", readme)
-    assert (zoo_folder / "figures" / "distributions.png").read_bytes()[:4] == b"\x89PNG"
+    for figure in ("distributions.png", "tracked_steps.png"):
+        assert (zoo_folder / "figures" / figure).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts, mocap_folder, tmp_path, monkeypatch):

@@ -57,6 +57,7 @@ from mocapact_envs.policies.expert_files import (
     expand_weights,
     read_clip_info,
 )
+from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
 ZOO_ENV_VAR = "MOCAPACT_ZOO"
@@ -73,6 +74,7 @@ CHECK_EPISODES, CHECK_SEED = 10, 0
 README_FILE = "README.md"
 TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 DISTRIBUTIONS_FIGURE = "figures/distributions.png"
+TRACKED_STEPS_FIGURE = "figures/tracked_steps.png"
 FRAMES_FIGURE = "figures/frames.png"
 #: MoCapAct's lists (``<mocap>/clip_lists``) that give a snippet's kind.
 LOCOMOTION_LIST, VALIDATION_LIST = "mocapact_locomotion_snippets.txt", "mocapact_val_clips.txt"
@@ -385,6 +387,7 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
                 if kind in final:
                     row[f"{label}_norm_length"] = round(float(final[kind]["mean_norm_episode_length"]), 3)
                     row[f"{label}_norm_return"] = round(float(final[kind]["mean_norm_episode_return"]), 3)
+                    row[f"{label}_mean_length"] = round(float(final[kind]["mean_episode_length"]), 1)
                     row[f"{label}_episodes"] = int(final[kind]["episodes"])
         rows.append(row)
     if clip_lists is not None and (clip_lists / ZOO_SNIPPET_LIST).is_file():
@@ -457,6 +460,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 bands.append(f"{label}: {len(band)} of {len(listed)} evaluated, {median}")
             lower = upper or lower
         summary.append(f"Normalized length from random starts by snippet length: {'; '.join(bands)}.")
+        long_tracked = [r["start_mean_length"] for r in evaluated if r["steps"] > 100 and "start_mean_length" in r]
+        if long_tracked:
+            summary.append(
+                f"From the snippet start, the {len(long_tracked)} evaluated snippets over 100 steps are tracked for "
+                f"a median of {np.median(long_tracked):.0f} steps ({np.median(long_tracked) * TrackingSettings.control_timestep:.1f} s; "
+                f"figures/tracked_steps.png)."
+            )
         episodes = evaluated[0].get("rsi_episodes"), evaluated[0].get("start_episodes")
         summary.append(f"Episodes per expert: {episodes[0]} from random starts, {episodes[1]} from the snippet start.")
     return "\n".join(lines) + "\n\n" + " ".join(summary) + "\n"
@@ -484,6 +494,39 @@ def plot_distributions(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def plot_tracked_steps(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Mean steps tracked (episode length) against snippet length, from both starts: where experts stop keeping up."""
+    evaluated = [r for r in rows if "start_mean_length" in r]
+    if not evaluated:
+        return False
+    from mocapact_envs.evaluation.plotting import save_figure, subplots
+
+    figure, ax = subplots(figsize=(7, 5))
+    steps = np.array([snippet_steps(r["trained_on"]) for r in evaluated])  # cropped ones: the part trained
+    for key, label, color in (
+        ("start", "from the snippet start", "tab:orange"),
+        ("rsi", "from random starts", "tab:blue"),
+    ):
+        ax.scatter(
+            steps,
+            [r[f"{key}_mean_length"] for r in evaluated],
+            s=18,
+            color=color,
+            label=f"mean episode length, {label}",
+        )
+    # An episode from the snippet start ends at the snippet's last step at most.
+    ceiling = np.array([0, steps.max()])
+    ax.plot(ceiling, ceiling - 1, color="black", linestyle="--", linewidth=1, label="whole snippet (from its start)")
+    ax.set(
+        xlabel=f"snippet length trained (steps of {TrackingSettings.control_timestep} s)",
+        ylabel="steps tracked before the episode ends",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(figure, path, title=f"{len(evaluated)} zoo experts: steps tracked against snippet length")
+    return True
+
+
 def write_table(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
     """Regenerates the table between the markers of the zoo's README.md and the distribution figure."""
     root = experts_folder(path).parent
@@ -498,6 +541,7 @@ def write_table(path: str | Path | None = None, clip_lists: Path | None = None) 
     replace_atomically(readme, lambda tmp: tmp.write_text(before + table + after))
     write_json(root / "table.json", rows)
     plot_distributions(rows, root / DISTRIBUTIONS_FIGURE)
+    plot_tracked_steps(rows, root / TRACKED_STEPS_FIGURE)
     return rows
 
 
@@ -625,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             experts = sum(row.get("trained", True) for row in rows)
             print(
                 f"{experts} experts in {len(rows)} rows: {root / README_FILE}, {root / 'table.json'}, "
-                f"{root / DISTRIBUTIONS_FIGURE}"
+                f"{root / DISTRIBUTIONS_FIGURE}, {root / TRACKED_STEPS_FIGURE}"
             )
             return 0
         if args.command == "list":
