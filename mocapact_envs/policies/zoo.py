@@ -528,7 +528,7 @@ def plot_tracked_steps(rows: list[dict[str, Any]], path: Path) -> bool:
 
 
 def write_table(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
-    """Regenerates the table between the markers of the zoo's README.md and the distribution figure."""
+    """Regenerates the table between the markers of the zoo's README.md, table.json and the two figures."""
     root = experts_folder(path).parent
     rows = table_rows(path, clip_lists)
     readme = root / README_FILE
