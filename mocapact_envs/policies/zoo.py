@@ -460,12 +460,17 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 bands.append(f"{label}: {len(band)} of {len(listed)} evaluated, {median}")
             lower = upper or lower
         summary.append(f"Normalized length from random starts by snippet length: {'; '.join(bands)}.")
-        long_tracked = [r["start_mean_length"] for r in evaluated if r["steps"] > 100 and "start_mean_length" in r]
+        # Steps tracked in the longest band: where experts stop keeping up (figures/tracked_steps.png).
+        long_from = LENGTH_BANDS[-2][0]
+        long_tracked = [
+            r["start_mean_length"] for r in evaluated if r["steps"] > long_from and "start_mean_length" in r
+        ]
         if long_tracked:
+            median_steps = float(np.median(long_tracked))
             summary.append(
-                f"From the snippet start, the {len(long_tracked)} evaluated snippets over 100 steps are tracked for "
-                f"a median of {np.median(long_tracked):.0f} steps ({np.median(long_tracked) * TrackingSettings.control_timestep:.1f} s; "
-                f"figures/tracked_steps.png)."
+                f"From the snippet start, the {len(long_tracked)} evaluated snippets over {long_from} steps are tracked "
+                f"for a median of {median_steps:.0f} steps ({median_steps * TrackingSettings.control_timestep:.1f} s; "
+                f"{TRACKED_STEPS_FIGURE})."
             )
         episodes = evaluated[0].get("rsi_episodes"), evaluated[0].get("start_episodes")
         summary.append(f"Episodes per expert: {episodes[0]} from random starts, {episodes[1]} from the snippet start.")
