@@ -107,6 +107,12 @@ def test_resume_continues_from_checkpoint(first_run, tmp_path):
     sps_steps = [e.step for e in events.Scalars("charts/SPS")]
     assert sps_steps == sorted(set(sps_steps)) and sps_steps[-1] == after["global_step"]
     assert before["global_step"] in sps_steps
+    # Training episodes are logged as means per update, at update steps: an untrained expert's episodes
+    # end early, so each update holds several, each shorter than the snippet.
+    episodes = events.Scalars("charts/episodes")
+    lengths = events.Scalars("charts/norm_episode_length")
+    assert {e.step for e in lengths} <= set(sps_steps) and len(lengths) == len(episodes)
+    assert all(e.value >= 2 for e in episodes) and all(0 < e.value < 1 for e in lengths)
     # A finished run is left alone.
     again = run(TRAIN, *TINY, "--log-root", tmp_path, "--total-timesteps", "1024")
     assert "nothing to do" in again.stdout

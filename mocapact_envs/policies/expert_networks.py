@@ -35,7 +35,12 @@ class RunningMeanStd:
         batch = np.asarray(batch, np.float64).reshape((-1, *self.mean.shape))
         if len(batch) == 0:
             return
-        batch_mean, batch_var, batch_count = batch.mean(axis=0), batch.var(axis=0), len(batch)
+        # np.mean and np.var's own arithmetic (sum, divide; square the deviations, sum, divide) without their
+        # Python wrappers: this runs on every env step, for a handful of rows.
+        batch_count = len(batch)
+        batch_mean = batch.sum(axis=0) / batch_count
+        deviation = batch - batch_mean
+        batch_var = (deviation * deviation).sum(axis=0) / batch_count
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
