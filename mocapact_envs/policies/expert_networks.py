@@ -164,7 +164,8 @@ class _GaussianActorCritic:
         std = self.log_std.exp()
         if mean.dim() > std.dim():  # a batch: one std row per expert, the same for every observation
             std = std.unsqueeze(-2)
-        return Normal(mean, std.expand_as(mean))
+        # No argument validation: it checks every step that the std is positive, which exp() guarantees.
+        return Normal(mean, std.expand_as(mean), validate_args=False)
 
     def act(
         self, observation: torch.Tensor, deterministic: bool = False, action_offset: torch.Tensor | None = None
@@ -274,11 +275,12 @@ class _BatchedMLP(nn.Module):
         self.activation = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if i < last:
+        # Parameters read from the lists' own dict: iterating a ParameterList costs more than a small layer.
+        weights, biases = self.weights._parameters.values(), self.biases._parameters.values()
+        for i, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+            if i:
                 x = self.activation(x)
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
         return x
 
 
