@@ -12,8 +12,9 @@ Evaluations are pushed past the budget, so the figures are training throughput, 
 
 * **per CPU second** (the headline): env steps over the CPU time (user + system) of the training
   loop. Each configuration also runs for one update, and its CPU time (imports, building the
-  worlds, the final evaluations) and steps are subtracted, so set-up does not count. CPU time is
-  what a core spends, so other processes on the machine hardly move it;
+  worlds, the final evaluations) and steps are subtracted, so set-up does not count. CPU time moves
+  less with the machine's load than wall-clock does, but it still moves (shared caches): K = 1 ran
+  at 690 to 904 steps per CPU second over one day here;
 * **per wall-clock second**: each expert's TensorBoard ``charts/SPS`` summed over the experts of a
   run, which a busy machine lowers.
 
