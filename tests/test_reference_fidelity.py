@@ -14,6 +14,7 @@ from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.envs.tracking_vector import MocapTrackingVectorEnv
 from mocapact_envs.mocap import amc, retarget
 from mocapact_envs.mocap.source import AMCFolderSource, MocapSourceError
+from mocapact_envs.mocap.trainable import plan_snippets
 
 REPORT_FIELDS = {
     "root_scale",
@@ -72,7 +73,7 @@ def test_no_unbroken_step_penetrates_the_floor_and_the_median_step_stands_on_it(
         assert quality.median_lowest_height_m == pytest.approx(np.median(heights[unbroken]), abs=1e-6)
         if quality.problems:
             flagged.append(row["clip"])
-    assert flagged == ["CMU_009_10"]  # its broken steps; every other clip is made plausible
+    assert flagged == ["CMU_008_07", "CMU_009_10"]  # their broken steps; every other clip is made plausible
 
 
 def test_motion_is_kept_joint_angles_identical_root_scaled_then_raised(mocap_folder, source):
@@ -105,7 +106,9 @@ def test_broken_steps_of_cmu_009_10_are_flagged_and_strict_refuses_them(source, 
     quality = source.clip_set("CMU_009_10").quality("CMU_009_10")
     # The file starts with all-zero frames: the root sits at the origin, more than a metre below.
     assert quality.broken_steps == (0, 1)
-    assert quality.problems == ("broken steps 0-1: the root moves faster than 12 m/s",)
+    assert quality.problems == (
+        "broken steps 0-1: a capture glitch (the root moves faster than 12 m/s, or the file holds one pose there)",
+    )
     with pytest.raises(MocapSourceError, match=r"strict=True refuses 1 snippet.*CMU_009_10-0-36 \(broken steps 0-1"):
         source.clip_set("CMU_009_10", strict=True)
     # A snippet that leaves the broken steps out is plausible; without strict the whole clip is tracked.
@@ -115,6 +118,41 @@ def test_broken_steps_of_cmu_009_10_are_flagged_and_strict_refuses_them(source, 
         MocapTrackingEnv("CMU_009_10", mocap_path=mocap_folder, strict=True)
     with pytest.raises(MocapSourceError, match="CMU_009_10"):
         MocapTrackingVectorEnv(2, "CMU_009_10", mocap_path=mocap_folder, strict=True)
+
+
+def test_a_held_pose_at_the_start_of_cmu_008_07_is_flagged_and_cropped_off(source, mocap_folder):
+    text = amc._renumbered_amc_text(mocap_folder / "subjects/08/08_07.amc")
+    assert amc.held_frames(text) == (302, 6, 1)  # the first 6 frames repeat one pose exactly
+    quality = source.clip_set("CMU_008_07").quality("CMU_008_07")
+    assert quality.broken_steps == (0, 1)
+    # Why: the root barely moves from step 0 to 1, then jumps out of the hold faster than the run that follows.
+    root = source.clip_set("CMU_008_07").reference_features(0)["position"]
+    speed = np.linalg.norm(np.diff(root, axis=0), axis=1) / amc.DEFAULT_DT
+    assert speed[0] < 0.5 and speed[1] > 1.5 * np.median(speed[2:40]) and speed[1] < retarget.MAX_ROOT_SPEED
+    planned = plan_snippets(["CMU_008_07-0-80"], crop=True, mocap_path=str(mocap_folder))
+    assert [(p.snippet_id, p.cropped) for p in planned] == [("CMU_008_07-2-80", True)]
+
+
+def test_a_held_pose_at_the_end_of_a_file_flags_the_last_steps(mocap_folder, tmp_path):
+    """16_22.amc with its last frame repeated 12 times (0.1 s): the steps from the last moving frame on are
+    flagged, and only those."""
+    text = amc._renumbered_amc_text(mocap_folder / "subjects/16/16_22.amc")
+    frames, first, last = amc.held_frames(text)
+    assert (first, last) == (1, 1)
+    lines = text.splitlines()
+    body = lines[lines.index(str(frames)) + 1 :]  # the last frame's channel lines
+    held = text + "".join(f"{frames + i}\n" + "\n".join(body) + "\n" for i in range(1, 13))
+    assert amc.held_frames(held) == (frames + 12, 1, 13)
+    path = tmp_path / "16" / "16_22.amc"
+    path.parent.mkdir()
+    path.write_text(held)
+    clip = amc.convert_amc(path, "CMU_016_22", asf_path=mocap_folder / "subjects/16/16.asf")
+    steps = clip.num_steps
+    flagged = retarget.held_steps(steps, amc.DEFAULT_DT, frames + 12, 1, 13, parse_amc.MOCAP_DT)
+    assert clip.quality.broken_steps == tuple(np.flatnonzero(flagged))
+    # The hold starts at the original last frame, (frames - 1) / 120 s: the steps after the one before it.
+    assert clip.quality.broken_steps[0] == int(np.floor((frames - 2) / 120 / amc.DEFAULT_DT)) + 1
+    assert clip.quality.broken_steps[-1] == steps - 1
 
 
 def test_report_fields_in_cache_and_cli(mocap_folder, tmp_path, monkeypatch):

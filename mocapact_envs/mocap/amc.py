@@ -37,7 +37,7 @@ DEFAULT_DT = 0.03
 #: ``mocap_pb2.Walker.Model.CMU_2020``.
 CMU_2020_MODEL_ENUM = 4
 #: Bump when the conversion changes, so cached files are rebuilt.
-CONVERTER_VERSION = 3
+CONVERTER_VERSION = 4
 
 WALKER_POSE_FIELDS = (
     "position",
@@ -90,6 +90,22 @@ def _renumbered_amc_text(path: Path) -> str:
     if frame == 0:
         raise ValueError(f"{path} holds no AMC frames (no line with a frame number).")
     return "\n".join(out) + "\n"
+
+
+def held_frames(amc_text: str) -> tuple[int, int, int]:
+    """``(frames, held_first, held_last)``: the frame count, and how many frames at the start (and at the
+    end) repeat the first (last) frame's values exactly; 1 when the next frame differs."""
+    frames: list[list[str]] = []
+    for line in amc_text.splitlines():
+        if re.fullmatch(r"\s*\d+\s*", line):
+            frames.append([])
+        elif frames:
+            frames[-1].append(line.strip())
+
+    def run_length(ordered: list[list[str]]) -> int:
+        return next((i for i, frame in enumerate(ordered) if frame != ordered[0]), len(ordered))
+
+    return len(frames), run_length(frames), run_length(frames[::-1])
 
 
 @functools.cache
@@ -202,8 +218,9 @@ def convert_amc(
     from dm_control.suite.utils import parse_amc
 
     path = Path(path)
+    amc_text = _renumbered_amc_text(path)
     with tempfile.NamedTemporaryFile("w", suffix=".amc", delete=False) as tmp:
-        tmp.write(_renumbered_amc_text(path))
+        tmp.write(amc_text)
     try:
         converted = parse_amc.convert(tmp.name, _suite_physics(), dt)
     finally:
@@ -225,6 +242,7 @@ def convert_amc(
     qvel[:, :3] *= root_scale
     source_lowest = poser.lowest_points(qpos)
     broken = retarget.broken_steps(qpos[:, :3], dt)
+    broken |= retarget.held_steps(len(qpos), dt, *held_frames(amc_text), frame_dt=parse_amc.MOCAP_DT)
     correction = retarget.height_correction(source_lowest, qpos[:, 2], broken, dt)
     qpos[:, 2] += correction.offset
     qvel[:, 2] += np.diff(correction.offset) / dt  # the free joint's linear velocity is in world axes

@@ -9,6 +9,9 @@ above the floor depending on the subject. The retargeting here:
    without an ASF file;
 2. flags broken steps: the root moving faster than :data:`MAX_ROOT_SPEED` between two steps
    (capture glitches); the steps outside the longest stretch without such a jump are broken;
+   so are steps on a capture hold, frames that repeat one pose exactly at the file's start or end
+   (no real capture repeats a pose to the last digit; CMU_008_07 holds its first 6 frames, then
+   the root jumps 11 cm, which resampling smooths to 4 m/s, below the speed test);
 3. corrects the root height per step, smoothly, so the walker stands on the floor: on steps in
    ground contact the correction puts the lowest point on the floor; over flight (the root falls
    faster than :data:`FLIGHT_ACCELERATION` with the lowest point above :data:`FLIGHT_CLEARANCE`)
@@ -87,6 +90,21 @@ def broken_steps(root_positions: np.ndarray, dt: float) -> np.ndarray:
     broken = np.ones(len(root_positions), dtype=bool)
     broken[bounds[longest] : bounds[longest + 1]] = False
     return broken
+
+
+def held_steps(
+    num_steps: int, dt: float, num_frames: int, held_first: int, held_last: int, frame_dt: float
+) -> np.ndarray:
+    """Steps on a capture hold (a boolean mask): the file's first ``held_first`` of ``num_frames`` frames repeat
+    one pose, as do its last ``held_last`` (1: no hold). A step is on the hold when it lies on the held frames or
+    between the hold and the next frame (the jump out of it); frames are ``frame_dt`` apart, steps ``dt``."""
+    times = np.arange(num_steps) * dt
+    held = np.zeros(num_steps, dtype=bool)
+    if held_first > 1:
+        held |= times < held_first * frame_dt - 1e-9
+    if held_last > 1:
+        held |= times > (num_frames - held_last - 1) * frame_dt + 1e-9
+    return held
 
 
 def _hann_smooth(values: np.ndarray, half_width: int) -> np.ndarray:
@@ -198,7 +216,10 @@ class ClipQuality:
 
 def broken_steps_problem(steps: tuple[int, ...]) -> str:
     """The report's reason for refusing steps that :func:`broken_steps` flags."""
-    return f"{BROKEN_STEPS_PROBLEM} {describe_steps(steps)}: the root moves faster than {MAX_ROOT_SPEED:g} m/s"
+    return (
+        f"{BROKEN_STEPS_PROBLEM} {describe_steps(steps)}: a capture glitch (the root moves faster than "
+        f"{MAX_ROOT_SPEED:g} m/s, or the file holds one pose there)"
+    )
 
 
 BROKEN_STEPS_PROBLEM = "broken steps"
