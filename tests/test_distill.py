@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_runs import REPO_ROOT, run
+from tiny_runs import COLLECT, REPO_ROOT, SEED, SNIPPETS, environment, run, train_tiny_experts
 
 from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.mocap.ids import amc_file_clip_id, parse_snippet, read_id_file
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.training.run_folder import load_checkpoint
@@ -18,6 +21,8 @@ pytestmark = pytest.mark.xdist_group("rollouts")
 TRAIN = REPO_ROOT / "baselines" / "distill" / "train.py"
 EVALUATE = REPO_ROOT / "baselines" / "distill" / "evaluate.py"
 TINY = ["--hidden-size", "32", "--batch-size", "8", "--seq-steps", "5", "--eval-episodes", "1", "--eval-snippets", "2"]
+#: A snippet of MoCapAct's list on one of its validation clips (36 steps), beside the session's training-clip snippets.
+VALIDATION_SNIPPET = "CMU_009_05-0-36"
 
 
 def test_npmp_trains_resumes_evaluates_and_exports(rollouts, tmp_path):
@@ -41,8 +46,9 @@ def test_npmp_trains_resumes_evaluates_and_exports(rollouts, tmp_path):
 
     metrics_path = tmp_path / "metrics.json"
     video = tmp_path / "npmp.mp4"
-    run(EVALUATE, "--policy", run_dir / "best", "--episodes", "1", "--output-json", metrics_path, "--video", video)
-    metrics = json.loads(metrics_path.read_text())
+    run(EVALUATE, "--policy", run_dir / "best", "--modes", "train", "--episodes", "1", "--output-json", metrics_path,
+        "--video", video)  # fmt: skip
+    metrics = json.loads(metrics_path.read_text())["modes"]["train"]["policies"][str(run_dir / "best")]
     assert set(metrics["snippets"]) == set(policy.config.trained_snippets)
     for result in metrics["snippets"].values():
         for kind in ("start", "rsi"):
@@ -94,3 +100,126 @@ def test_loss_falls_on_real_rollouts(rollouts, kind):
 def test_bad_policy_kind_is_named():
     with pytest.raises(ValueError, match="unknown policy kind 'vae'.*npmp, mlp"):
         MultiClipPolicyConfig(kind="vae", observation_sizes=(1,) * 12)
+
+
+# -- MoCapAct's split: train on the training clips, evaluate in its modes ----------------------
+
+
+@pytest.fixture(scope="module")
+def validation_experts(tmp_path_factory, mocap_folder) -> Path:
+    """A tiny expert on a snippet of one of MoCapAct's validation clips, trained as a user trains one."""
+    validation = read_id_file(mocap_folder / "clip_lists" / "mocapact_val_clips.txt")
+    assert parse_snippet(VALIDATION_SNIPPET).clip_id in validation
+    assert not {parse_snippet(s).clip_id for s in SNIPPETS} & set(validation)
+    root = tmp_path_factory.mktemp("validation_experts")
+    train_tiny_experts([VALIDATION_SNIPPET], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def split_run(rollouts, validation_experts, tmp_path_factory):
+    """The distillation of the session's rollouts and the validation-clip expert's, as a user runs it."""
+    validation_rollouts = tmp_path_factory.mktemp("validation_rollouts")
+    run(*COLLECT, validation_experts, "--output-dir", validation_rollouts, "--seed", SEED)
+    run_dir = tmp_path_factory.mktemp("split_run")
+    result = run(TRAIN, "--rollouts", rollouts, validation_rollouts, "--run-dir", run_dir, *TINY,
+                 "--total-steps", "10", "--eval-every", "10")  # fmt: skip
+    return run_dir, validation_rollouts, result.stdout
+
+
+def test_training_leaves_out_validation_clip_rollouts(split_run, rollouts):
+    run_dir, validation_rollouts, stdout = split_run
+    policy = MultiClipPolicy.load(run_dir / "best")
+    assert set(policy.config.trained_snippets) == set(SNIPPETS)
+    assert policy.config.held_out_snippets == (VALIDATION_SNIPPET,)
+    assert f"left out 1 snippets on MoCapAct's validation clips (held out): {VALIDATION_SNIPPET}" in stdout
+
+    # Without the filter the same files do train on the validation clip; with it, its file is left out
+    # whole, so the observation statistics are those of the training clips' files alone.
+    everything = ExpertDataset([rollouts, validation_rollouts], "high_level")
+    assert VALIDATION_SNIPPET in everything.files.snippet_norm_returns
+    split = ExpertDataset([rollouts, validation_rollouts], "high_level", exclude_clips={"CMU_009_05"})
+    training_only = ExpertDataset([rollouts], "high_level")
+    assert split.files.excluded_snippets == [VALIDATION_SNIPPET]
+    assert split.files.paths == training_only.files.paths
+    np.testing.assert_array_equal(split.obs_mean, training_only.obs_mean)
+    assert not np.array_equal(everything.obs_mean, training_only.obs_mean)
+
+
+@pytest.fixture(scope="module")
+def few_clips_mocap(tmp_path_factory, mocap_folder) -> Path:
+    """A mocap folder of real clips with subjects 9, 16 and 141 only (141's clips are outside dm_control's ALL),
+    so the 'extra' mode has three short clips to run rather than the shared folder's 17."""
+    folder = tmp_path_factory.mktemp("few_clips_mocap")
+    for subject in ("09", "16", "141"):
+        (folder / "subjects" / subject).mkdir(parents=True)
+        for source in (mocap_folder / "subjects" / subject).iterdir():
+            (folder / "subjects" / subject / source.name).symlink_to(source)
+    (folder / "clip_lists").symlink_to(mocap_folder / "clip_lists")
+    return folder
+
+
+def test_evaluate_in_mocapact_modes_writes_json_and_plot(
+    split_run, experts_root, validation_experts, few_clips_mocap, mocap_folder, tmp_path
+):
+    run_dir, _, _ = split_run
+    policy = MultiClipPolicy.load(run_dir / "best")
+    metrics_path, plot = tmp_path / "modes.json", tmp_path / "ratios.png"
+    env = environment(MOCAPACT_MOCAP_PATH=str(few_clips_mocap))
+    run(EVALUATE, "--policy", run_dir / "best", "--labels", "npmp", "--experts", experts_root, validation_experts,
+        "--modes", "train", "val", "extra", "--episodes", "1", "--output-json", metrics_path, "--plot", plot,
+        env=env)  # fmt: skip
+    report = json.loads(metrics_path.read_text())
+    modes = report["modes"]
+    assert set(modes) == {"train", "val", "extra"}
+    assert set(modes["train"]["snippets"]) == set(policy.config.trained_snippets)
+    assert modes["val"]["snippets"] == [VALIDATION_SNIPPET]
+
+    # Extra: every clip of the folder outside dm_control's ALL, whole (its last step about frames / 3.6).
+    all_clips = set(read_id_file(mocap_folder / "clip_lists" / "ALL.txt"))
+    amc_files = {amc_file_clip_id(p): p for p in few_clips_mocap.glob("subjects/*/*.amc")}
+    outside = {clip for clip in amc_files if clip not in all_clips}
+    extra = [parse_snippet(s) for s in modes["extra"]["snippets"]]
+    assert outside and {s.clip_id for s in extra} == outside
+    frames = {
+        row.split("\t")[0]: int(row.split("\t")[2]) for row in (mocap_folder / "clips.tsv").read_text().splitlines()[1:]
+    }
+    for snippet in extra:
+        assert snippet.start == 0 and abs(snippet.end - frames[snippet.clip_id] / 3.6) < 2
+
+    for mode, entry in modes.items():
+        results = entry["policies"]["npmp"]
+        assert set(results["snippets"]) == set(entry["snippets"])
+        for result in results["snippets"].values():
+            for kind in ("start", "rsi"):
+                assert 0 < result[kind]["mean_norm_episode_length"] <= 1.0
+        # Experts ran where the folders hold one: the session's four and the validation-clip expert.
+        expected_experts = set() if mode == "extra" else set(entry["snippets"])
+        assert set(entry["experts"]["snippets"]) == expected_experts == set(results["ratios"])
+        for snippet, ratio in results["ratios"].items():
+            expert = entry["experts"]["snippets"][snippet]
+            for kind in ("start", "rsi"):
+                own = results["snippets"][snippet][kind]["mean_norm_episode_length"]
+                assert ratio[kind] == pytest.approx(own / expert[kind]["mean_norm_episode_length"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+
+
+def test_evaluate_names_bad_modes_and_missing_validation_experts(split_run, experts_root, tmp_path):
+    run_dir, _, _ = split_run
+    bad_mode = run(EVALUATE, "--policy", run_dir / "best", "--modes", "test", check=False)
+    assert bad_mode.returncode != 0 and "test" in bad_mode.stderr
+    assert all(choice in bad_mode.stderr for choice in ("train", "val", "extra"))
+    no_validation = run(EVALUATE, "--policy", run_dir / "best", "--modes", "val", "--experts", experts_root,
+                        check=False)  # fmt: skip
+    assert no_validation.returncode == 2
+    assert f"expert folders {experts_root} hold no snippet on MoCapAct's validation clips" in no_validation.stderr
+
+    # A policy that does not record its training snippets has no 'train' mode.
+    trained = MultiClipPolicy.load(run_dir / "best")
+    unrecorded = MultiClipPolicy(dataclasses.replace(trained.config, trained_snippets=()))
+    unrecorded.load_state_dict(trained.state_dict())
+    unrecorded.save(tmp_path / "unrecorded")
+    no_train = run(EVALUATE, "--policy", tmp_path / "unrecorded", "--modes", "train", check=False)
+    assert no_train.returncode == 2
+    assert "does not record the snippets it trained on" in no_train.stderr
+    assert "choices: train, val, extra" in no_train.stderr

@@ -1,10 +1,18 @@
-"""Evaluate a distilled multi-clip policy on snippets: a table per snippet and a video.
+"""Evaluate distilled multi-clip policies MoCapAct's way: per mode, a table per snippet, beside the experts.
 
-    python baselines/distill/evaluate.py --policy runs/npmp/best --snippets CMU_016_22 CMU_009_12-0-198
+    python baselines/distill/evaluate.py --policy runs/npmp/best --experts zoo --modes train val extra \\
+        --output-json runs/npmp_eval.json --plot runs/npmp_eval.png
+    python baselines/distill/evaluate.py --policy runs/npmp_bc/best runs/npmp_awr/best runs/mlp/best \\
+        --labels bc awr mlp --experts zoo --plot runs/compare.png
+    python baselines/distill/evaluate.py --policy runs/npmp/best --snippets CMU_016_22-0-82 CMU_009_12-0-198
 
-For each snippet, N episodes from the snippet start and N from random starts
-(``min_steps`` 10, reference steps from the policy), MoCapAct's metrics, and
-optionally the same metrics of the snippet's own expert beside them.
+MoCapAct evaluates a distilled policy in six modes: {the snippets it trained on (``train``), the
+snippets of MoCapAct's validation clips (``val``), whole clips outside dm_control's ``ALL``
+(``extra``)} x {snippet start, random start}, with sampled actions and ``min_steps`` 10
+(reference steps from the policy). For each snippet that has an expert in ``--experts``, the
+expert runs the same protocol once (deterministically) and the table gives policy / expert
+normalized episode length; ``--plot`` draws those ratios per mode against the target 0.8.
+Several policies (``--policy a b c``) are evaluated side by side against the same expert runs.
 """
 
 from __future__ import annotations
@@ -12,104 +20,300 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
 from mocapact_envs.demo import write_video
-from mocapact_envs.evaluation.protocol import evaluate_snippets, record_episode
+from mocapact_envs.envs.factory import resolve_snippet
+from mocapact_envs.evaluation.plotting import plot_length_ratios
+from mocapact_envs.evaluation.protocol import (
+    EXPERT_RATIO_TARGET,
+    MULTICLIP_EVAL_MODES,
+    evaluate_snippets,
+    length_ratios,
+    mean_metrics,
+    record_episode,
+)
 from mocapact_envs.files import write_json
 from mocapact_envs.mocap.ids import resolve_snippets
-from mocapact_envs.policies.expert_files import find_experts, load_expert
+from mocapact_envs.mocap.splits import VALIDATION_LIST, ZOO_SNIPPET_LIST, clip_list, extra_clips, on_clips
+from mocapact_envs.policies.expert_files import ExpertRun, find_experts, load_expert
 from mocapact_envs.policies.multiclip import MultiClipPolicy
+from mocapact_envs.policies.zoo import experts_folder
 from mocapact_envs.training.scripts import run_cli
+
+MODE_TITLES = {
+    "train": "training snippets",
+    "val": "validation snippets (held out)",
+    "extra": "extra clips (whole, no expert)",
+    "snippets": "chosen snippets",
+}
 
 
 @dataclass
 class Args:
-    policy: Path
-    """A saved multi-clip policy directory (``<run>/best``)."""
+    policy: list[Path]
+    """Saved multi-clip policy directories (``<run>/best``); several are evaluated side by side."""
+    labels: list[str] = field(default_factory=list)
+    """A name per policy for the tables, JSON and plot (default: the policy paths)."""
+    modes: tuple[Literal["train", "val", "extra"], ...] = MULTICLIP_EVAL_MODES
+    """``train``: the snippets the policies trained on; ``val``: the snippets on MoCapAct's validation
+    clips among those ``--experts`` holds, else among the zoo's list (shared_mocapact_snippets.txt);
+    ``extra``: the mocap source's clips outside dm_control's ALL, as whole clips."""
     snippets: list[str] = field(default_factory=list)
-    """Clip or snippet ids, collections or id list files; default: the snippets the policy trained on."""
+    """Clip or snippet ids, collections or id list files to evaluate instead of the modes."""
     episodes: int = 10
     """Episodes per snippet and start kind."""
     deterministic: bool = False
-    """Act with the latent and action means instead of sampling."""
-    experts: Path | None = None
-    """Folder of the snippets' own experts: evaluate each under the same protocol and show it beside."""
+    """Act with the latent and action means instead of sampling (MoCapAct samples)."""
+    experts: list[Path] = field(default_factory=list)
+    """Folders of the snippets' own experts (``zoo`` is the project's zoo): each runs the same protocol
+    once and its policy / expert ratio is shown."""
+    clip_lists: Path | None = None
+    """Folder of MoCapAct's clip lists (default: ``$MOCAPACT_MOCAP_PATH/clip_lists``)."""
+    plot: Path | None = None
+    """Write the per-snippet policy / expert ratios of normalized episode length here (needs ``--experts``)."""
     video: Path | None = None
-    """Write a video of the first snippet (from its start) here, e.g. ``npmp.mp4``."""
+    """Write a video of the first policy on the first snippet (from its start) here, e.g. ``npmp.mp4``."""
     output_json: Path | None = None
-    """Also write the per-snippet metrics here."""
+    """Also write every mode's per-snippet metrics, expert results, ratios and means here."""
     seed: int = 0
 
 
-def main(args: Args) -> dict:
-    policy = MultiClipPolicy.load(args.policy)
-    snippet_ids = [s.id for s in resolve_snippets(args.snippets)] if args.snippets else []
-    if not snippet_ids:
-        snippet_ids = list(policy.config.trained_snippets)
-        if not snippet_ids:
-            raise ValueError(f"{args.policy} does not record the snippets it trained on: give --snippets.")
-    results = evaluate_snippets(
-        policy,
-        snippet_ids,
-        args.episodes,
-        ref_steps=policy.config.ref_steps,
-        deterministic=args.deterministic,
-        seed=args.seed,
-    )
-    expert_results = {}
-    if args.experts:
-        runs = find_experts([args.experts], snippet_ids).runs_by_clip
-        experts = {
-            r.snippet.id: load_expert(r.run_dir) for rs in runs.values() for r in rs if r.snippet.id in snippet_ids
-        }
-        if experts:
-            expert_results = evaluate_snippets(
-                experts, list(experts), args.episodes, ref_steps=policy.config.ref_steps, seed=args.seed
+def expert_runs(folders: list[Path]) -> dict[str, ExpertRun]:
+    """Every expert under ``folders`` by the snippet it tracks; ``zoo`` names the project's zoo."""
+    roots = [folder if folder.is_dir() else experts_folder(folder) for folder in folders]
+    search = find_experts(roots)
+    return {run.snippet.id: run for runs in search.runs_by_clip.values() for run in runs}
+
+
+def mode_snippets(
+    mode: str, policies: dict[str, MultiClipPolicy], experts: dict[str, ExpertRun], args: Args
+) -> list[str]:
+    """The snippet ids one mode evaluates; a mode with none raises ``ValueError`` saying why."""
+    if mode == "train":
+        trained = {label: policy.config.trained_snippets for label, policy in policies.items()}
+        for label, snippets in trained.items():
+            if not snippets:
+                raise ValueError(
+                    f"policy {label} does not record the snippets it trained on: drop 'train' from --modes "
+                    f"(choices: {', '.join(MULTICLIP_EVAL_MODES)}) or give --snippets."
+                )
+        first_label, first = next(iter(trained.items()))
+        differing = [label for label, snippets in trained.items() if set(snippets) != set(first)]
+        if differing:
+            raise ValueError(
+                f"policies {', '.join(differing)} trained on other snippets than {first_label}: the 'train' mode "
+                "compares policies on the same snippets; evaluate them separately."
             )
-    table = Table(title=f"{args.policy} over {args.episodes} episodes per snippet and start kind")
-    columns = ["snippet", "start: norm. return", "start: norm. length", "random: norm. return", "random: norm. length"]
-    if expert_results:
-        columns += ["expert start: norm. length", "expert random: norm. length", "policy / expert (random)"]
-    for column in columns:
-        table.add_column(column, justify="left" if column == "snippet" else "right")
-    for snippet, result in results.items():
-        row = [
-            f"{result[k][f'mean_{m}']:.3f}"
-            for k in ("start", "rsi")
-            for m in ("norm_episode_return", "norm_episode_length")
-        ]
-        if expert_results:
-            expert = expert_results.get(snippet)
-            if expert is None:
-                row += ["-", "-", "-"]
-            else:
-                own = expert["rsi"]["mean_norm_episode_length"]
-                row += [f"{expert['start']['mean_norm_episode_length']:.3f}", f"{own:.3f}",
-                        f"{result['rsi']['mean_norm_episode_length'] / own:.2f}"]  # fmt: skip
+        return list(first)
+    if mode == "val":
+        validation = clip_list(VALIDATION_LIST, args.clip_lists)
+        if args.experts:
+            snippets = on_clips(experts, validation)
+            if not snippets:
+                raise ValueError(
+                    f"the expert folders {', '.join(map(str, args.experts))} hold no snippet on MoCapAct's "
+                    f"validation clips ({VALIDATION_LIST}); they hold {len(experts)} snippets. Give --experts a "
+                    f"folder with such experts, or drop 'val' from --modes (choices: {', '.join(MULTICLIP_EVAL_MODES)})."
+                )
+            return snippets
+        snippets = on_clips(clip_list(ZOO_SNIPPET_LIST, args.clip_lists), validation)
+        if not snippets:
+            raise ValueError(f"{ZOO_SNIPPET_LIST} lists no snippet on MoCapAct's validation clips.")
+        return snippets
+    if mode == "extra":
+        clips = extra_clips()
+        if not clips:
+            raise ValueError(
+                "the mocap source has no clips outside dm_control's ALL for the 'extra' mode; drop it from "
+                f"--modes (choices: {', '.join(MULTICLIP_EVAL_MODES)})."
+            )
+        # Whole clips, named by their resolved snippet id so the table shows their length.
+        return [resolve_snippet(clip).id for clip in clips]
+    raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MULTICLIP_EVAL_MODES)}.")
+
+
+def mode_table(title: str, report: dict, labels: list[str]) -> Table:
+    """One mode's table: a row per snippet and a mean row; expert columns and ratios where experts ran."""
+    experts = report["experts"]["snippets"]
+    prefix = {label: f"{label}: " if len(labels) > 1 else "" for label in labels}
+    kinds = (("start", "start"), ("rsi", "random"))
+    table = Table(title=title)
+    table.add_column("snippet", no_wrap=True, min_width=max(len(s) for s in [*report["snippets"], "mean"]))
+    for label in labels:
+        for _, kind_name in kinds:
+            table.add_column(f"{prefix[label]}{kind_name}: norm. return", justify="right")
+            table.add_column(f"{prefix[label]}{kind_name}: norm. length", justify="right")
+    if experts:
+        for _, kind_name in kinds:
+            table.add_column(f"expert {kind_name}: norm. length", justify="right")
+        for label in labels:
+            for _, kind_name in kinds:
+                table.add_column(f"{prefix[label]}policy / expert ({kind_name})", justify="right")
+    for snippet in report["snippets"]:
+        row = []
+        for label in labels:
+            result = report["policies"][label]["snippets"][snippet]
+            row += [
+                f"{result[k][f'mean_{m}']:.3f}"
+                for k, _ in kinds
+                for m in ("norm_episode_return", "norm_episode_length")
+            ]
+        if experts:
+            expert = experts.get(snippet)
+            row += [f"{expert[k]['mean_norm_episode_length']:.3f}" if expert else "-" for k, _ in kinds]
+            for label in labels:
+                ratio = report["policies"][label]["ratios"].get(snippet)
+                row += [f"{ratio[k]:.2f}" if ratio else "-" for k, _ in kinds]
         table.add_row(snippet, *row)
-    means = {
-        f"{kind}_{m}": float(np.mean([r[kind][f"mean_{m}"] for r in results.values()]))
-        for kind in ("start", "rsi")
-        for m in ("norm_episode_return", "norm_episode_length")
-    }
-    table.add_row("mean", *(f"{v:.3f}" for v in means.values()), style="bold")
-    if expert_results:
-        means["expert_rsi_norm_episode_length"] = float(
-            np.mean([r["rsi"]["mean_norm_episode_length"] for r in expert_results.values()])
+    row = []
+    for label in labels:
+        mean = report["policies"][label]["mean"]
+        row += [f"{mean[f'{k}_{m}']:.3f}" for k, _ in kinds for m in ("norm_episode_return", "norm_episode_length")]
+    if experts:
+        mean = report["experts"]["mean"]
+        row += [f"{mean[f'{k}_norm_episode_length']:.3f}" for k, _ in kinds]
+        for label in labels:
+            ratio = report["policies"][label]["mean_ratio"]
+            row += [f"{ratio[k]:.2f}" for k, _ in kinds]
+    table.add_row("mean", *row, style="bold")
+    return table
+
+
+def main(args: Args) -> dict:
+    unknown = [mode for mode in args.modes if mode not in MULTICLIP_EVAL_MODES]
+    if unknown:
+        raise ValueError(f"unknown mode {unknown[0]!r}; choose from {', '.join(MULTICLIP_EVAL_MODES)}.")
+    if not args.policy:
+        raise ValueError("give at least one --policy.")
+    labels = args.labels or [str(path) for path in args.policy]
+    if len(labels) != len(args.policy) or len(set(labels)) != len(labels):
+        raise ValueError(f"--labels needs one distinct label per policy: {len(args.policy)} policies, labels {labels}.")
+    policies = {label: MultiClipPolicy.load(path) for label, path in zip(labels, args.policy, strict=True)}
+    ref_steps = {policy.config.ref_steps for policy in policies.values()}
+    if len(ref_steps) > 1:
+        raise ValueError(f"the policies look at different reference steps {sorted(ref_steps)}; evaluate them apart.")
+    ref_steps = ref_steps.pop()
+    experts = expert_runs(args.experts) if args.experts else {}
+
+    if args.snippets:
+        groups = {"snippets": [s.id for s in resolve_snippets(args.snippets)]}
+    else:
+        if not args.modes:
+            raise ValueError(f"give --modes (from {', '.join(MULTICLIP_EVAL_MODES)}) or --snippets.")
+        groups = {mode: mode_snippets(mode, policies, experts, args) for mode in dict.fromkeys(args.modes)}
+    if args.plot and not any(s in experts for snippets in groups.values() for s in snippets):
+        raise ValueError(
+            "--plot draws policy / expert ratios, and no evaluated snippet has an expert: give --experts "
+            "(for example zoo) with experts for the train or val snippets."
         )
-    Console().print(table)
+    for label, policy in policies.items():
+        trained_on = set(policy.config.trained_snippets) & set(groups.get("val", ()))
+        if trained_on:
+            print(
+                f"note: {label} trained on validation snippets {', '.join(sorted(trained_on))}: they are not held out."
+            )
+
+    # Each snippet runs once per policy and once for its expert, whichever modes name it.
+    wanted = list(dict.fromkeys(s for snippets in groups.values() for s in snippets))
+    with_expert = [s for s in wanted if s in experts]
+    policy_results: dict[str, dict] = {label: {} for label in labels}
+    expert_results: dict[str, dict] = {}
+    progress = tqdm(total=len(wanted) * len(labels) + len(with_expert), desc="evaluating", unit="snippet")
+    for snippet in wanted:
+        for label, policy in policies.items():
+            progress.set_postfix_str(f"{label} on {snippet}")
+            policy_results[label].update(
+                evaluate_snippets(
+                    policy,
+                    [snippet],
+                    args.episodes,
+                    ref_steps=ref_steps,
+                    deterministic=args.deterministic,
+                    seed=args.seed,
+                )
+            )
+            progress.update(1)
+        if snippet in experts:
+            progress.set_postfix_str(f"expert on {snippet}")
+            expert = {snippet: load_expert(experts[snippet].run_dir)}
+            expert_results.update(
+                evaluate_snippets(expert, [snippet], args.episodes, ref_steps=ref_steps, seed=args.seed)
+            )
+            progress.update(1)
+    progress.close()
+
+    report = {
+        "episodes": args.episodes,
+        "deterministic": args.deterministic,
+        "seed": args.seed,
+        "ref_steps": list(ref_steps),
+        "target_ratio": EXPERT_RATIO_TARGET,
+        "labels": labels,  # the order given (write_json sorts the keys of the mappings below)
+        "policies": {label: str(path) for label, path in zip(labels, args.policy, strict=True)},
+        "expert_folders": [str(folder) for folder in args.experts],
+        "modes": {},
+    }
+    console = Console()
+    for mode, snippets in groups.items():
+        own_experts = {s: expert_results[s] for s in snippets if s in expert_results}
+        entry: dict = {"snippets": snippets, "policies": {}, "experts": {"snippets": own_experts}}
+        entry["experts"]["mean"] = mean_metrics(own_experts)
+        for label in labels:
+            results = {s: policy_results[label][s] for s in snippets}
+            ratios = length_ratios(results, own_experts)
+            mean_ratio = (
+                {k: float(np.mean([r[k] for r in ratios.values()])) for k in ("start", "rsi")} if ratios else {}
+            )
+            if ratios:
+                mean_ratio["rsi_fraction_at_target"] = float(
+                    np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])
+                )
+            entry["policies"][label] = {
+                "snippets": results,
+                "mean": mean_metrics(results),
+                "ratios": ratios,
+                "mean_ratio": mean_ratio,
+            }
+        report["modes"][mode] = entry
+        title = f"{mode}: {MODE_TITLES[mode]}, {len(snippets)} snippets, {args.episodes} episodes per snippet and start"
+        console.print(mode_table(title, entry, labels))
+        for label in labels:
+            ratio = entry["policies"][label]["mean_ratio"]
+            if ratio:
+                who = f"{label}: " if len(labels) > 1 else ""
+                console.print(
+                    f"{who}{ratio['rsi_fraction_at_target']:.0%} of the {len(entry['policies'][label]['ratios'])} "
+                    f"snippets with an expert keep >= {EXPERT_RATIO_TARGET:g} of its random-start normalized length."
+                )
     if args.output_json:
-        report = {"snippets": results, "mean": means, "experts": expert_results}
         write_json(args.output_json, report)
+        print(f"metrics: {args.output_json}")
+    if args.plot:
+        panels = {
+            f"{mode}: {MODE_TITLES[mode]}": {label: entry["policies"][label]["ratios"] for label in labels}
+            for mode, entry in report["modes"].items()
+        }
+        plot_length_ratios(
+            panels,
+            args.plot,
+            EXPERT_RATIO_TARGET,
+            title=f"policy / expert normalized episode length, {args.episodes} episodes per snippet and start",
+        )
+        print(f"plot: {args.plot}")
     if args.video:
-        frames, fps = record_episode(policy, snippet_ids[0], deterministic=args.deterministic, seed=args.seed)
+        first_label, first_snippet = labels[0], wanted[0]
+        frames, fps = record_episode(
+            policies[first_label], first_snippet, deterministic=args.deterministic, seed=args.seed
+        )
         write_video(args.video, frames, fps)
         print(f"video: {args.video}")
-    return results
+    return report
 
 
 if __name__ == "__main__":

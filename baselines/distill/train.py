@@ -7,7 +7,10 @@ experts' mean actions as targets, evaluates in the tracking environment every
 ``eval_every`` steps (reference steps 1..5, from the snippet start and from random
 starts, on the training snippets and any held-out ones), keeps the best policy by
 mean normalized return, and exports the NPMP decoder in the low-level policy
-format for the transfer tasks. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``;
+format for the transfer tasks. As MoCapAct, it trains on the snippets of its training
+clips only: rollouts of snippets on MoCapAct's validation clips (``mocapact_val_clips.txt``)
+are left out and evaluated as the held-out set (``--no-exclude-validation-clips`` keeps them).
+Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``;
 TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
 """
 
@@ -27,6 +30,7 @@ from tqdm import tqdm
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation.protocol import evaluate_snippets
 from mocapact_envs.mocap.ids import resolve_snippets
+from mocapact_envs.mocap.splits import validation_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -92,7 +96,13 @@ class Args:
     eval_snippets: int = 8
     """Training snippets evaluated (the first ones); all held-out snippets are."""
     val_snippets: list[str] = field(default_factory=list)
-    """Held-out clip or snippet ids (or an id list file) to evaluate on as well."""
+    """Held-out clip or snippet ids (or an id list file) to evaluate on as well; default: the snippets
+    left out by ``exclude_validation_clips``."""
+    exclude_validation_clips: bool = True
+    """Leave out the rollouts of snippets on MoCapAct's validation clips (``mocapact_val_clips.txt``),
+    as MoCapAct trains on its training clips only; ``--no-exclude-validation-clips`` trains on everything."""
+    clip_lists: Path | None = None
+    """Folder of MoCapAct's clip lists (default: ``$MOCAPACT_MOCAP_PATH/clip_lists``)."""
     deterministic_eval: bool = False
     """Act with the latent and action means instead of sampling (MoCapAct samples)."""
     checkpoint_every: int = 500
@@ -110,6 +120,10 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
 
+    try:
+        held_out_clips = validation_clips(args.clip_lists) if args.exclude_validation_clips else frozenset()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} --no-exclude-validation-clips trains on every clip instead.") from None
     dataset = ExpertDataset(
         args.rollouts,
         "high_level",
@@ -117,9 +131,13 @@ def main(args: Args) -> None:
         weighting=args.weighting,
         temperature=args.temperature,
         clip_len_upsampling=args.clip_len_upsampling,
+        exclude_clips=held_out_clips,
     )
     train_snippets = list(dataset.files.snippet_norm_returns)
-    val_snippets = [s.id for s in resolve_snippets(args.val_snippets)] if args.val_snippets else []
+    left_out = dataset.files.excluded_snippets
+    if left_out:
+        print(f"left out {len(left_out)} snippets on MoCapAct's validation clips (held out): {', '.join(left_out)}")
+    val_snippets = [s.id for s in resolve_snippets(args.val_snippets)] if args.val_snippets else left_out
     ref_steps = dataset.files.ref_steps
 
     if checkpoint is not None:
@@ -138,6 +156,7 @@ def main(args: Args) -> None:
             prior_alpha=args.prior_alpha,
             ref_steps=ref_steps,
             trained_snippets=tuple(train_snippets),
+            held_out_snippets=tuple(val_snippets),
         )
         policy = MultiClipPolicy(config)
         policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
@@ -152,6 +171,7 @@ def main(args: Args) -> None:
 
     writer = open_tensorboard(args.run_dir, state["step"] if checkpoint is not None else None)
     writer.add_text("args", json.dumps(json.loads(state["args"]), indent=2))
+    writer.add_text("snippets", json.dumps({"trained": train_snippets, "left_out": left_out, "held_out": val_snippets}))
     progress = tqdm(total=args.total_steps, initial=state["step"], desc=f"distill {args.policy}", unit="step")
     started, started_step = time.perf_counter(), state["step"]
     while state["step"] < args.total_steps:

@@ -7,7 +7,7 @@ with one fancy-indexing gather, which torch's ``DataLoader`` uses when present.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ class ExpertDataset(torch.utils.data.Dataset):
             concatenated in that set's alphabetical order.
         seq_steps: window length; 1 returns single steps without a time axis.
         snippet_ids: keep only these snippets or clips.
+        exclude_clips: leave out these clips' snippets and files (held-out clips;
+            ``files.excluded_snippets`` lists them).
         n_start_rollouts, n_rsi_rollouts: start / random-start episodes to use per
             snippet (-1: all).
         normalize_obs: standardise observations with the files' statistics.
@@ -74,6 +76,7 @@ class ExpertDataset(torch.utils.data.Dataset):
         *,
         seq_steps: int = 1,
         snippet_ids: Sequence[str] | None = None,
+        exclude_clips: Collection[str] = (),
         n_start_rollouts: int = -1,
         n_rsi_rollouts: int = -1,
         normalize_obs: bool = False,
@@ -89,7 +92,7 @@ class ExpertDataset(torch.utils.data.Dataset):
             raise ValueError(f"unknown action_key {action_key!r}; choose 'mean_actions' or 'actions'.")
         if seq_steps < 1:
             raise ValueError(f"seq_steps must be at least 1, got {seq_steps}.")
-        self.files = RolloutFiles(paths, snippet_ids, n_start_rollouts, n_rsi_rollouts)
+        self.files = RolloutFiles(paths, snippet_ids, n_start_rollouts, n_rsi_rollouts, exclude_clips)
         self.observable_keys = resolve_observables(observables)
         self.seq_steps = seq_steps
         columns = self.files.indices_of(self.observable_keys)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +204,9 @@ class RolloutFiles:
         snippet_ids: keep only these snippets (clip ids keep all their snippets).
         n_start_rollouts, n_rsi_rollouts: the most start / random-start episodes a
             snippet contributes (-1: all).
+        exclude_clips: leave out every snippet of these clips (held-out clips, such as
+            MoCapAct's validation clips); a file that holds nothing else is left out
+            whole, its statistics too. :attr:`excluded_snippets` lists what was left out.
     """
 
     def __init__(
@@ -212,16 +215,26 @@ class RolloutFiles:
         snippet_ids: Sequence[str] | None = None,
         n_start_rollouts: int = -1,
         n_rsi_rollouts: int = -1,
+        exclude_clips: Collection[str] = (),
     ):
         if not paths:
             raise ValueError("no rollout files given.")
-        self.paths = expand_rollout_paths(paths)
         wanted = set(snippet_ids) if snippet_ids is not None else None
+        excluded = frozenset(exclude_clips)
+        self.paths: list[Path] = []
+        self.excluded_snippets: list[str] = []
         self.episodes: list[EpisodeRef] = []
         self.snippet_norm_returns: dict[str, float] = {}
         stats_parts = []
-        for file_index, path in enumerate(self.paths):
+        for path in expand_rollout_paths(paths):
             with read_rollout_file(path) as h5:
+                snippet_ids_here = self._snippets_in(h5)
+                left_out = [s for s in snippet_ids_here if s.split("-")[0] in excluded]
+                self.excluded_snippets.extend(left_out)
+                if left_out and len(left_out) == len(snippet_ids_here):
+                    continue  # nothing of a held-out clip, not even its statistics, reaches training
+                file_index = len(self.paths)
+                self.paths.append(path)
                 if file_index == 0:
                     self.ref_steps = tuple(int(s) for s in h5["ref_steps"][...])
                     self.observable_indices = {
@@ -233,9 +246,11 @@ class RolloutFiles:
                 file_start, file_rsi = int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...])
                 take_start = file_start if n_start_rollouts < 0 else min(n_start_rollouts, file_start)
                 take_rsi = file_rsi if n_rsi_rollouts < 0 else min(n_rsi_rollouts, file_rsi)
-                for snippet_id in self._snippets_in(h5):
+                for snippet_id in snippet_ids_here:
                     clip_id = snippet_id.split("-")[0]
-                    if wanted is not None and snippet_id not in wanted and clip_id not in wanted:
+                    if clip_id in excluded or (
+                        wanted is not None and snippet_id not in wanted and clip_id not in wanted
+                    ):
                         continue
                     group = h5[snippet_id]
                     early = np.asarray(group["early_termination"][...], dtype=bool)
@@ -261,6 +276,11 @@ class RolloutFiles:
                         ]
                     )
                     self.snippet_norm_returns[snippet_id] = float(np.mean(norm_returns))
+        if not self.paths:
+            raise ValueError(
+                f"every snippet of the rollout files is on a left-out clip ({len(self.excluded_snippets)} snippets, "
+                f"such as {', '.join(self.excluded_snippets[:3])})."
+            )
         if not self.episodes:
             raise ValueError(f"the rollout files hold none of the snippets {sorted(wanted or [])}.")
         self.stats = merge_stats(stats_parts)

@@ -197,6 +197,46 @@ def evaluate_snippets(
     return results
 
 
+#: MoCapAct's evaluation modes of a distilled policy, each from the snippet start and from random starts:
+#: the snippets it trained on, the held-out snippets of MoCapAct's validation clips, and whole clips
+#: outside dm_control's ``ALL`` (no expert, no snippet: motion it never saw).
+MULTICLIP_EVAL_MODES = ("train", "val", "extra")
+#: The start kinds of :func:`evaluate_snippets`' results: snippet start, random start.
+START_KINDS = ("start", "rsi")
+#: The issue's target: a distilled policy keeps this share of the experts' normalized episode length.
+EXPERT_RATIO_TARGET = 0.8
+
+
+def mean_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
+    """Means over snippets of :func:`evaluate_snippets`' normalized return and length, per start kind
+    (``{"start_norm_episode_return": ..., "rsi_norm_episode_length": ...}``); empty without snippets."""
+    if not results:
+        return {}
+    return {
+        f"{kind}_{metric}": float(np.mean([r[kind][f"mean_{metric}"] for r in results.values()]))
+        for kind in START_KINDS
+        for metric in ("norm_episode_return", "norm_episode_length")
+    }
+
+
+def length_ratios(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    expert_results: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """Policy / expert mean normalized episode length per snippet and start kind, for the snippets of
+    ``results`` that ``expert_results`` (the same protocol run by each snippet's expert) holds."""
+    ratios = {}
+    for snippet, result in results.items():
+        if snippet in expert_results:
+            # An episode lasts at least one step, so the expert's normalized length is above 0.
+            ratios[snippet] = {
+                kind: result[kind]["mean_norm_episode_length"]
+                / expert_results[snippet][kind]["mean_norm_episode_length"]
+                for kind in START_KINDS
+            }
+    return ratios
+
+
 def rendered_episode(env: gym.Env, act: Callable[[Mapping[str, np.ndarray]], np.ndarray], seed: int = 0) -> list:
     """Frames of one episode of ``act`` (Dict observation -> action) in ``env`` (``render_mode="rgb_array"``),
     from the reset to the episode's end; the env is closed."""

@@ -71,6 +71,9 @@ class MultiClipPolicyConfig:
     ref_steps: tuple[int, ...] = (1, 2, 3, 4, 5)
     trained_snippets: tuple[str, ...] = ()
     """The snippets whose rollouts it was trained on, for evaluation."""
+    held_out_snippets: tuple[str, ...] = ()
+    """The snippets its training evaluated it on as held out (by default those of the rollouts on
+    MoCapAct's validation clips, which it was not trained on)."""
     activation: str = "elu"
     layer_norm: bool = True
     squash_output: bool = False
@@ -91,6 +94,7 @@ class MultiClipPolicyConfig:
         object.__setattr__(self, "mlp_hidden_sizes", tuple(self.mlp_hidden_sizes))
         object.__setattr__(self, "ref_steps", tuple(int(s) for s in self.ref_steps))
         object.__setattr__(self, "trained_snippets", tuple(self.trained_snippets))
+        object.__setattr__(self, "held_out_snippets", tuple(self.held_out_snippets))
         object.__setattr__(self, "decoder_observation_keys", tuple(self.decoder_observation_keys))
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy kind {self.kind!r}; choose one of {', '.join(POLICY_KINDS)}.")

@@ -48,6 +48,7 @@ import numpy as np
 
 from mocapact_envs.files import read_json, read_tensors, replace_atomically, write_json, write_tensors
 from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
+from mocapact_envs.mocap.splits import LOCOMOTION_LIST, VALIDATION_LIST, ZOO_SNIPPET_LIST, default_clip_lists
 from mocapact_envs.policies.expert_files import (
     CLIP_INFO_FILE,
     CONFIG_FILE,
@@ -76,9 +77,6 @@ TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 DISTRIBUTIONS_FIGURE = "figures/distributions.png"
 TRACKED_STEPS_FIGURE = "figures/tracked_steps.png"
 FRAMES_FIGURE = "figures/frames.png"
-#: MoCapAct's lists (``<mocap>/clip_lists``) that give a snippet's kind.
-LOCOMOTION_LIST, VALIDATION_LIST = "mocapact_locomotion_snippets.txt", "mocapact_val_clips.txt"
-ZOO_SNIPPET_LIST = "shared_mocapact_snippets.txt"
 
 
 def zoo_root(path: str | Path | None = None) -> Path:
@@ -330,13 +328,6 @@ def listed_ids_by_trained(trained: Iterable[Snippet], listed: Sequence[str]) -> 
         listed_here = any(s.id == snippet.id for s in same_clip)
         mapping[snippet.id] = holders[0].id if len(holders) == 1 and not listed_here else snippet.id
     return mapping
-
-
-def default_clip_lists() -> Path | None:
-    """``<MOCAPACT_MOCAP_PATH>/clip_lists`` when the mocap path is a folder that has one."""
-    mocap = os.environ.get("MOCAPACT_MOCAP_PATH")
-    folder = Path(mocap).expanduser() / "clip_lists" if mocap else None
-    return folder if folder is not None and folder.is_dir() else None
 
 
 # -- the table and figures ----------------------------------------------------------------
