@@ -16,6 +16,7 @@ from tiny_runs import REPO_ROOT, datasets_of, environment, run, train_tiny_exper
 
 import mocapact_envs
 from mocapact_envs.datasets.rollouts import read_rollout_file
+from mocapact_envs.mocap import splits
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
 from mocapact_envs.policies import zoo
 from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
@@ -127,15 +128,15 @@ def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     assert evaluated["start_norm_return"] == round(final["eval_start"]["mean_norm_episode_return"], 3)
     assert evaluated["rsi_episodes"] == 3 and evaluated["steps"] == 41
     assert evaluated["start_mean_length"] == round(final["eval_start"]["mean_episode_length"], 1)
-    locomotion = set(read_id_file(clip_lists / zoo.LOCOMOTION_LIST))
-    validation = set(read_id_file(clip_lists / zoo.VALIDATION_LIST))
+    locomotion = set(read_id_file(clip_lists / splits.LOCOMOTION_LIST))
+    validation = set(read_id_file(clip_lists / splits.VALIDATION_LIST))
     for snippet, row in rows.items():
         expected = [k for k, yes in (("locomotion", snippet in locomotion), ("validation", snippet[:10] in validation)) if yes]  # fmt: skip
         assert row["kind"] == (", ".join(expected) or "-")
     assert "| CMU_016_22-0-82 (cropped: trained on 0-60) |" in readme and "not evaluated" in readme
     # Every listed snippet has a row: those without an expert say so, and the summary counts them by length.
     held = {snippet for snippet, row in rows.items() if row.get("trained", True)}
-    listed = set(read_id_file(clip_lists / zoo.ZOO_SNIPPET_LIST))
+    listed = set(read_id_file(clip_lists / splits.ZOO_SNIPPET_LIST))
     assert set(rows) == listed | held and len(held) == 2
     assert f"| {sorted(listed - held)[0]} |" in readme and "not trained yet" in readme
     assert f"{len(listed - held)} listed snippets not trained yet" in readme

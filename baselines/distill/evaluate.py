@@ -33,6 +33,7 @@ from mocapact_envs.evaluation.plotting import plot_length_ratios
 from mocapact_envs.evaluation.protocol import (
     EXPERT_RATIO_TARGET,
     MULTICLIP_EVAL_MODES,
+    START_KINDS,
     evaluate_snippets,
     length_ratios,
     mean_metrics,
@@ -40,7 +41,14 @@ from mocapact_envs.evaluation.protocol import (
 )
 from mocapact_envs.files import write_json
 from mocapact_envs.mocap.ids import resolve_snippets
-from mocapact_envs.mocap.splits import VALIDATION_LIST, ZOO_SNIPPET_LIST, clip_list, extra_clips, on_clips
+from mocapact_envs.mocap.splits import (
+    VALIDATION_LIST,
+    ZOO_SNIPPET_LIST,
+    clip_list,
+    extra_clips,
+    on_clips,
+    validation_clips,
+)
 from mocapact_envs.policies.expert_files import ExpertRun, find_experts, load_expert
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 from mocapact_envs.policies.zoo import experts_folder
@@ -112,7 +120,7 @@ def mode_snippets(
             )
         return list(first)
     if mode == "val":
-        validation = clip_list(VALIDATION_LIST, args.clip_lists)
+        validation = validation_clips(args.clip_lists)
         if args.experts:
             snippets = on_clips(experts, validation)
             if not snippets:
@@ -267,9 +275,7 @@ def main(args: Args) -> dict:
         for label in labels:
             results = {s: policy_results[label][s] for s in snippets}
             ratios = length_ratios(results, own_experts)
-            mean_ratio = (
-                {k: float(np.mean([r[k] for r in ratios.values()])) for k in ("start", "rsi")} if ratios else {}
-            )
+            mean_ratio = {k: float(np.mean([r[k] for r in ratios.values()])) for k in START_KINDS} if ratios else {}
             if ratios:
                 mean_ratio["rsi_fraction_at_target"] = float(
                     np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from mocapact_envs.datasets import ExpertDataset
-from mocapact_envs.evaluation.protocol import evaluate_snippets
+from mocapact_envs.evaluation.protocol import evaluate_snippets, mean_metrics
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import validation_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
@@ -209,10 +209,9 @@ def main(args: Args) -> None:
                     deterministic=args.deterministic_eval,
                     seed=args.seed,
                 )
-                for kind in ("start", "rsi"):
-                    for metric in ("norm_episode_return", "norm_episode_length"):
-                        value = float(np.mean([r[kind][f"mean_{metric}"] for r in results.values()]))
-                        writer.add_scalar(f"eval_{group}_{kind}/{metric}", value, step)
+                for name, value in mean_metrics(results).items():
+                    kind, metric = name.split("_", 1)
+                    writer.add_scalar(f"eval_{group}_{kind}/{metric}", value, step)
                 if group == "train":
                     score = float(np.mean([r["rsi"]["mean_norm_episode_return"] for r in results.values()]))
             policy.train()

@@ -72,6 +72,10 @@ class ConvertedClip:
         return (self.num_steps - 1) * self.dt
 
 
+#: An AMC line that starts a frame: the frame number alone.
+FRAME_NUMBER_LINE = re.compile(r"\s*\d+\s*")
+
+
 def _renumbered_amc_text(path: Path) -> str:
     """AMC text with frames renumbered from 1.
 
@@ -82,7 +86,7 @@ def _renumbered_amc_text(path: Path) -> str:
     out = []
     frame = 0
     for line in lines:
-        if re.fullmatch(r"\s*\d+\s*", line):
+        if FRAME_NUMBER_LINE.fullmatch(line):
             frame += 1
             out.append(str(frame))
         else:
@@ -97,7 +101,7 @@ def held_frames(amc_text: str) -> tuple[int, int, int]:
     end) repeat the first (last) frame's values exactly; 1 when the next frame differs."""
     frames: list[list[str]] = []
     for line in amc_text.splitlines():
-        if re.fullmatch(r"\s*\d+\s*", line):
+        if FRAME_NUMBER_LINE.fullmatch(line):
             frames.append([])
         elif frames:
             frames[-1].append(line.strip())

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from mocapact_envs.mocap.ids import parse_snippet, read_id_file
+from mocapact_envs.mocap.ids import dm_control_subset, parse_snippet, read_id_file
 
 #: MoCapAct's lists (``<mocap>/clip_lists``): locomotion snippets, validation clips, and the
 #: snippets of the project's zoo (those of MoCapAct's 2,589 whose clips the shared folder holds).
@@ -59,7 +59,6 @@ def on_clips(ids: Iterable[str], clips: Iterable[str]) -> list[str]:
 def extra_clips(mocap_path: str | Path | None = None) -> list[str]:
     """The clips of the mocap source (``MOCAPACT_MOCAP_PATH`` unless given) outside dm_control's ``ALL``:
     motion that no MoCapAct snippet covers, evaluated as whole clips (MoCapAct's "extra clips")."""
-    from mocapact_envs.mocap.ids import dm_control_subset
     from mocapact_envs.mocap.source import get_source
 
     known = set(dm_control_subset("ALL"))

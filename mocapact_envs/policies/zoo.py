@@ -48,7 +48,13 @@ import numpy as np
 
 from mocapact_envs.files import read_json, read_tensors, replace_atomically, write_json, write_tensors
 from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
-from mocapact_envs.mocap.splits import LOCOMOTION_LIST, VALIDATION_LIST, ZOO_SNIPPET_LIST, default_clip_lists
+from mocapact_envs.mocap.splits import (
+    LOCOMOTION_LIST,
+    ZOO_SNIPPET_LIST,
+    clip_list,
+    default_clip_lists,
+    validation_clips,
+)
 from mocapact_envs.policies.expert_files import (
     CLIP_INFO_FILE,
     CONFIG_FILE,
@@ -338,9 +344,9 @@ def snippet_kinds(snippet_id: str, clip_lists: Path | None) -> str:
     if clip_lists is None:
         return "?"
     kinds = []
-    if snippet_id in set(read_id_file(clip_lists / LOCOMOTION_LIST)):
+    if snippet_id in clip_list(LOCOMOTION_LIST, clip_lists):
         kinds.append("locomotion")
-    if parse_snippet(snippet_id).clip_id in set(read_id_file(clip_lists / VALIDATION_LIST)):
+    if parse_snippet(snippet_id).clip_id in validation_clips(clip_lists):
         kinds.append("validation")
     return ", ".join(kinds) or "-"
 
