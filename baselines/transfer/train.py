@@ -47,7 +47,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
 from mocapact_envs.files import write_json
-from mocapact_envs.policies.low_level import LowLevelPolicy
+from mocapact_envs.policies.low_level import LowLevelPolicy, low_level_policy_path
 from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
@@ -145,8 +145,8 @@ class Args:
     task: str = "go_to_target"
     """go_to_target, velocity_control, or their env ids mocapact/GoToTarget-v0, mocapact/VelocityControl-v0"""
     low_level_policy: str | None = None
-    """directory of a saved NPMP decoder (LowLevelPolicy.save); actions become its latents in
-    [-max-latent, max-latent]; unset: the raw 56 actuator actions"""
+    """directory of a saved NPMP decoder (LowLevelPolicy.save), or `pretrained` for the one shipped with
+    the package; actions become its latents in [-max-latent, max-latent]; unset: the raw 56 actuator actions"""
     algo: Literal["ppo", "recurrent_ppo", "tqc"] = "ppo"
     """stable-baselines3 PPO, or sb3-contrib RecurrentPPO (LSTM) or TQC (off-policy)"""
     preset: Literal["cpu", "mocapact"] = "cpu"
@@ -256,7 +256,7 @@ def resolve_args(args: Args) -> Args:
     if args.vec_env is None:
         args = dataclasses.replace(args, vec_env="subproc" if args.n_envs > 1 else "dummy")
     if args.low_level_policy is not None:  # absolute: a resumed run compares it, a saved policy records it
-        args = dataclasses.replace(args, low_level_policy=str(Path(args.low_level_policy).resolve()))
+        args = dataclasses.replace(args, low_level_policy=str(low_level_policy_path(args.low_level_policy).resolve()))
     args = dataclasses.replace(args, task=resolve_task(args.task))  # the env id, however it was named
     if args.run_dir is None:
         task = next(name for name, env_id in TRANSFER_TASKS.items() if env_id == args.task)

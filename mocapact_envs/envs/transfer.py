@@ -73,7 +73,8 @@ class GoToTargetEnv(DmControlEnv):
         (alphabetical) actuator order. ``act_noise > 0`` adds Gaussian noise of that
         standard deviation before clipping. Wrap with
         :class:`~mocapact_envs.wrappers.low_level.LowLevelActionWrapper` (or pass
-        ``low_level_policy=`` to ``gym.make``) to act through an NPMP decoder instead.
+        ``low_level_policy=`` to ``gym.make``; ``"pretrained"`` is the shipped decoder) to act through an
+        NPMP decoder instead.
 
     Observation space:
         ``Dict`` of float32 ``Box`` es in alphabetical key order: the CMU humanoid
@@ -301,14 +302,14 @@ def _maybe_wrap(env: gym.Env, low_level_policy: LowLevelPolicy | str | Path | No
 def make_go_to_target_env(
     low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
 ) -> gym.Env:
-    """:class:`GoToTargetEnv`; with ``low_level_policy`` (a policy or its directory) acting through its latent space."""
+    """:class:`GoToTargetEnv`; with ``low_level_policy`` (a policy, its directory, or ``"pretrained"``: the shipped decoder) acting through its latent space."""
     return _maybe_wrap(GoToTargetEnv(**kwargs), low_level_policy, max_latent)
 
 
 def make_velocity_control_env(
     low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
 ) -> gym.Env:
-    """:class:`VelocityControlEnv`; with ``low_level_policy`` (a policy or its directory) acting through its latent space."""
+    """:class:`VelocityControlEnv`; with ``low_level_policy`` (a policy, its directory, or ``"pretrained"``: the shipped decoder) acting through its latent space."""
     return _maybe_wrap(VelocityControlEnv(**kwargs), low_level_policy, max_latent)
 
 

@@ -263,10 +263,33 @@ class LowLevelPolicy(SavedInDirectory, nn.Module):
         return flatten_checked(observation, self.config)
 
 
+#: The name that stands for the decoder shipped with the package (:data:`SHIPPED_LOW_LEVEL_POLICY`).
+PRETRAINED = "pretrained"
+#: The decoder of the best multi-clip NPMP distilled from the expert zoo (``zoo/README.md`` has its evaluation).
+SHIPPED_LOW_LEVEL_POLICY = Path(__file__).parents[1] / "pretrained" / "low_level_policy"
+
+
+def low_level_policy_path(name_or_path: str | os.PathLike) -> Path:
+    """The directory of a saved decoder: ``"pretrained"`` names the shipped one, anything else is a path.
+
+    A local folder that happens to be called ``pretrained`` is reached as ``./pretrained``.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"expected a LowLevelPolicy, {PRETRAINED!r} or the path of a saved one, got {type(name_or_path).__name__}."
+        )
+    if isinstance(name_or_path, str) and name_or_path == PRETRAINED:
+        if not (SHIPPED_LOW_LEVEL_POLICY / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the shipped low-level policy is missing from {SHIPPED_LOW_LEVEL_POLICY}; reinstall the package, "
+                "or pass the directory of a saved decoder instead of 'pretrained'."
+            )
+        return SHIPPED_LOW_LEVEL_POLICY
+    return Path(name_or_path)
+
+
 def as_low_level_policy(policy_or_path: LowLevelPolicy | str | Path) -> LowLevelPolicy:
-    """A policy as given, or loaded from its directory."""
+    """A policy as given, or loaded from its directory (``"pretrained"``: the shipped decoder)."""
     if isinstance(policy_or_path, LowLevelPolicy):
         return policy_or_path
-    if isinstance(policy_or_path, (str, os.PathLike)):
-        return LowLevelPolicy.load(policy_or_path)
-    raise TypeError(f"expected a LowLevelPolicy or the path of a saved one, got {type(policy_or_path).__name__}.")
+    return LowLevelPolicy.load(low_level_policy_path(policy_or_path))

@@ -4,6 +4,7 @@
       README.md                    the table and figures (``mocapact-zoo table``), the commands
       figures/                     distributions of the experts' evaluations, frames with the ghost
       experts/<snippet>/<seed>/    one expert per listed snippet id (``mocapact-zoo export``)
+      multiclip/<name>/            a multi-clip policy distilled from the experts (``mocapact-zoo multiclip``)
         clip_info.json             the snippet it was trained on; ``"zoo"``: the listed id, the covered
                                    steps, how the weights are stored and what that costs in accuracy
         eval_rsi/model/            config.json (with the snippet and digest of its reference actions, which
@@ -31,6 +32,12 @@ the snippet trained, which rollouts and evaluation track.
     mocapact-zoo table --zoo zoo
     mocapact-zoo list --zoo zoo
     mocapact-zoo frames --zoo zoo --snippets CMU_016_22-0-82 CMU_009_12-0-210
+    mocapact-zoo multiclip --policy runs/npmp_zoo_bc/best --name npmp_bc --evaluation distill_zoo.json --ship-decoder
+
+``multiclip/<name>/`` holds a multi-clip policy distilled from the zoo's rollouts
+(config.json, model.safetensors) and its evaluation (``evaluation.json``);
+``--ship-decoder`` also copies its NPMP decoder to
+``mocapact_envs/pretrained/low_level_policy``, what ``low_level_policy="pretrained"`` loads.
 """
 
 from __future__ import annotations
@@ -575,6 +582,53 @@ def render_frames(
     return output
 
 
+# -- multi-clip policies -----------------------------------------------------------------------
+
+MULTICLIP_FOLDER = "multiclip"
+MULTICLIP_EVALUATION_FILE = "evaluation.json"
+
+
+def add_multiclip_policy(
+    policy_dir: str | Path,
+    name: str,
+    evaluation: str | Path | None = None,
+    zoo: str | Path | None = None,
+    ship_decoder: bool = False,
+) -> Path:
+    """Copies a distilled multi-clip policy into ``<zoo>/multiclip/<name>/``; returns that folder.
+
+    Args:
+        policy_dir: a saved :class:`~mocapact_envs.policies.multiclip.MultiClipPolicy` (``<run>/best``).
+        name: the folder name in the zoo (letters, digits, ``-``, ``_``, ``.``).
+        evaluation: ``baselines/distill/evaluate.py --output-json`` of it, kept as ``evaluation.json``.
+        zoo: the zoo folder (:func:`zoo_root`).
+        ship_decoder: also make its NPMP decoder the package's shipped low-level policy
+            (``low_level_policy="pretrained"``), its config naming the zoo folder it came from.
+    """
+    import dataclasses
+    import re
+
+    from mocapact_envs.policies.low_level import SHIPPED_LOW_LEVEL_POLICY, LowLevelPolicy
+    from mocapact_envs.policies.multiclip import MultiClipPolicy
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise ValueError(f"multi-clip policy name {name!r} must be a plain folder name (letters, digits, - _ .).")
+    policy = MultiClipPolicy.load(policy_dir)
+    if ship_decoder and policy.config.kind != "npmp":
+        raise ValueError(f"only an NPMP has a decoder to ship; {policy_dir} holds a {policy.config.kind!r} policy.")
+    target = zoo_root(zoo) / MULTICLIP_FOLDER / name
+    policy.save(target)
+    if evaluation is not None:
+        write_json(target / MULTICLIP_EVALUATION_FILE, read_json(evaluation))
+    if ship_decoder:
+        decoder = policy.decoder
+        source = f"{zoo_root(zoo).name}/{MULTICLIP_FOLDER}/{name}"
+        shipped = LowLevelPolicy(dataclasses.replace(decoder.config, extra={**decoder.config.extra, "source": source}))
+        shipped.load_state_dict(decoder.state_dict())
+        shipped.save(SHIPPED_LOW_LEVEL_POLICY)
+    return target
+
+
 # -- command line -----------------------------------------------------------------------------
 
 
@@ -605,6 +659,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="the zoo's experts")
     listing.add_argument("--zoo", type=Path, help=zoo_help)
+
+    multiclip = commands.add_parser("multiclip", help="copy a distilled multi-clip policy into <zoo>/multiclip/")
+    multiclip.add_argument("--policy", type=Path, required=True, help="a saved multi-clip policy (<run>/best)")
+    multiclip.add_argument("--name", required=True, help="its folder name in the zoo, e.g. npmp_bc")
+    multiclip.add_argument("--evaluation", type=Path, help="baselines/distill/evaluate.py --output-json of it")
+    multiclip.add_argument("--zoo", type=Path, help=zoo_help)
+    multiclip.add_argument(
+        "--ship-decoder", action="store_true", help="make its decoder the package's low_level_policy='pretrained'"
+    )
 
     frames = commands.add_parser("frames", help="frames of experts with their reference ghost")
     frames.add_argument("--zoo", type=Path, help=zoo_help)
@@ -673,6 +736,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{experts} experts in {len(rows)} rows: {root / README_FILE}, {root / 'table.json'}, "
                 f"{root / DISTRIBUTIONS_FIGURE}, {root / TRACKED_STEPS_FIGURE}"
             )
+            return 0
+        if args.command == "multiclip":
+            target = add_multiclip_policy(args.policy, args.name, args.evaluation, args.zoo, args.ship_decoder)
+            print(f"{args.policy} -> {target} ({folder_size(target) / 1e6:.2f} MB)")
+            if args.ship_decoder:
+                from mocapact_envs.policies.low_level import SHIPPED_LOW_LEVEL_POLICY
+
+                print(
+                    f"its decoder -> {SHIPPED_LOW_LEVEL_POLICY} ({folder_size(SHIPPED_LOW_LEVEL_POLICY) / 1e6:.2f} MB)"
+                )
             return 0
         if args.command == "list":
             for expert in zoo_experts(args.zoo):

@@ -151,7 +151,8 @@ def make_transfer_vec_env(
     Args:
         task: a name from :data:`TRANSFER_TASKS` or its environment id.
         n_envs: sub-environments.
-        low_level_policy: a saved decoder's directory; ``None`` for the raw 56 actions.
+        low_level_policy: a saved decoder's directory or ``"pretrained"`` (the shipped one); ``None``
+            for the raw 56 actions.
         seed: the first sub-environment's seed (applied at the next reset).
         vec_env: ``"subproc"`` (a process each, in parallel) or ``"dummy"`` (in this process, in turn).
         max_latent: the bound of each latent dimension with a low-level policy.
@@ -165,10 +166,11 @@ def make_transfer_vec_env(
     if vec_env not in VEC_ENV_KINDS:
         raise ValueError(f"unknown vec_env {vec_env!r}; choose one of {', '.join(VEC_ENV_KINDS)}.")
     if low_level_policy is not None:
-        from mocapact_envs.policies.low_level import LowLevelPolicy
+        from mocapact_envs.policies.low_level import LowLevelPolicy, low_level_policy_path
 
+        low_level_policy = low_level_policy_path(low_level_policy).resolve()
         LowLevelPolicy.load(low_level_policy)  # a bad directory fails here with its own message
-        low_level_policy = str(Path(low_level_policy).resolve())
+        low_level_policy = str(low_level_policy)
     thunk = partial(_make_monitored_env, task, low_level_policy, max_latent, dict(env_kwargs))
     venv = SubprocVecEnv([thunk] * n_envs) if vec_env == "subproc" else DummyVecEnv([thunk] * n_envs)
     venv.seed(seed)
@@ -351,11 +353,12 @@ def save_task_policy(
         "low_level_policy": None,
     }
     if env_config.get("low_level_policy") is not None:
-        from mocapact_envs.policies.low_level import LowLevelPolicy
+        from mocapact_envs.policies.low_level import LowLevelPolicy, low_level_policy_path
 
         copy = directory / LOW_LEVEL_DIR
-        if Path(env_config["low_level_policy"]).resolve() != copy.resolve():
-            LowLevelPolicy.load(env_config["low_level_policy"]).save(copy)
+        source = low_level_policy_path(env_config["low_level_policy"]).resolve()
+        if source != copy.resolve():
+            LowLevelPolicy.load(source).save(copy)
         env["low_level_policy"] = LOW_LEVEL_DIR
     else:
         shutil.rmtree(directory / LOW_LEVEL_DIR, ignore_errors=True)

@@ -38,8 +38,8 @@ class LowLevelActionWrapper(gym.Wrapper):
 
     Args:
         env: the environment to control; its observation space must be a ``Dict``.
-        policy_or_path: a :class:`~mocapact_envs.policies.low_level.LowLevelPolicy` or
-            the directory of a saved one.
+        policy_or_path: a :class:`~mocapact_envs.policies.low_level.LowLevelPolicy`, the
+            directory of a saved one, or ``"pretrained"``: the decoder shipped with the package.
         max_latent: the bound of each latent dimension.
     """
 
