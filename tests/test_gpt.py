@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from tiny_runs import REPO_ROOT, run
+from tiny_runs import REPO_ROOT, environment, run
 
 from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.mocap.splits import ZOO_CLIP_SETS, resolve_clips, validation_clips, zoo_clips
+from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.policies.zoo import experts_folder
 from mocapact_envs.training.run_folder import load_checkpoint
 
 pytestmark = pytest.mark.xdist_group("rollouts")
@@ -23,10 +26,15 @@ MAX_STEPS = 60
 
 def test_gpt_trains_then_completes_motion(rollouts, experts_root, tmp_path):
     run_dir = tmp_path / "gpt"
-    run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, "--layers", "1", "--heads", "2", "--width", "32",
+    result = run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, "--layers", "1", "--heads", "2", "--width", "32",
         "--batch-size", "4", "--context", "8", "--total-steps", "20", "--eval-every", "10", "--eval-episodes", "1",
-        "--eval-max-steps", str(MAX_STEPS), "--prompt-experts", experts_root, "--checkpoint-every", "10")  # fmt: skip
+        "--eval-max-steps", str(MAX_STEPS), "--prompt-experts", experts_root, "--checkpoint-every", "10",
+        "--eval-clips", "CMU_016_22")  # fmt: skip
     assert load_checkpoint(run_dir)["step"] == 20
+    # Every rollout file trains; only the chosen clip evaluates.
+    assert "training on 3 rollout files: 4 snippets of 3 clips" in result.stdout
+    assert "evaluating motion completion on 1 clips: CMU_016_22" in result.stdout
+    assert GPTPolicy.load(run_dir / "best").config.extra["trained_clips"] == ["CMU_009_01", "CMU_009_12", "CMU_016_22"]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     for policy in (run_dir / "best", "zero", "expert"):
         output = tmp_path / f"{policy if isinstance(policy, str) else 'gpt'}.json"
@@ -87,3 +95,48 @@ def test_gpt_loss_falls_and_is_causal(rollouts):
         optimizer.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_zoo_clip_sets_split_the_zoo_by_mocapact_validation_clips():
+    train, val = zoo_clips("train"), zoo_clips("val")
+    zoo = set(find_experts([experts_folder("zoo")]).runs_by_clip)
+    assert set(train) | set(val) == zoo and not set(train) & set(val)
+    assert set(val) <= validation_clips() and not set(train) & validation_clips()
+    assert resolve_clips(["CMU_016_22", "zoo-val", "CMU_016_22"]) == ["CMU_016_22", *val]
+    with pytest.raises(ValueError, match="'zoo-vall' is neither a clip id .* clip sets: zoo-train, zoo-val"):
+        resolve_clips("zoo-vall")
+
+
+def test_completion_on_zoo_validation_clips_and_comparison(tmp_path):
+    """A total of 3 episodes over the zoo's validation clips, zero and expert, then their comparison."""
+    env = environment(COLUMNS="200")
+    outputs = {}
+    for policy in ("zero", "expert"):
+        outputs[policy] = tmp_path / f"{policy}.json"
+        run(COMPLETE, "--policy", policy, "--prompt-experts", "zoo", "--clips", "zoo-val", "--total-episodes", "3",
+            "--max-steps", str(MAX_STEPS), "--output-json", outputs[policy], env=env)  # fmt: skip
+        result = json.loads(outputs[policy].read_text())
+        # Round-robin over the clips in order: one episode for each of the first three.
+        assert list(result["lengths"]) == zoo_clips("val")[:3] == list(result["per_clip"])
+        assert set(result["lengths"]) <= validation_clips()
+        assert result["overall"]["n"] == 3 and all(s["n"] == 1 for s in result["per_clip"].values())
+        lengths = [v for values in result["lengths"].values() for v in values]
+        assert all(33 <= v <= MAX_STEPS for v in lengths)
+        assert result["overall"]["mean"] == pytest.approx(np.mean(lengths))
+        assert result["overall"]["se"] == pytest.approx(np.std(lengths, ddof=1) / np.sqrt(3))
+    comparison = tmp_path / "compare.json"
+    shown = run(COMPLETE, "--compare", outputs["zero"], outputs["expert"], "--output-json", comparison, env=env)
+    assert "se of diff" in shown.stdout and "note:" not in shown.stdout
+    zero, expert = json.loads(comparison.read_text())["rows"]
+    assert expert["difference"] == pytest.approx(expert["mean"] - zero["mean"])
+    assert expert["difference_se"] == pytest.approx(np.hypot(zero["se"], expert["se"]))
+    assert expert["paired_se"] is not None  # the same episodes: same seed and clips
+
+
+def test_completion_names_a_bad_clip_set():
+    result = run(COMPLETE, "--policy", "zero", "--prompt-experts", "zoo", "--clips", "zoo-validation", check=False)
+    assert result.returncode == 2
+    assert (
+        f"'zoo-validation' is neither a clip id like 'CMU_016_22' nor a clip set; clip sets: {', '.join(ZOO_CLIP_SETS)}"
+        in result.stderr
+    )

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation.protocol import evaluate_snippets, mean_metrics
 from mocapact_envs.mocap.ids import resolve_snippets
-from mocapact_envs.mocap.splits import validation_clips
+from mocapact_envs.mocap.splits import held_out_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -120,10 +120,6 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
 
-    try:
-        held_out_clips = validation_clips(args.clip_lists) if args.exclude_validation_clips else frozenset()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{error} --no-exclude-validation-clips trains on every clip instead.") from None
     dataset = ExpertDataset(
         args.rollouts,
         "high_level",
@@ -131,7 +127,7 @@ def main(args: Args) -> None:
         weighting=args.weighting,
         temperature=args.temperature,
         clip_len_upsampling=args.clip_len_upsampling,
-        exclude_clips=held_out_clips,
+        exclude_clips=held_out_clips(args.exclude_validation_clips, args.clip_lists),
     )
     train_snippets = list(dataset.files.snippet_norm_returns)
     left_out = dataset.files.excluded_snippets

@@ -1,13 +1,15 @@
 """Train a GPT policy on expert rollouts for motion completion.
 
     python baselines/gpt/train.py --rollouts rollouts/ --run-dir runs/gpt --prompt-experts runs/experts
+    python baselines/gpt/train.py --rollouts rollouts/zoo_small --run-dir runs/gpt_zoo --prompt-experts zoo
 
 Windows of ``context`` steps of the 206-dim observation without reference (base
 proprioception and body height) are fed to a causal transformer that predicts the
-expert's mean action at every position. With ``--prompt-experts`` the policy is
-evaluated every ``eval_every`` steps by motion completion on the training clips
-(mean episode length, MoCapAct's metric) and the best one is kept; otherwise the
-last one is. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; TensorBoard logs go
+expert's mean action at every position. It trains on the rollout files given (a
+folder's ``CMU_*.hdf5`` files) but those of MoCapAct's validation clips, which stay
+held out. With ``--prompt-experts`` the policy is evaluated every ``eval_every`` steps
+by motion completion on a few of the training clips (``eval_clips``; mean episode
+length, MoCapAct's metric) and the best one is kept; otherwise the last one is. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; TensorBoard logs go
 to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +27,10 @@ from tqdm import tqdm
 
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.envs.motion_completion import run_completion
+from mocapact_envs.mocap.splits import held_out_clips, resolve_clips
 from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
+from mocapact_envs.policies.zoo import expert_folder_argument
 from mocapact_envs.training.run_folder import (
     args_json,
     open_tensorboard,
@@ -47,6 +51,8 @@ PRESETS = {
     # Sized for a 2-core CPU: small and with a learning rate a small model tolerates.
     "cpu": dict(layers=4, heads=4, width=128, batch_size=32, learning_rate=3e-4, total_steps=3_000, eval_every=1_000),
 }
+#: Clips evaluated by default: this many, spread over the rollouts' clips (79 for the zoo; all of them is slow).
+DEFAULT_EVAL_CLIPS = 4
 
 
 @show_presets_in_help({"--preset": PRESETS})
@@ -81,11 +87,22 @@ class Args:
     clip_len_upsampling: bool = True
     """Repeat short snippets' windows, as MoCapAct does."""
     prompt_experts: Path | None = None
-    """Folder of expert runs to prompt motion completion during evaluation; unset: no evaluation."""
+    """Folder of expert runs to prompt motion completion during evaluation (``zoo`` is the project's zoo);
+    unset: no evaluation."""
+    eval_clips: list[str] = field(default_factory=list)
+    """Clips motion completion evaluates on: clip ids, or a clip set (``zoo-train``, ``zoo-val``). Default:
+    4 of the rollouts' clips, evenly spaced in sorted id order (the first, the last and two between; all
+    of them when there are 4 or fewer), so that evaluating stays cheap with many clips."""
+    exclude_validation_clips: bool = True
+    """Leave out the rollouts of snippets on MoCapAct's validation clips (``mocapact_val_clips.txt``), so
+    that motion completion there (``complete.py --clips zoo-val``) is on held-out clips, as MoCapAct trains
+    on its training clips only; ``--no-exclude-validation-clips`` trains on everything."""
+    clip_lists: Path | None = None
+    """Folder of MoCapAct's clip lists (default: ``$MOCAPACT_MOCAP_PATH/clip_lists``)."""
     eval_every: int | None = None
     """Gradient steps between evaluations."""
     eval_episodes: int = 4
-    """Motion completion episodes per clip in each evaluation."""
+    """Motion completion episodes per evaluation clip in each evaluation."""
     eval_max_steps: int = 500
     """Longest motion completion episode."""
     checkpoint_every: int = 250
@@ -98,6 +115,13 @@ class Args:
     """Threads torch may use."""
 
 
+def default_eval_clips(clips: list[str]) -> list[str]:
+    """:data:`DEFAULT_EVAL_CLIPS` of ``clips`` (sorted), evenly spaced: a fixed subset that spans them."""
+    if len(clips) <= DEFAULT_EVAL_CLIPS:
+        return list(clips)
+    return [clips[i] for i in np.linspace(0, len(clips) - 1, DEFAULT_EVAL_CLIPS).round().astype(int)]
+
+
 def main(args: Args) -> None:
     args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
@@ -107,10 +131,25 @@ def main(args: Args) -> None:
         "high_level_sans_reference",
         seq_steps=args.context,
         clip_len_upsampling=args.clip_len_upsampling,
+        exclude_clips=held_out_clips(args.exclude_validation_clips, args.clip_lists),
     )
+    left_out = dataset.files.excluded_snippets
+    if left_out:
+        print(f"left out {len(left_out)} snippets on MoCapAct's validation clips (held out): {', '.join(left_out)}")
     clips = sorted({snippet.split("-")[0] for snippet in dataset.files.snippet_norm_returns})
+    print(
+        f"training on {len(dataset.files.paths)} rollout files: {len(dataset.files.snippet_norm_returns)} snippets "
+        f"of {len(clips)} clips, {len(dataset.files.episodes)} episodes, {len(dataset)} windows"
+    )
+    prompt_experts = eval_clips = None
     if args.prompt_experts is not None:
-        find_experts([args.prompt_experts], clips)  # a missing folder fails now, not at the first evaluation
+        prompt_experts = expert_folder_argument(args.prompt_experts)
+        eval_clips = resolve_clips(args.eval_clips, args.clip_lists) if args.eval_clips else default_eval_clips(clips)
+        # A missing folder or expert fails now, not at the first evaluation.
+        lacking = sorted(set(eval_clips) - set(find_experts([prompt_experts], eval_clips).runs_by_clip))
+        if lacking:
+            raise ValueError(f"no expert under {args.prompt_experts} tracks the evaluation clips {', '.join(lacking)}.")
+        print(f"evaluating motion completion on {len(eval_clips)} clips: {', '.join(eval_clips)}")
 
     if checkpoint is not None:
         policy = policy_from_state(GPTPolicy, checkpoint, args.run_dir)
@@ -125,6 +164,7 @@ def main(args: Args) -> None:
             heads=args.heads,
             width=args.width,
             dropout=args.dropout,
+            extra={"trained_clips": clips},
         )
         policy = GPTPolicy(config)
         policy.set_observation_statistics(dataset.obs_mean, dataset.obs_std)
@@ -166,10 +206,10 @@ def main(args: Args) -> None:
             progress.set_postfix(loss=f"{logs['loss']:.3f}")
 
         last_step = step == args.total_steps
-        if args.prompt_experts is not None and (step % args.eval_every == 0 or last_step):
+        if prompt_experts is not None and (step % args.eval_every == 0 or last_step):
             policy.eval()
             lengths = run_completion(
-                policy, clips, args.prompt_experts, args.eval_episodes, max_steps=args.eval_max_steps, seed=args.seed
+                policy, eval_clips, prompt_experts, args.eval_episodes, max_steps=args.eval_max_steps, seed=args.seed
             )
             policy.train()
             mean_length = float(np.mean([np.mean(v) for v in lengths.values()]))

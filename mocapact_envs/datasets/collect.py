@@ -494,15 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expert_folder(path: Path) -> Path:
-    """``path``, or the project's expert zoo for ``zoo`` where no such folder exists."""
-    if not path.exists() and str(path) == "zoo":
-        from mocapact_envs.policies.zoo import zoo_root
-
-        return zoo_root()
-    return path
-
-
 def settings_from_args(args: argparse.Namespace) -> RolloutSettings:
     n_start, n_rsi = PRESETS["small" if args.small else "large"]
     return RolloutSettings(
@@ -543,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = dataclasses.replace(settings, backend=default_backend())
         if args.address:
             check_ray_address(args.address)
-        expert_dirs = [expert_folder(path) for path in args.expert_dirs]
+        from mocapact_envs.policies.zoo import expert_folder_argument
+
+        expert_dirs = [expert_folder_argument(path) for path in args.expert_dirs]
         search = find_experts(expert_dirs, args.clips)
         if args.clips:
             every = find_experts(expert_dirs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,26 +249,54 @@ class CompletionActor:
             self._context.append(flatten_observation(observation, self.policy.config.observation_keys))
 
 
+def spread_episodes(clips: Sequence[str], total: int) -> dict[str, int]:
+    """Episodes per clip when ``total`` episodes go round-robin over ``clips`` (in their order);
+    clips left without one (``total < len(clips)``) are left out."""
+    if total < 1:
+        raise ValueError(f"the total number of episodes must be at least 1, got {total}.")
+    counts = {clip: total // len(clips) + (index < total % len(clips)) for index, clip in enumerate(clips)}
+    return {clip: count for clip, count in counts.items() if count}
+
+
+def length_summary(lengths: Sequence[int]) -> dict[str, float | int | None]:
+    """Mean episode length, its sample standard deviation and standard error, and ``n``
+    (``std`` and ``se`` are ``None`` with fewer than two episodes)."""
+    values = np.asarray(lengths, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        raise ValueError("no episode lengths to summarise.")
+    std = float(np.std(values, ddof=1)) if n > 1 else None
+    return {"mean": float(values.mean()), "std": std, "se": std / np.sqrt(n) if std is not None else None, "n": n}
+
+
 def run_completion(
     policy,
     clips: Sequence[str],
     prompt_experts: str | Path,
-    episodes: int,
+    episodes: int | Mapping[str, int],
     *,
     max_steps: int = 500,
     seed: int = 0,
     deterministic: bool = True,
     progress_bar: bool = False,
 ) -> dict[str, list[int]]:
-    """Motion completion episode lengths (the prompt included) per clip, MoCapAct's metric."""
+    """Motion completion episode lengths (the prompt included) per clip, MoCapAct's metric.
+
+    ``episodes`` is the number per clip, or a number for each clip (:func:`spread_episodes`);
+    episode ``i`` of a clip is seeded ``seed + i``, so every policy starts from the same steps
+    with the same prompts.
+    """
     from tqdm.auto import tqdm
 
     lengths: dict[str, list[int]] = {}
     for clip in clips:
+        count = episodes if isinstance(episodes, int) else episodes.get(clip, 0)
+        if count < 1:
+            continue
         env = MotionCompletionEnv(clip, prompt_experts=prompt_experts, max_steps=max_steps)
         actor = CompletionActor(policy, deterministic)
         lengths[clip] = []
-        for episode in tqdm(range(episodes), desc=f"completion {clip}", unit="episode", disable=not progress_bar):
+        for episode in tqdm(range(count), desc=f"completion {clip}", unit="episode", disable=not progress_bar):
             observation, info = env.reset(seed=seed + episode)
             actor.start(env, info)
             while True:

@@ -9,10 +9,10 @@ the clips (``<MOCAPACT_MOCAP_PATH>/clip_lists``; ``../shared/cmu-mocap/clip_list
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mocapact_envs.mocap.ids import dm_control_subset, parse_snippet, read_id_file
+from mocapact_envs.mocap.ids import CLIP_ID_PATTERN, dm_control_subset, parse_snippet, read_id_file, suggest
 
 #: MoCapAct's lists (``<mocap>/clip_lists``): locomotion snippets, validation clips, and the
 #: snippets of the project's zoo (those of MoCapAct's 2,589 whose clips the shared folder holds).
@@ -50,10 +50,57 @@ def validation_clips(clip_lists: str | Path | None = None) -> frozenset[str]:
     return frozenset(clip_list(VALIDATION_LIST, clip_lists))
 
 
+def held_out_clips(exclude_validation_clips: bool, clip_lists: str | Path | None = None) -> frozenset[str]:
+    """The clips a trainer leaves out: MoCapAct's validation clips, or none when ``exclude_validation_clips``
+    is false (a trainer's ``--no-exclude-validation-clips``)."""
+    if not exclude_validation_clips:
+        return frozenset()
+    try:
+        return validation_clips(clip_lists)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} --no-exclude-validation-clips trains on every clip instead.") from None
+
+
 def on_clips(ids: Iterable[str], clips: Iterable[str]) -> list[str]:
     """The clip or snippet ``ids`` whose clip is one of ``clips``, in their order."""
     clips = set(clips)
     return [i for i in ids if parse_snippet(i).clip_id in clips]
+
+
+#: Named clip sets: the clips of the zoo's snippets (:data:`ZOO_SNIPPET_LIST`) on MoCapAct's training
+#: clips (those not on its validation clips) and on its validation clips.
+ZOO_CLIP_SETS = ("zoo-train", "zoo-val")
+
+
+def zoo_clips(split: str, clip_lists: str | Path | None = None) -> list[str]:
+    """The clip ids of the zoo's snippets on MoCapAct's validation clips (``"val"``) or off them
+    (``"train"``), in the list's order, each once."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'val'.")
+    clips = list(dict.fromkeys(parse_snippet(s).clip_id for s in clip_list(ZOO_SNIPPET_LIST, clip_lists)))
+    validation = on_clips(clips, validation_clips(clip_lists))
+    return validation if split == "val" else [c for c in clips if c not in validation]
+
+
+def resolve_clips(names: str | Sequence[str], clip_lists: str | Path | None = None) -> list[str]:
+    """Clip ids from clip ids and clip set names (:data:`ZOO_CLIP_SETS`), in order, each once.
+
+    Anything else raises ``ValueError`` naming it and the choices.
+    """
+    clips: list[str] = []
+    for name in [names] if isinstance(names, str) else names:
+        if name in ZOO_CLIP_SETS:
+            clips.extend(zoo_clips(name.removeprefix("zoo-"), clip_lists))
+        elif CLIP_ID_PATTERN.match(name):
+            clips.append(name)
+        else:
+            raise ValueError(
+                f"{name!r} is neither a clip id like 'CMU_016_22' nor a clip set; clip sets: "
+                f"{', '.join(ZOO_CLIP_SETS)}.{suggest(name, ZOO_CLIP_SETS)}"
+            )
+    if not clips:
+        raise ValueError(f"{names!r} names no clips.")
+    return list(dict.fromkeys(clips))
 
 
 def extra_clips(mocap_path: str | Path | None = None) -> list[str]:

@@ -97,6 +97,12 @@ def zoo_root(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get(ZOO_ENV_VAR) or DEFAULT_ZOO).expanduser()
 
 
+def expert_folder_argument(path: str | Path) -> Path:
+    """An expert-folder argument as given, or the project's zoo for ``zoo`` where no such folder exists."""
+    path = Path(path)
+    return zoo_root() if not path.exists() and str(path) == "zoo" else path
+
+
 def experts_folder(path: str | Path | None = None) -> Path:
     """The ``experts`` folder of a zoo given by its folder or its ``experts`` folder.
 
