@@ -99,3 +99,25 @@ class LowLevelActionWrapper(gym.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(action)
         self._observation = observation
         return observation, reward, terminated, truncated, {**info, "low_level_action": action}
+
+
+def prior_latents(rng: np.random.Generator, steps: int, latent_size: int, alpha: float = 0.0) -> np.ndarray:
+    """A ``(steps, latent_size)`` float32 sequence of latents from the NPMP's AR(1) prior.
+
+    ``z_0 ~ N(0, I)`` and ``z_t = alpha z_{t-1} + sqrt(1 - alpha^2) eps_t`` with ``eps_t ~ N(0, I)``,
+    so every ``z_t`` is standard normal and ``alpha`` only sets how smooth the sequence is:
+    ``alpha = 0`` draws independent latents each step (MoCapAct's published prior), ``0 < alpha < 1``
+    a correlated sequence (the prior of a multi-clip policy trained with that ``prior_alpha``),
+    ``alpha = 1`` holds ``z_0`` for the whole sequence.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"the AR(1) prior's alpha must be in [0, 1], got {alpha}.")
+    if int(steps) != steps or steps < 1 or int(latent_size) != latent_size or latent_size < 1:
+        raise ValueError(f"steps and latent_size must be positive integers, got {steps} and {latent_size}.")
+    noise = rng.standard_normal((int(steps), int(latent_size)))
+    latents = np.empty_like(noise)
+    latents[0] = noise[0]
+    scale = np.sqrt(1.0 - alpha**2)
+    for t in range(1, len(noise)):
+        latents[t] = alpha * latents[t - 1] + scale * noise[t]
+    return latents.astype(np.float32)
