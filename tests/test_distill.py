@@ -12,6 +12,7 @@ import torch
 from tiny_runs import COLLECT, REPO_ROOT, SEED, SNIPPETS, environment, run, train_tiny_experts
 
 from mocapact_envs.datasets import ExpertDataset
+from mocapact_envs.evaluation.protocol import evaluate_units
 from mocapact_envs.mocap.ids import amc_file_clip_id, parse_snippet, read_id_file
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
@@ -168,7 +169,7 @@ def test_evaluate_in_mocapact_modes_writes_json_and_plot(
     env = environment(MOCAPACT_MOCAP_PATH=str(few_clips_mocap))
     run(EVALUATE, "--policy", run_dir / "best", "--labels", "npmp", "--experts", experts_root, validation_experts,
         "--modes", "train", "val", "extra", "--episodes", "1", "--output-json", metrics_path, "--plot", plot,
-        env=env)  # fmt: skip
+        "--workers", "2", env=env)  # fmt: skip
     report = json.loads(metrics_path.read_text())
     modes = report["modes"]
     assert set(modes) == {"train", "val", "extra"}
@@ -202,6 +203,13 @@ def test_evaluate_in_mocapact_modes_writes_json_and_plot(
                 own = results["snippets"][snippet][kind]["mean_norm_episode_length"]
                 assert ratio[kind] == pytest.approx(own / expert[kind]["mean_norm_episode_length"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+
+    # Two worker processes gave what this process gives alone: each run is seeded alike.
+    snippet = modes["train"]["snippets"][-1]
+    alone = evaluate_units(
+        {"npmp": str(run_dir / "best")}, {}, [("npmp", snippet)], 1, ref_steps=policy.config.ref_steps
+    )
+    assert alone["npmp"][snippet] == modes["train"]["policies"]["npmp"]["snippets"][snippet]
 
 
 def test_evaluate_names_bad_modes_and_missing_validation_experts(split_run, experts_root, tmp_path):

@@ -31,10 +31,11 @@ from mocapact_envs.demo import write_video
 from mocapact_envs.envs.factory import resolve_snippet
 from mocapact_envs.evaluation.plotting import plot_length_ratios
 from mocapact_envs.evaluation.protocol import (
+    EXPERT_LABEL,
     EXPERT_RATIO_TARGET,
     MULTICLIP_EVAL_MODES,
     START_KINDS,
-    evaluate_snippets,
+    evaluate_units,
     length_ratios,
     mean_metrics,
     record_episode,
@@ -49,7 +50,7 @@ from mocapact_envs.mocap.splits import (
     on_clips,
     validation_clips,
 )
-from mocapact_envs.policies.expert_files import ExpertRun, find_experts, load_expert
+from mocapact_envs.policies.expert_files import ExpertRun, find_experts
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 from mocapact_envs.policies.zoo import experts_folder
 from mocapact_envs.training.scripts import run_cli
@@ -89,6 +90,9 @@ class Args:
     """Write a video of the first policy on the first snippet (from its start) here, e.g. ``npmp.mp4``."""
     output_json: Path | None = None
     """Also write every mode's per-snippet metrics, expert results, ratios and means here."""
+    workers: int = 1
+    """Processes evaluating (policy or expert, snippet) runs in parallel; each is seeded alike, so the
+    results do not depend on it."""
     seed: int = 0
 
 
@@ -202,6 +206,8 @@ def main(args: Args) -> dict:
     labels = args.labels or [str(path) for path in args.policy]
     if len(labels) != len(args.policy) or len(set(labels)) != len(labels):
         raise ValueError(f"--labels needs one distinct label per policy: {len(args.policy)} policies, labels {labels}.")
+    if EXPERT_LABEL in labels:
+        raise ValueError(f"--labels may not use {EXPERT_LABEL!r}, the name of the snippets' own experts.")
     policies = {label: MultiClipPolicy.load(path) for label, path in zip(labels, args.policy, strict=True)}
     ref_steps = {policy.config.ref_steps for policy in policies.values()}
     if len(ref_steps) > 1:
@@ -230,31 +236,23 @@ def main(args: Args) -> dict:
     # Each snippet runs once per policy and once for its expert, whichever modes name it.
     wanted = list(dict.fromkeys(s for snippets in groups.values() for s in snippets))
     with_expert = [s for s in wanted if s in experts]
-    policy_results: dict[str, dict] = {label: {} for label in labels}
-    expert_results: dict[str, dict] = {}
-    progress = tqdm(total=len(wanted) * len(labels) + len(with_expert), desc="evaluating", unit="snippet")
-    for snippet in wanted:
-        for label, policy in policies.items():
-            progress.set_postfix_str(f"{label} on {snippet}")
-            policy_results[label].update(
-                evaluate_snippets(
-                    policy,
-                    [snippet],
-                    args.episodes,
-                    ref_steps=ref_steps,
-                    deterministic=args.deterministic,
-                    seed=args.seed,
-                )
-            )
-            progress.update(1)
-        if snippet in experts:
-            progress.set_postfix_str(f"expert on {snippet}")
-            expert = {snippet: load_expert(experts[snippet].run_dir)}
-            expert_results.update(
-                evaluate_snippets(expert, [snippet], args.episodes, ref_steps=ref_steps, seed=args.seed)
-            )
-            progress.update(1)
+    units = [(label, snippet) for snippet in wanted for label in labels]
+    units += [(EXPERT_LABEL, snippet) for snippet in with_expert]
+    progress = tqdm(total=len(units), desc=f"evaluating ({args.workers} workers)", unit="run")
+    results = evaluate_units(
+        {label: str(path) for label, path in zip(labels, args.policy, strict=True)},
+        {snippet: str(experts[snippet].run_dir) for snippet in with_expert},
+        units,
+        args.episodes,
+        ref_steps=ref_steps,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        workers=args.workers,
+        on_result=lambda label, snippet: progress.update(1),
+    )
     progress.close()
+    policy_results = {label: results.get(label, {}) for label in labels}
+    expert_results = results.get(EXPERT_LABEL, {})
 
     report = {
         "episodes": args.episodes,

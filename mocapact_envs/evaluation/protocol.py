@@ -197,6 +197,89 @@ def evaluate_snippets(
     return results
 
 
+#: The name :func:`evaluate_units` gives the snippets' own experts among the policies.
+EXPERT_LABEL = "expert"
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _start_evaluation_worker(policy_dirs: Mapping[str, str], expert_dirs: Mapping[str, str], settings: dict) -> None:
+    from mocapact_envs.policies.multiclip import MultiClipPolicy
+
+    # Each worker runs one small network a step; more threads would only contend for the cores.
+    torch.set_num_threads(1)
+    _WORKER_STATE.update(
+        policies={label: MultiClipPolicy.load(path) for label, path in policy_dirs.items()},
+        expert_dirs=dict(expert_dirs),
+        settings=settings,
+    )
+
+
+def _evaluate_unit(unit: tuple[str, str]) -> tuple[str, str, dict[str, dict[str, float]]]:
+    from mocapact_envs.policies.expert_files import load_expert
+
+    label, snippet = unit
+    # A sampling policy draws from torch's generator: reseeded per unit, a unit's result does not
+    # depend on which units ran before it in this process.
+    torch.manual_seed(_WORKER_STATE["settings"]["seed"])
+    if label == EXPERT_LABEL:
+        policy = {snippet: load_expert(_WORKER_STATE["expert_dirs"][snippet])}
+    else:
+        policy = _WORKER_STATE["policies"][label]
+    return label, snippet, evaluate_snippets(policy, [snippet], **_WORKER_STATE["settings"])[snippet]
+
+
+def evaluate_units(
+    policy_dirs: Mapping[str, str],
+    expert_dirs: Mapping[str, str],
+    units: list[tuple[str, str]],
+    num_episodes: int,
+    *,
+    ref_steps: tuple[int, ...],
+    deterministic: bool = False,
+    seed: int = 0,
+    workers: int = 1,
+    on_result: Callable[[str, str], None] | None = None,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """:func:`evaluate_snippets` for many ``(label, snippet)`` units, in ``workers`` processes.
+
+    ``label`` is a key of ``policy_dirs`` (saved multi-clip policies) or :data:`EXPERT_LABEL` (the
+    snippet's own expert, from ``expert_dirs[snippet]``). Each unit is seeded alike wherever it runs,
+    so the results do not depend on ``workers``. Returns ``{label: {snippet: {kind: summary}}}``;
+    ``on_result(label, snippet)`` is called as each unit finishes (a progress bar).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}.")
+    settings = {
+        "num_episodes": num_episodes,
+        "ref_steps": tuple(ref_steps),
+        "deterministic": deterministic,
+        "seed": seed,
+    }
+    # Experts act deterministically whatever ``deterministic`` says (evaluate_snippets' rule).
+    init_args = (dict(policy_dirs), dict(expert_dirs), settings)
+    results: dict[str, dict[str, dict]] = {}
+
+    def collect(outcome: tuple[str, str, dict]) -> None:
+        label, snippet, result = outcome
+        results.setdefault(label, {})[snippet] = result
+        if on_result is not None:
+            on_result(label, snippet)
+
+    if workers == 1:
+        _start_evaluation_worker(*init_args)
+        for unit in units:
+            collect(_evaluate_unit(unit))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # no forked torch or MuJoCo state
+    with ProcessPoolExecutor(workers, context, initializer=_start_evaluation_worker, initargs=init_args) as pool:
+        for future in as_completed([pool.submit(_evaluate_unit, unit) for unit in units]):
+            collect(future.result())
+    return results
+
+
 #: MoCapAct's evaluation modes of a distilled policy, each from the snippet start and from random starts:
 #: the snippets it trained on, the held-out snippets of MoCapAct's validation clips, and whole clips
 #: outside dm_control's ``ALL`` (no expert, no snippet: motion it never saw).
