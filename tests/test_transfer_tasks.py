@@ -11,7 +11,8 @@ from gymnasium.utils.env_checker import check_env
 import mocapact_envs
 from mocapact_envs.envs.transfer import GoToTargetEnv, VelocityControlEnv
 from mocapact_envs.mocap.source import MocapSourceError
-from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
+from mocapact_envs.policies import low_level
+from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig, as_low_level_policy
 from mocapact_envs.tasks.observables import BASE, CMU_HUMANOID
 from mocapact_envs.wrappers.low_level import LowLevelActionWrapper
 
@@ -267,3 +268,41 @@ def test_bad_arguments_get_clear_errors(tmp_path, saved_decoder):
     policy, _ = saved_decoder
     with pytest.raises(ValueError, match=r"latent must have shape \(20,\)"):
         policy.act(np.zeros(205, np.float32), np.zeros(60, np.float32))
+
+
+def frames_standing(env, action: np.ndarray, max_steps: int = 150) -> int:
+    """Steps until the episode terminates (a fall) with a constant action, at most ``max_steps``."""
+    env.reset(seed=3)
+    for step in range(1, max_steps + 1):
+        if env.step(action)[2]:
+            return step
+    return max_steps
+
+
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
+@pytest.mark.filterwarnings("ignore:.*symmetric and normalized space")
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_pretrained_decoder_works_out_of_the_box(env_id):
+    shipped = LowLevelPolicy.load(low_level.SHIPPED_LOW_LEVEL_POLICY)
+    env = gym.make(env_id, low_level_policy="pretrained")
+    size = shipped.latent_size
+    assert env.action_space == gym.spaces.Box(-3, 3, (size,), np.float32)
+    check_env(LowLevelActionWrapper(env.unwrapped, "pretrained"))
+    # The prior's mean latent is a learned motor behaviour: it keeps the humanoid up longer than
+    # holding the raw actuators at zero, which falls within 3 s.
+    decoded = frames_standing(gym.make(env_id, low_level_policy="pretrained"), np.zeros(size, np.float32))
+    raw = frames_standing(gym.make(env_id), np.zeros(56, np.float32))
+    assert decoded > raw, (decoded, raw)
+
+
+def test_pretrained_decoder_is_small_and_named_clearly(tmp_path, monkeypatch):
+    files = list(low_level.SHIPPED_LOW_LEVEL_POLICY.iterdir())
+    assert {f.name for f in files} == {"config.json", "model.safetensors"}
+    assert sum(f.stat().st_size for f in files) < 5_000_000
+    config = json.loads((low_level.SHIPPED_LOW_LEVEL_POLICY / "config.json").read_text())
+    assert config["extra"]["source"].startswith("zoo/"), "the config says which zoo policy it came from"
+    with pytest.raises(TypeError, match="'pretrained' or the path"):
+        as_low_level_policy(3)
+    monkeypatch.setattr(low_level, "SHIPPED_LOW_LEVEL_POLICY", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="shipped low-level policy is missing"):
+        gym.make("mocapact/VelocityControl-v0", low_level_policy="pretrained")

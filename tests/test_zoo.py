@@ -221,3 +221,44 @@ def test_trained_snippets_find_the_listed_snippet_that_holds_them():
         "CMU_009_12-180-300": "CMU_009_12-177-387",
         "CMU_009_12-180-209": "CMU_009_12-180-209",  # inside both overlapping snippets: no one holder
     }
+
+
+def test_zoo_multiclip_policy_ships_its_decoder_and_reproduces_its_evaluation(tmp_path):
+    import torch
+
+    from mocapact_envs.evaluation.protocol import evaluate_units
+    from mocapact_envs.policies.low_level import SHIPPED_LOW_LEVEL_POLICY, LowLevelPolicy
+    from mocapact_envs.policies.multiclip import MultiClipPolicy
+
+    folder = zoo.zoo_root() / zoo.MULTICLIP_FOLDER / "npmp_bc"
+    policy = MultiClipPolicy.load(folder)
+    shipped = LowLevelPolicy.load(SHIPPED_LOW_LEVEL_POLICY)
+    assert shipped.config.extra["source"] == "zoo/multiclip/npmp_bc"
+    decoder = policy.decoder.state_dict()
+    assert all(torch.equal(tensor, decoder[name]) for name, tensor in shipped.state_dict().items())
+
+    report = json.loads((folder / zoo.MULTICLIP_EVALUATION_FILE).read_text())
+    train = report["modes"]["train"]
+    assert set(train["snippets"]) == set(policy.config.trained_snippets)
+    assert not set(policy.config.trained_snippets) & set(report["modes"]["val"]["snippets"]), "val is held out"
+    label = report["zoo_policy_label"]
+    recorded = train["policies"][label]["snippets"]
+    # The shortest training snippet again, under the same protocol and seed: the recorded figures come back.
+    snippet = min(recorded, key=lambda s: parse_snippet(s).end - parse_snippet(s).start)
+    again = evaluate_units(
+        {label: str(folder)}, {}, [(label, snippet)], report["episodes"], ref_steps=policy.config.ref_steps
+    )
+    for kind in ("start", "rsi"):
+        assert again[label][snippet][kind]["mean_norm_episode_length"] == pytest.approx(
+            recorded[snippet][kind]["mean_norm_episode_length"], abs=0.05
+        )
+    # The experts beside it ran too, and the policy keeps most of their random-start length on that snippet.
+    assert train["policies"][label]["ratios"][snippet]["rsi"] > 0.5
+
+    # Shipping again writes the same files (to a scratch zoo and a scratch decoder folder).
+    target = zoo.add_multiclip_policy(folder, "copy", folder / zoo.MULTICLIP_EVALUATION_FILE, tmp_path, False, label)
+    assert (target / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="plain folder name"):
+        zoo.add_multiclip_policy(folder, "../escape", None, tmp_path)
+    with pytest.raises(ValueError, match="label 'nope' is not one of .*bc"):
+        zoo.add_multiclip_policy(folder, "copy", folder / zoo.MULTICLIP_EVALUATION_FILE, tmp_path, False, "nope")

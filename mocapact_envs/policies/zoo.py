@@ -32,7 +32,8 @@ the snippet trained, which rollouts and evaluation track.
     mocapact-zoo table --zoo zoo
     mocapact-zoo list --zoo zoo
     mocapact-zoo frames --zoo zoo --snippets CMU_016_22-0-82 CMU_009_12-0-210
-    mocapact-zoo multiclip --policy runs/npmp_zoo_bc/best --name npmp_bc --evaluation distill_zoo.json --ship-decoder
+    mocapact-zoo multiclip --policy runs/npmp_bc/best --name npmp_bc --evaluation compare.json --label bc \
+        --ship-decoder
 
 ``multiclip/<name>/`` holds a multi-clip policy distilled from the zoo's rollouts
 (config.json, model.safetensors) and its evaluation (``evaluation.json``);
@@ -600,6 +601,7 @@ def add_multiclip_policy(
     evaluation: str | Path | None = None,
     zoo: str | Path | None = None,
     ship_decoder: bool = False,
+    evaluation_label: str | None = None,
 ) -> Path:
     """Copies a distilled multi-clip policy into ``<zoo>/multiclip/<name>/``; returns that folder.
 
@@ -610,6 +612,8 @@ def add_multiclip_policy(
         zoo: the zoo folder (:func:`zoo_root`).
         ship_decoder: also make its NPMP decoder the package's shipped low-level policy
             (``low_level_policy="pretrained"``), its config naming the zoo folder it came from.
+        evaluation_label: this policy's label in ``evaluation`` (needed when it compares several),
+            kept as its ``zoo_policy_label``.
     """
     import dataclasses
     import re
@@ -619,13 +623,25 @@ def add_multiclip_policy(
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise ValueError(f"multi-clip policy name {name!r} must be a plain folder name (letters, digits, - _ .).")
+    report = None
+    if evaluation is not None:
+        report = read_json(evaluation)
+        labels = list(report.get("labels", ()))
+        if evaluation_label is None and len(labels) == 1:
+            evaluation_label = labels[0]
+        if evaluation_label not in labels:
+            raise ValueError(
+                f"evaluation label {evaluation_label!r} is not one of the policies {evaluation} evaluates: "
+                f"{', '.join(labels)}."
+            )
+        report["zoo_policy_label"] = evaluation_label
     policy = MultiClipPolicy.load(policy_dir)
     if ship_decoder and policy.config.kind != "npmp":
         raise ValueError(f"only an NPMP has a decoder to ship; {policy_dir} holds a {policy.config.kind!r} policy.")
     target = zoo_root(zoo) / MULTICLIP_FOLDER / name
     policy.save(target)
-    if evaluation is not None:
-        write_json(target / MULTICLIP_EVALUATION_FILE, read_json(evaluation))
+    if report is not None:
+        write_json(target / MULTICLIP_EVALUATION_FILE, report)
     if ship_decoder:
         decoder = policy.decoder
         source = f"{zoo_root(zoo).name}/{MULTICLIP_FOLDER}/{name}"
@@ -670,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     multiclip.add_argument("--policy", type=Path, required=True, help="a saved multi-clip policy (<run>/best)")
     multiclip.add_argument("--name", required=True, help="its folder name in the zoo, e.g. npmp_bc")
     multiclip.add_argument("--evaluation", type=Path, help="baselines/distill/evaluate.py --output-json of it")
+    multiclip.add_argument("--label", help="the policy's label in --evaluation when it compares several")
     multiclip.add_argument("--zoo", type=Path, help=zoo_help)
     multiclip.add_argument(
         "--ship-decoder", action="store_true", help="make its decoder the package's low_level_policy='pretrained'"
@@ -744,7 +761,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.command == "multiclip":
-            target = add_multiclip_policy(args.policy, args.name, args.evaluation, args.zoo, args.ship_decoder)
+            target = add_multiclip_policy(
+                args.policy, args.name, args.evaluation, args.zoo, args.ship_decoder, args.label
+            )
             print(f"{args.policy} -> {target} ({folder_size(target) / 1e6:.2f} MB)")
             if args.ship_decoder:
                 from mocapact_envs.policies.low_level import SHIPPED_LOW_LEVEL_POLICY
