@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +71,25 @@ def test_npmp_trains_resumes_evaluates_and_exports(rollouts, tmp_path):
         "print('drove', sum(v.size for v in obs.values()))\n"
     ))  # fmt: skip
     assert "drove 227" in drive.stdout
+
+
+def test_kill_checkpoints_the_last_whole_step_and_the_run_goes_on(rollouts, tmp_path):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, str(TRAIN), "--rollouts", str(rollouts), "--run-dir", str(run_dir), *TINY,
+               "--total-steps", "100000", "--eval-every", "100000", "--checkpoint-every", "5"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment(), stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoint" / "state.pt").is_file():  # it trains: a first checkpoint is written
+        assert process.poll() is None and time.monotonic() < deadline, "the run never wrote a checkpoint"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout
+    step = load_checkpoint(run_dir)["step"]
+    assert step >= 5 and f"stopped by SIGTERM at step {step}" in stdout
+    again = run(TRAIN, "--rollouts", rollouts, "--run-dir", run_dir, *TINY, "--total-steps", str(step + 3),
+                "--eval-every", "100000")  # fmt: skip
+    assert f"at step {step}" in again.stdout and load_checkpoint(run_dir)["step"] == step + 3
 
 
 def test_mlp_policy_trains(rollouts, tmp_path):

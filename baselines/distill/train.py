@@ -10,7 +10,8 @@ mean normalized return, and exports the NPMP decoder in the low-level policy
 format for the transfer tasks. As MoCapAct, it trains on the snippets of its training
 clips only: rollouts of snippets on MoCapAct's validation clips (``mocapact_val_clips.txt``)
 are left out and evaluated as the held-out set (``--no-exclude-validation-clips`` keeps them).
-Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``;
+Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; a kill
+(SIGTERM) or Ctrl-C saves the last whole step there first and exits with status 130.
 TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
 """
 
@@ -33,6 +34,7 @@ from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import held_out_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.training.run_folder import (
+    StopOnSignal,
     args_json,
     open_tensorboard,
     policy_from_state,
@@ -115,7 +117,7 @@ class Args:
     """Threads torch may use."""
 
 
-def main(args: Args) -> None:
+def main(args: Args) -> int:
     args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
@@ -170,67 +172,80 @@ def main(args: Args) -> None:
     writer.add_text("snippets", json.dumps({"trained": train_snippets, "left_out": left_out, "held_out": val_snippets}))
     progress = tqdm(total=args.total_steps, initial=state["step"], desc=f"distill {args.policy}", unit="step")
     started, started_step = time.perf_counter(), state["step"]
-    while state["step"] < args.total_steps:
-        observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
-        loss, logs = policy.sequence_loss(
-            torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights), args.kl_weight
+
+    def save_state() -> None:
+        save_checkpoint(
+            args.run_dir,
+            {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
         )
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
-        optimizer.step()
-        state["step"] += 1
-        progress.update(1)
-        step = state["step"]
 
-        if step % 50 == 0:
-            for name, value in logs.items():
-                writer.add_scalar(f"train/{name}", value, step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step)
-            progress.set_postfix(loss=f"{logs['loss']:.3f}")
+    with StopOnSignal() as stop:
+        while state["step"] < args.total_steps and not stop.requested:
+            observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
+            loss, logs = policy.sequence_loss(
+                torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights), args.kl_weight
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+            optimizer.step()
+            state["step"] += 1
+            progress.update(1)
+            step = state["step"]
 
-        if step % args.eval_every == 0 or step == args.total_steps:
-            policy.eval()
-            groups = {"train": train_snippets[: args.eval_snippets], "val": val_snippets}
-            score = None
-            for group, snippets in groups.items():
-                if not snippets:
-                    continue
-                results = evaluate_snippets(
-                    policy,
-                    snippets,
-                    args.eval_episodes,
-                    ref_steps=ref_steps,
-                    deterministic=args.deterministic_eval,
-                    seed=args.seed,
+            if step % 50 == 0:
+                for name, value in logs.items():
+                    writer.add_scalar(f"train/{name}", value, step)
+                writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+                writer.add_scalar(
+                    "charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step
                 )
-                for name, value in mean_metrics(results).items():
-                    kind, metric = name.split("_", 1)
-                    writer.add_scalar(f"eval_{group}_{kind}/{metric}", value, step)
-                if group == "train":
-                    score = float(np.mean([r["rsi"]["mean_norm_episode_return"] for r in results.values()]))
-            policy.train()
-            if score is not None and score > state["best_score"]:
-                state["best_score"] = score
-                policy.save(args.run_dir / "best")
-                if args.policy == "npmp":
-                    policy.export_low_level_policy(args.run_dir / "best" / "low_level_policy")
-            progress.write(
-                f"step {step}: train random-start normalized return {score:.3f} (best {state['best_score']:.3f})"
-            )
+                progress.set_postfix(loss=f"{logs['loss']:.3f}")
 
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save_checkpoint(
-                args.run_dir,
-                {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
-            )
+            if step % args.eval_every == 0 or step == args.total_steps:
+                policy.eval()
+                groups = {"train": train_snippets[: args.eval_snippets], "val": val_snippets}
+                score = None
+                for group, snippets in groups.items():
+                    if not snippets:
+                        continue
+                    results = evaluate_snippets(
+                        policy,
+                        snippets,
+                        args.eval_episodes,
+                        ref_steps=ref_steps,
+                        deterministic=args.deterministic_eval,
+                        seed=args.seed,
+                    )
+                    for name, value in mean_metrics(results).items():
+                        kind, metric = name.split("_", 1)
+                        writer.add_scalar(f"eval_{group}_{kind}/{metric}", value, step)
+                    if group == "train":
+                        score = float(np.mean([r["rsi"]["mean_norm_episode_return"] for r in results.values()]))
+                policy.train()
+                if score is not None and score > state["best_score"]:
+                    state["best_score"] = score
+                    policy.save(args.run_dir / "best")
+                    if args.policy == "npmp":
+                        policy.export_low_level_policy(args.run_dir / "best" / "low_level_policy")
+                progress.write(
+                    f"step {step}: train random-start normalized return {score:.3f} (best {state['best_score']:.3f})"
+                )
+
+            if step % args.checkpoint_every == 0 or step == args.total_steps:
+                save_state()
     progress.close()
+    if stop.requested:  # the last whole step is kept; the same command goes on from it
+        save_state()
+        writer.close()
+        print(f"{args.run_dir}: stopped by {stop.requested} at step {state['step']}; rerun the same command to resume.")
+        return 130
     policy.save(args.run_dir / "final")
     if args.policy == "npmp":
         policy.export_low_level_policy(args.run_dir / "final" / "low_level_policy")
     writer.close()
     print(f"done: best policy in {args.run_dir / 'best'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ expert's mean action at every position. It trains on the rollout files given (a
 folder's ``CMU_*.hdf5`` files) but those of MoCapAct's validation clips, which stay
 held out. With ``--prompt-experts`` the policy is evaluated every ``eval_every`` steps
 by motion completion on a few of the training clips (``eval_clips``; mean episode
-length, MoCapAct's metric) and the best one is kept; otherwise the last one is. Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; TensorBoard logs go
-to ``<run-dir>/tb`` (the run folder of every trainer here, ``mocapact_envs.training.run_folder``).
+length, MoCapAct's metric) and the best one is kept; otherwise the last one is.
+Rerunning the same command resumes from ``<run-dir>/checkpoint/state.pt``; a kill
+(SIGTERM) or Ctrl-C saves the last whole step there first and exits with status 130.
+TensorBoard logs go to ``<run-dir>/tb`` (the run folder of every trainer here,
+``mocapact_envs.training.run_folder``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
 from mocapact_envs.policies.zoo import expert_folder_argument
 from mocapact_envs.training.run_folder import (
+    StopOnSignal,
     args_json,
     open_tensorboard,
     policy_from_state,
@@ -122,7 +126,7 @@ def default_eval_clips(clips: list[str]) -> list[str]:
     return [clips[i] for i in np.linspace(0, len(clips) - 1, DEFAULT_EVAL_CLIPS).round().astype(int)]
 
 
-def main(args: Args) -> None:
+def main(args: Args) -> int:
     args = apply_preset(args, PRESETS[args.preset])
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
@@ -187,48 +191,66 @@ def main(args: Args) -> None:
     writer = open_tensorboard(args.run_dir, state["step"] if checkpoint is not None else None)
     progress = tqdm(total=args.total_steps, initial=state["step"], desc="gpt", unit="step")
     started, started_step = time.perf_counter(), state["step"]
-    while state["step"] < args.total_steps:
-        observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
-        loss, logs = policy.sequence_loss(
-            torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights)
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
-        optimizer.step()
-        state["step"] += 1
-        step = state["step"]
-        progress.update(1)
-        if step % 25 == 0:
-            for name, value in logs.items():
-                writer.add_scalar(f"train/{name}", value, step)
-            writer.add_scalar("charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step)
-            progress.set_postfix(loss=f"{logs['loss']:.3f}")
 
-        last_step = step == args.total_steps
-        if prompt_experts is not None and (step % args.eval_every == 0 or last_step):
-            policy.eval()
-            lengths = run_completion(
-                policy, eval_clips, prompt_experts, args.eval_episodes, max_steps=args.eval_max_steps, seed=args.seed
+    def save_state() -> None:
+        save_checkpoint(
+            args.run_dir,
+            {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
+        )
+
+    with StopOnSignal() as stop:
+        while state["step"] < args.total_steps and not stop.requested:
+            observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
+            loss, logs = policy.sequence_loss(
+                torch.from_numpy(observations), torch.from_numpy(actions), torch.from_numpy(weights)
             )
-            policy.train()
-            mean_length = float(np.mean([np.mean(v) for v in lengths.values()]))
-            writer.add_scalar("eval/mean_completion_length", mean_length, step)
-            progress.write(f"step {step}: mean motion completion length {mean_length:.1f}")
-            if mean_length > state["best_length"]:
-                state["best_length"] = mean_length
-                policy.save(args.run_dir / "best")
-        if step % args.checkpoint_every == 0 or last_step:
-            save_checkpoint(
-                args.run_dir,
-                {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
-            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+            optimizer.step()
+            state["step"] += 1
+            step = state["step"]
+            progress.update(1)
+            if step % 25 == 0:
+                for name, value in logs.items():
+                    writer.add_scalar(f"train/{name}", value, step)
+                writer.add_scalar(
+                    "charts/steps_per_second", (step - started_step) / (time.perf_counter() - started), step
+                )
+                progress.set_postfix(loss=f"{logs['loss']:.3f}")
+
+            last_step = step == args.total_steps
+            if prompt_experts is not None and (step % args.eval_every == 0 or last_step):
+                policy.eval()
+                lengths = run_completion(
+                    policy,
+                    eval_clips,
+                    prompt_experts,
+                    args.eval_episodes,
+                    max_steps=args.eval_max_steps,
+                    seed=args.seed,
+                )
+                policy.train()
+                mean_length = float(np.mean([np.mean(v) for v in lengths.values()]))
+                writer.add_scalar("eval/mean_completion_length", mean_length, step)
+                progress.write(f"step {step}: mean motion completion length {mean_length:.1f}")
+                if mean_length > state["best_length"]:
+                    state["best_length"] = mean_length
+                    policy.save(args.run_dir / "best")
+            if step % args.checkpoint_every == 0 or last_step:
+                save_state()
     progress.close()
+    if stop.requested:  # the last whole step is kept; the same command goes on from it
+        save_state()
+        writer.close()
+        print(f"{args.run_dir}: stopped by {stop.requested} at step {state['step']}; rerun the same command to resume.")
+        return 130
     policy.save(args.run_dir / "final")
     if args.prompt_experts is None:
         policy.save(args.run_dir / "best")
     writer.close()
     print(f"done: policy in {args.run_dir / 'best'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,3 +152,32 @@ def open_tensorboard(run_dir: str | Path, resumed_step: int | None) -> SummaryWr
     return SummaryWriter(
         str(Path(run_dir) / TENSORBOARD_DIR), purge_step=0 if resumed_step is None else resumed_step + 1
     )
+
+
+class StopOnSignal:
+    """SIGTERM and SIGINT (a kill, Ctrl-C) set :attr:`requested` instead of raising, while in the ``with`` block.
+
+    A training loop checks it between gradient steps, checkpoints the last whole step and exits, so a
+    stopped run loses nothing and never saves a half-applied optimiser step. Outside the main thread
+    (where signals cannot be handled) it installs nothing and never requests a stop.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        """The name of the signal that asked to stop, or ``None``."""
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
