@@ -39,10 +39,8 @@ from mocapact_envs.training.run_folder import (
     args_json,
     open_tensorboard,
     policy_from_state,
-    policy_state,
     resume_state,
-    rng_state,
-    save_checkpoint,
+    save_training_checkpoint,
     set_rng_state,
 )
 from mocapact_envs.training.scripts import apply_preset, run_cli, seed_everything, show_presets_in_help
@@ -192,12 +190,6 @@ def main(args: Args) -> int:
     progress = tqdm(total=args.total_steps, initial=state["step"], desc="gpt", unit="step")
     started, started_step = time.perf_counter(), state["step"]
 
-    def save_state() -> None:
-        save_checkpoint(
-            args.run_dir,
-            {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)},
-        )
-
     with StopOnSignal() as stop:
         while state["step"] < args.total_steps and not stop.requested:
             observations, actions, weights = dataset.batch(sampler.integers(len(dataset), size=args.batch_size))
@@ -238,10 +230,10 @@ def main(args: Args) -> int:
                     state["best_length"] = mean_length
                     policy.save(args.run_dir / "best")
             if step % args.checkpoint_every == 0 or last_step:
-                save_state()
+                save_training_checkpoint(args.run_dir, state, policy, optimizer, sampler)
     progress.close()
     if stop.requested:  # the last whole step is kept; the same command goes on from it
-        save_state()
+        save_training_checkpoint(args.run_dir, state, policy, optimizer, sampler)
         writer.close()
         print(f"{args.run_dir}: stopped by {stop.requested} at step {state['step']}; rerun the same command to resume.")
         return 130

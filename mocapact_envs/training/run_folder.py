@@ -93,6 +93,16 @@ def policy_state(policy: Any) -> dict[str, Any]:
     return {"policy_config": json.dumps(policy.config.to_json_dict()), "policy": policy.state_dict()}
 
 
+def save_training_checkpoint(
+    run_dir: str | Path, state: Mapping[str, Any], policy: Any, optimizer: Any, sampler: Any
+) -> None:
+    """The resume checkpoint of a gradient-step trainer (distillation, GPT): its counters and arguments
+    (``state``), the policy (:func:`policy_state`), the optimiser and the batch sampler's RNG."""
+    save_checkpoint(
+        run_dir, {**state, **policy_state(policy), "optimizer": optimizer.state_dict(), "rng": rng_state(sampler)}
+    )
+
+
 def policy_from_state(policy_class: Any, state: Mapping[str, Any], run_dir: str | Path) -> Any:
     """The policy :func:`policy_state` stored in the checkpoint ``state`` of ``run_dir``."""
     source = str(checkpoint_path(run_dir))
