@@ -109,9 +109,7 @@ def experts_folder(path: str | Path | None = None) -> Path:
 
     ``"zoo"`` where no such folder exists is the project's zoo (:func:`zoo_root`).
     """
-    folder = zoo_root(path)
-    if not folder.exists() and str(path) == "zoo":
-        folder = zoo_root()
+    folder = expert_folder_argument(zoo_root(path))
     if (folder / EXPERTS_FOLDER).is_dir():
         return folder / EXPERTS_FOLDER
     if folder.is_dir() and (folder.name == EXPERTS_FOLDER or any(folder.glob(f"*/*/{CLIP_INFO_FILE}"))):
