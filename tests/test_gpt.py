@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from PIL import Image
 from tiny_runs import REPO_ROOT, environment, run
 
 from mocapact_envs.datasets import ExpertDataset
@@ -124,10 +125,13 @@ def test_completion_on_zoo_validation_clips_and_comparison(tmp_path):
         assert all(33 <= v <= MAX_STEPS for v in lengths)
         assert result["overall"]["mean"] == pytest.approx(np.mean(lengths))
         assert result["overall"]["se"] == pytest.approx(np.std(lengths, ddof=1) / np.sqrt(3))
-    comparison = tmp_path / "compare.json"
-    shown = run(COMPLETE, "--compare", outputs["zero"], outputs["expert"], "--output-json", comparison, env=env)
+    comparison, plot = tmp_path / "compare.json", tmp_path / "survival.png"
+    shown = run(COMPLETE, "--compare", outputs["zero"], outputs["expert"], "--labels", "zero actions", "expert on",
+                "--output-json", comparison, "--plot", plot, env=env)  # fmt: skip
     assert "se of diff" in shown.stdout and "note:" not in shown.stdout
+    assert Image.open(plot).size[0] > 300
     zero, expert = json.loads(comparison.read_text())["rows"]
+    assert (zero["policy"], expert["policy"]) == ("zero actions", "expert on")
     assert expert["difference"] == pytest.approx(expert["mean"] - zero["mean"])
     assert expert["difference_se"] == pytest.approx(np.hypot(zero["se"], expert["se"]))
     assert expert["paired_se"] is not None  # the same episodes: same seed and clips

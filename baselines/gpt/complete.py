@@ -3,7 +3,8 @@
     python baselines/gpt/complete.py --policy runs/gpt/best --prompt-experts runs/experts --clips CMU_016_22
     python baselines/gpt/complete.py --policy zero --prompt-experts zoo --clips zoo-val --total-episodes 100 \\
         --output-json runs/completion/zero_val.json
-    python baselines/gpt/complete.py --compare runs/completion/zero_val.json runs/completion/gpt_val.json
+    python baselines/gpt/complete.py --compare runs/completion/zero_val.json runs/completion/gpt_val.json \\
+        --labels zero GPT --plot runs/completion/val.png
 
 An expert drives the first 32 steps (the prompt); the policy continues. The
 metric is the mean episode length (the prompt included, at most ``max_steps``).
@@ -14,7 +15,8 @@ clips) or ``zoo-val`` (among its validation clips). Episode ``i`` of a clip star
 from the same step with the same prompt whatever the policy, so runs with the same
 clips, episodes and seed compare like for like. ``--compare`` puts the output JSONs
 of such runs side by side: the difference of each mean length from the first's,
-with its standard error ``sqrt(se1^2 + se2^2)``. Videos mark the prompt steps with an
+with its standard error ``sqrt(se1^2 + se2^2)``, and ``--plot`` draws the share of their
+episodes still running at each step. Videos mark the prompt steps with an
 orange band and a caption.
 """
 
@@ -32,12 +34,14 @@ from rich.table import Table
 from mocapact_envs.demo import write_video
 from mocapact_envs.envs.motion_completion import (
     BASELINES,
+    DEFAULT_PROMPT_STEPS,
     CompletionActor,
     MotionCompletionEnv,
     length_summary,
     run_completion,
     spread_episodes,
 )
+from mocapact_envs.evaluation.plotting import plot_episode_survival
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.splits import resolve_clips
 from mocapact_envs.policies.gpt import GPTPolicy
@@ -75,6 +79,13 @@ class Args:
     """Output JSONs of earlier runs to show side by side instead of running: each one's mean length over
     all its episodes, and its difference from the first one's with the standard error of that difference,
     sqrt(se1^2 + se2^2); for runs of the same episodes also the paired one, of the per-episode differences."""
+    labels: list[str] = field(default_factory=list)
+    """Names of the compared runs in the table and the plot, one per ``--compare`` file (default: each
+    run's ``--policy``)."""
+    plot: Path | None = None
+    """With ``--compare``: a PNG of the share of episodes still running at each step, one line per run."""
+    title: str | None = None
+    """Title of ``--plot``'s figure."""
     clip_lists: Path | None = None
     """Folder of MoCapAct's clip lists, read for the clip sets (default: ``$MOCAPACT_MOCAP_PATH/clip_lists``)."""
     seed: int = 0
@@ -126,7 +137,13 @@ def episodes_run(run: dict) -> dict:
     return {"seed": run.get("seed"), "episodes": {clip: len(values) for clip, values in run["lengths"].items()}}
 
 
-def compare(paths: list[Path], output_json: Path | None) -> list[dict]:
+def compare(
+    paths: list[Path],
+    output_json: Path | None,
+    labels: list[str] | None = None,
+    plot: Path | None = None,
+    title: str | None = None,
+) -> list[dict]:
     """Prints the runs' mean lengths side by side, each one's difference from the first's with its
     standard error sqrt(se1^2 + se2^2) (the runs taken as independent); returns the rows.
 
@@ -136,9 +153,12 @@ def compare(paths: list[Path], output_json: Path | None) -> list[dict]:
     for path, run in zip(paths, runs, strict=True):
         if not isinstance(run, dict) or "lengths" not in run:
             raise ValueError(f"{path} is not an output JSON of complete.py (it has no 'lengths').")
+    if labels and len(labels) != len(paths):
+        raise ValueError(f"--labels gives {len(labels)} names for {len(paths)} --compare files: {labels}.")
+    labels = labels or [run.get("policy", "?") for run in runs]
     rows = []
-    for path, run in zip(paths, runs, strict=True):
-        row = {"file": str(path), "policy": run.get("policy", "?"), **length_summary(all_lengths(run["lengths"]))}
+    for path, run, label in zip(paths, runs, labels, strict=True):
+        row = {"file": str(path), "policy": label, **length_summary(all_lengths(run["lengths"]))}
         if rows:
             reference = rows[0]
             row["difference"] = row["mean"] - reference["mean"]
@@ -168,12 +188,20 @@ def compare(paths: list[Path], output_json: Path | None) -> list[dict]:
     Console().print(table)
     if output_json:
         write_json(output_json, {"rows": rows})
+    if plot:
+        prompt_steps = {run.get("prompt_steps", DEFAULT_PROMPT_STEPS) for run in runs}
+        marks = {f"prompt ends ({step} steps)": step for step in sorted(prompt_steps)}
+        survival = {label: all_lengths(run["lengths"]) for label, run in zip(labels, runs, strict=True)}
+        plot_episode_survival(survival, plot, marks=marks, title=title)
+        print(f"plot: {plot}")
     return rows
 
 
 def main(args: Args) -> dict:
     if args.compare:
-        return {"rows": compare(args.compare, args.output_json)}
+        return {"rows": compare(args.compare, args.output_json, args.labels, args.plot, args.title)}
+    if args.plot or args.labels:
+        raise ValueError("--plot and --labels go with --compare (they draw and name the compared runs).")
     if args.prompt_experts is None:
         raise ValueError("give --prompt-experts (a folder of expert runs, or zoo) to run motion completion.")
     prompt_experts = expert_folder_argument(args.prompt_experts)
@@ -214,6 +242,7 @@ def main(args: Args) -> dict:
         "prompt_experts": str(args.prompt_experts),
         "clip_names": args.clips,
         "max_steps": args.max_steps,
+        "prompt_steps": DEFAULT_PROMPT_STEPS,
         "seed": args.seed,
         "deterministic": args.deterministic,
         "lengths": lengths,

@@ -17,6 +17,9 @@ from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation, res
 from mocapact_envs.tasks.tracking import build_tracking_environment
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
 
+# MoCapAct's prompt: the expert drives this many steps before the policy under test.
+DEFAULT_PROMPT_STEPS = 32
+
 
 class MotionCompletionEnv(DmControlEnv):
     """Motion completion as in MoCapAct: a snippet expert prompts, the policy continues.
@@ -85,7 +88,7 @@ class MotionCompletionEnv(DmControlEnv):
         clips: str | Sequence[str] = "CMU_016_22",
         *,
         prompt_experts: str | Path | None = None,
-        prompt_steps: int = 32,
+        prompt_steps: int = DEFAULT_PROMPT_STEPS,
         max_steps: int = 500,
         observables: str | Sequence[str] = "high_level_sans_reference",
         termination_error_threshold: float = TrackingSettings.termination_error_threshold,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,4 +81,34 @@ def plot_length_ratios(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0, 0].set_ylim(0, 1.05 * highest)
+    save_figure(figure, path, title=title)
+
+
+def plot_episode_survival(
+    lengths: Mapping[str, Sequence[int]],
+    path: str | Path,
+    marks: Mapping[str, int] | None = None,
+    title: str | None = None,
+) -> None:
+    """The share of episodes still running at each step, one line per run.
+
+    ``lengths[label]`` are a run's episode lengths; the legend gives each run's mean length and its
+    standard error. ``marks`` draws labelled vertical lines at given steps (such as where a prompt
+    ends), so what each run adds after them reads off the x axis.
+    """
+    if not lengths or not all(len(values) for values in lengths.values()):
+        raise ValueError("every run needs at least one episode length to plot its survival.")
+    figure, ax = subplots(figsize=(7.5, 4.8))
+    for index, (label, values) in enumerate(lengths.items()):
+        values = np.sort(np.asarray(values, dtype=np.int64))
+        steps = np.arange(values.max() + 2)
+        surviving = 1.0 - np.searchsorted(values, steps, side="right") / len(values)
+        se = np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        ax.step(steps, surviving, where="post", color=f"C{index}",
+                label=f"{label}: mean {values.mean():.1f} +- {se:.2f} (n {len(values)})")  # fmt: skip
+    for index, (name, step) in enumerate((marks or {}).items()):
+        ax.axvline(step, color="black", linestyle=":" if index == 0 else "--", linewidth=1.2, label=name)
+    ax.set(xlabel="episode step", ylabel="share of episodes still running", ylim=(0, 1.02), xlim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     save_figure(figure, path, title=title)
