@@ -100,6 +100,28 @@ def test_survey_runs_every_kind_on_a_random_decoder(tmp_path):
     assert plot_path.stat().st_size > 0
 
 
+def test_survey_on_go_to_target_reports_returns_and_target_distances(tmp_path):
+    """Episode i spawns the same target for every kind, and reward only comes within the task's 1 m."""
+    json_path = tmp_path / "survey.json"
+    result = run_survey(
+        "--task", "go_to_target", "--kinds", "iid", "raw_zero", "--episodes", 3, "--episode-steps", 30,
+        "--walk-seconds", 0.5, "--output-json", json_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(json_path.read_text())
+    assert report["env_id"] == "mocapact/GoToTarget-v0"
+    starts = {kind: [e["start_target_distance"] for e in report["per_episode"][kind]] for kind in ("iid", "raw_zero")}
+    assert starts["iid"] == starts["raw_zero"] and len(set(starts["iid"])) == 3
+    for kind, episodes in report["per_episode"].items():
+        assert report["summary"][kind]["task_return"]["max"] == max(e["task_return"] for e in episodes)
+        for episode in episodes:
+            assert 0 <= episode["closest_target_distance"] <= episode["start_target_distance"]
+            assert 0 <= episode["task_return"] <= episode["steps"]
+            if episode["task_return"] > 0:
+                assert episode["closest_target_distance"] <= 1.0 + 1e-6, (kind, episode)
+    assert "first target" in result.stdout
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -5,8 +5,8 @@
 
 Evidence for a transfer run on the decoder's latent space that does no better than raw actions:
 can the latents the task policy starts from (the NPMP prior) make the walker walk, how fast,
-and does it turn? The walker starts each episode in VelocityControl's standing start (the
-velocity command is ignored) and acts for ``--episode-steps`` steps (0.03 s each) or until
+and does it turn? The walker starts each episode in the standing start of ``--task`` (its
+command or target is ignored) and acts for ``--episode-steps`` steps (0.03 s each) or until
 it falls (the task ends the episode when anything but a foot touches the floor), under one
 of these kinds of action sequence:
 
@@ -22,7 +22,11 @@ Per episode (``mocapact_envs.evaluation.locomotion.motion_metrics``): steps surv
 planar speed (the horizontal velocity VelocityControl rewards), net speed (straight-line root
 displacement over the time survived), best 1 s speed (the largest root displacement over any
 ``--walk-seconds`` window, per second), turn rate (net change of the root's heading per second)
-and the share of the episode's steps faster than ``--walk-speed``. Speeds of an episode that
+and the share of the episode's steps faster than ``--walk-speed``; and the task's return
+over the episode, what a task policy gets from these actions before it learns anything (for
+``go_to_target`` also the distance to the first target at the start and the closest the root
+came to it: the reward needs 1 m). VelocityControl reports its torso velocity; for GoToTarget
+the planar speed is the root's displacement per step. Speeds of an episode that
 fell include the fall. An episode **walks** when the walker does not fall before the episode
 ends and its best 1 s speed is above ``--walk-speed``: it covered more than
 ``walk_speed * walk_seconds`` metres within ``walk_seconds`` and stayed up.
@@ -63,7 +67,8 @@ KINDS: dict[str, str] = {
     "raw_zero": "no decoder: zero raw actions",
 }
 LATENT_KINDS = ("iid", "ar1", "constant")
-ENV_ID = "mocapact/VelocityControl-v0"
+#: The transfer tasks whose standing start the survey can run from, by their ``train.py --task`` names.
+TASK_ENV_IDS = {"velocity_control": "mocapact/VelocityControl-v0", "go_to_target": "mocapact/GoToTarget-v0"}
 #: Seconds per environment step (VelocityControl's default, MoCapAct's).
 CONTROL_TIMESTEP = 0.03
 
@@ -76,6 +81,8 @@ class Args:
     kinds: tuple[Kind, ...] = tuple(KINDS)  # type: ignore[assignment]
     """Kinds of action sequence to run (see the module docstring): iid, ar1 and constant drive the decoder,
     raw_noise and raw_zero are raw-action references that need no decoder."""
+    task: Literal["velocity_control", "go_to_target"] = "velocity_control"
+    """The transfer task whose standing start, episode end and reward the episodes run in."""
     episodes: int = 50
     """Episodes per kind."""
     episode_steps: int = 150
@@ -101,6 +108,8 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Raises ``ValueError`` naming the first bad value and what would be valid."""
+    if args.task not in TASK_ENV_IDS:
+        raise ValueError(f"unknown --task {args.task!r}; choose one of {', '.join(TASK_ENV_IDS)}.")
     unknown = [kind for kind in args.kinds if kind not in KINDS]
     if unknown or not args.kinds:
         raise ValueError(f"unknown or no --kinds {list(unknown)}; choose one or more of {', '.join(KINDS)}.")
@@ -139,21 +148,31 @@ def action_sequence(kind: str, rng: np.random.Generator, args: Args, size: int) 
 
 
 def run_episode(env: gym.Env, actions: np.ndarray, seed: int, args: Args) -> dict:
-    """Steps ``env`` with ``actions`` until they run out or the walker falls; the episode's motion metrics."""
+    """Steps ``env`` with ``actions`` until they run out or the walker falls; the episode's motion metrics,
+    its return, and on GoToTarget its distances to the first target."""
     _, info = env.reset(seed=seed)
     position, heading = root_planar_pose(info["physics_state"])
     positions, headings, velocities = [position], [heading], []
-    fell = False
+    first_target = info.get("target_position")
+    distances = [] if first_target is None else [float(np.linalg.norm(position - first_target))]
+    fell, task_return = False, 0.0
     for action in actions:
-        _, _, terminated, truncated, info = env.step(action)
+        _, reward, terminated, truncated, info = env.step(action)
+        task_return += float(reward)
         position, heading = root_planar_pose(info["physics_state"])
+        # VelocityControl reports the torso velocity it rewards; elsewhere the root's displacement per step.
+        velocities.append(info.get("torso_velocity", (position - positions[-1]) / CONTROL_TIMESTEP))
         positions.append(position)
         headings.append(heading)
-        velocities.append(info["torso_velocity"])
+        if first_target is not None:
+            distances.append(float(np.linalg.norm(position - first_target)))
         if terminated or truncated:
             fell = terminated
             break
-    return motion_metrics(
+    task = {"task_return": task_return}
+    if distances:
+        task |= {"start_target_distance": distances[0], "closest_target_distance": min(distances)}
+    return task | motion_metrics(
         np.array(positions),
         np.array(headings),
         np.array(velocities),
@@ -196,6 +215,7 @@ def survey_table(summaries: dict[str, dict], args: Args) -> Table:
         "walks",
         "survivors: net speed (m/s)",
         "survivors: |turn rate| (rad/s)",
+        "return",
     ):
         table.add_column(name, justify="right")
     for kind, summary in summaries.items():
@@ -212,6 +232,7 @@ def survey_table(summaries: dict[str, dict], args: Args) -> Table:
             f"{summary['walk_fraction']:.0%}",
             median_and(survivors, "net_speed", "max"),
             median_and(survivors, "abs_turn_rate", "max"),
+            median_and(summary, "task_return"),
         )
     return table
 
@@ -247,15 +268,16 @@ def plot_survey(path: Path, episodes: dict[str, list[dict]], args: Args) -> None
     for axes in (scatter, histogram):
         axes.grid(alpha=0.3)
         axes.legend()
-    save_figure(figure, path, title=f"decoder survey: {args.low_level_policy}")
+    save_figure(figure, path, title=f"decoder survey: {args.low_level_policy}, {args.task}")
 
 
 def main(args: Args) -> dict:
     check_args(args)
     kinds = list(dict.fromkeys(args.kinds))
     seed_everything(args.seed)
+    env_id = TASK_ENV_IDS[args.task]
     env = gym.make(
-        ENV_ID,
+        env_id,
         episode_steps=args.episode_steps,
         max_episode_steps=args.episode_steps,
         control_timestep=CONTROL_TIMESTEP,
@@ -289,9 +311,17 @@ def main(args: Args) -> dict:
     )
     counts = ", ".join(f"{kind} {sum(e['walks'] for e in episodes[kind])}/{len(episodes[kind])}" for kind in kinds)
     print(f"episodes that walk ({walk_definition}): {counts}")
+    if args.task == "go_to_target":
+        for kind in kinds:
+            starts = [e["start_target_distance"] for e in episodes[kind]]
+            gains = [e["start_target_distance"] - e["closest_target_distance"] for e in episodes[kind]]
+            print(
+                f"{kind}: first target {np.median(starts):.2f} m away (median), the root came at most "
+                f"{np.median(gains):.2f} m (median) / {max(gains):.2f} m (max) closer to it"
+            )
 
     report = {
-        "env_id": ENV_ID,
+        "env_id": env_id,
         "low_level_policy": None if decoder_env is None else str(policy_dir),
         "kinds": kinds,
         "kind_descriptions": {kind: KINDS[kind] for kind in kinds},

@@ -23,6 +23,10 @@ MOTION_METRICS = (
     "abs_turn_rate",
     "moving_fraction",
 )
+#: Per-episode task figures a caller may add to :func:`motion_metrics`' results (the task's return,
+#: GoToTarget's distances to its first target); :func:`summarize_motion` gives their distributions
+#: when every episode has them.
+TASK_METRICS = ("task_return", "start_target_distance", "closest_target_distance")
 
 
 def root_planar_pose(qpos: np.ndarray) -> tuple[np.ndarray, float]:
@@ -101,24 +105,26 @@ def motion_metrics(
 
 
 def summarize_motion(episodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Median, mean and max of each of :data:`MOTION_METRICS` over ``episodes`` (:func:`motion_metrics`
-    results), the fractions that fell and that walked, and under ``survivors`` the same distributions
-    over the episodes that did not fall (``None`` when all fell): their speeds are free of falls."""
+    """Median, mean and max of each of :data:`MOTION_METRICS` (and of :data:`TASK_METRICS` that every
+    episode has) over ``episodes`` (:func:`motion_metrics` results), the fractions that fell and that
+    walked, and under ``survivors`` the same distributions over the episodes that did not fall (``None``
+    when all fell): their speeds are free of falls."""
     if not episodes:
         raise ValueError("no episodes to summarize.")
     survivors = [e for e in episodes if not e["fell"]]
+    names = MOTION_METRICS + tuple(name for name in TASK_METRICS if all(name in e for e in episodes))
     return {
         "episodes": len(episodes),
         "fell_fraction": float(np.mean([e["fell"] for e in episodes])),
         "walk_fraction": float(np.mean([e["walks"] for e in episodes])),
-        **_distributions(episodes),
-        "survivors": {"episodes": len(survivors), **_distributions(survivors)} if survivors else None,
+        **_distributions(episodes, names),
+        "survivors": {"episodes": len(survivors), **_distributions(survivors, names)} if survivors else None,
     }
 
 
-def _distributions(episodes: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+def _distributions(episodes: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, float]]:
     distributions = {}
-    for name in MOTION_METRICS:
+    for name in names:
         values = np.array([e[name] for e in episodes], np.float64)
         distributions[name] = {
             "median": float(np.median(values)),
