@@ -191,7 +191,9 @@ def compare(
     if plot:
         prompt_steps = {run.get("prompt_steps", DEFAULT_PROMPT_STEPS) for run in runs}
         marks = {f"prompt ends ({step} steps)": step for step in sorted(prompt_steps)}
-        survival = {label: all_lengths(run["lengths"]) for label, run in zip(labels, runs, strict=True)}
+        # The legend gives each run's mean and standard error from its table row.
+        legend = [f"{row['policy']}: mean {row['mean']:.1f} +- {number(row['se'], 2)} (n {row['n']})" for row in rows]
+        survival = {text: all_lengths(run["lengths"]) for text, run in zip(legend, runs, strict=True)}
         plot_episode_survival(survival, plot, marks=marks, title=title)
         print(f"plot: {plot}")
     return rows

@@ -92,9 +92,9 @@ def plot_episode_survival(
 ) -> None:
     """The share of episodes still running at each step, one line per run.
 
-    ``lengths[label]`` are a run's episode lengths; the legend gives each run's mean length and its
-    standard error. ``marks`` draws labelled vertical lines at given steps (such as where a prompt
-    ends), so what each run adds after them reads off the x axis.
+    ``lengths[label]`` are a run's episode lengths, its line labelled ``label`` in the legend.
+    ``marks`` draws labelled vertical lines at given steps (such as where a prompt ends), so what
+    each run adds after them reads off the x axis.
     """
     if not lengths or not all(len(values) for values in lengths.values()):
         raise ValueError("every run needs at least one episode length to plot its survival.")
@@ -103,9 +103,7 @@ def plot_episode_survival(
         values = np.sort(np.asarray(values, dtype=np.int64))
         steps = np.arange(values.max() + 2)
         surviving = 1.0 - np.searchsorted(values, steps, side="right") / len(values)
-        se = np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-        ax.step(steps, surviving, where="post", color=f"C{index}",
-                label=f"{label}: mean {values.mean():.1f} +- {se:.2f} (n {len(values)})")  # fmt: skip
+        ax.step(steps, surviving, where="post", color=f"C{index}", label=label)
     for index, (name, step) in enumerate((marks or {}).items()):
         ax.axvline(step, color="black", linestyle=":" if index == 0 else "--", linewidth=1.2, label=name)
     ax.set(xlabel="episode step", ylabel="share of episodes still running", ylim=(0, 1.02), xlim=(0, None))
