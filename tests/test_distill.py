@@ -10,14 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
-from tiny_runs import COLLECT, REPO_ROOT, SEED, SNIPPETS, environment, run, train_tiny_experts
+from tiny_runs import COLLECT, N_RSI, N_START, REPO_ROOT, SEED, SNIPPETS, environment, run, train_tiny_experts
 
 from mocapact_envs.datasets import ExpertDataset
-from mocapact_envs.evaluation.protocol import evaluate_units
+from mocapact_envs.evaluation.protocol import EXPERT_LABEL, evaluate_units
 from mocapact_envs.mocap.ids import amc_file_clip_id, parse_snippet, read_id_file
+from mocapact_envs.policies.expert_files import load_expert
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.training.run_folder import load_checkpoint
@@ -225,6 +227,12 @@ def test_evaluate_in_mocapact_modes_writes_json_and_plot(
             for kind in ("start", "rsi"):
                 own = results["snippets"][snippet][kind]["mean_norm_episode_length"]
                 assert ratio[kind] == pytest.approx(own / expert[kind]["mean_norm_episode_length"])
+        for kind in ("start", "rsi") if results["ratios"] else ():
+            own = np.mean([results["snippets"][s][kind]["mean_norm_episode_length"] for s in results["ratios"]])
+            theirs = np.mean(
+                [entry["experts"]["snippets"][s][kind]["mean_norm_episode_length"] for s in results["ratios"]]
+            )
+            assert results["ratio_of_means"][kind] == pytest.approx(own / theirs)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
     # Two worker processes gave what this process gives alone: each run is seeded alike.
@@ -254,3 +262,62 @@ def test_evaluate_names_bad_modes_and_missing_validation_experts(split_run, expe
     assert no_train.returncode == 2
     assert "does not record the snippets it trained on" in no_train.stderr
     assert "choices: train, val, extra" in no_train.stderr
+
+
+def test_experts_sample_under_the_policies_protocol(experts_root):
+    """``experts_sample``: each expert samples its actions as the policies do, seeded alike wherever it runs."""
+    snippet = "CMU_009_01-0-40"
+    experts = {snippet: str(experts_root / snippet / "0")}
+
+    def returns(sample: bool) -> dict:
+        result = evaluate_units({}, experts, [(EXPERT_LABEL, snippet)], 2, ref_steps=(1, 2, 3, 4, 5),
+                                experts_sample=sample)  # fmt: skip
+        return {kind: summary["mean_episode_return"] for kind, summary in result[EXPERT_LABEL][snippet].items()}
+
+    sampled = returns(True)
+    assert sampled == returns(True)
+    assert sampled != returns(False)
+
+
+def test_student_driven_rollouts_label_the_drivers_states(split_run, experts_root, tmp_path):
+    """DAgger's data: the distilled policy acts, the snippet's expert labels every state it reaches."""
+    run_dir, _, _ = split_run
+    driver, snippet, clip = run_dir / "best", "CMU_009_01-0-40", "CMU_009_01"
+    policy, expert = MultiClipPolicy.load(driver), load_expert(experts_root / snippet / "0")
+    output = tmp_path / "driven"
+    collect = [
+        *COLLECT,
+        experts_root,
+        "--clips",
+        clip,
+        "--output-dir",
+        output,
+        "--seed",
+        SEED,
+        "--driver-policy",
+        driver,
+    ]
+    run(*collect, "--driver-deterministic")
+    with h5py.File(output / f"{clip}.hdf5", "r") as h5:
+        assert h5.attrs["driver_policy"] == f"{driver} (deterministic)"
+        indices = {f"walker/{k}": v[...] for k, v in h5["observable_indices/walker"].items()}
+        for episode in range(N_START + N_RSI):
+            data = h5[f"{snippet}/{episode}"]
+            states = data["observations/proprioceptive"][:-1]
+            observations = {key: states[:, columns] for key, columns in indices.items()}
+            # Replayed on the recorded states, the driver gives the recorded actions ...
+            latent, replayed = None, []
+            for step in range(len(states)):
+                here = {key: value[step : step + 1] for key, value in observations.items()}
+                action, latent = policy.act(policy.flatten_observation(here), latent, deterministic=True)
+                replayed.append(action[0])
+            np.testing.assert_allclose(data["actions"][...], np.stack(replayed), atol=1e-5)
+            # ... and the labels are the expert's means on those states, not the driver's actions.
+            labels, _ = expert.predict(observations, deterministic=True)
+            np.testing.assert_allclose(data["mean_actions"][...], labels, atol=1e-5)
+            assert np.abs(data["actions"][...] - labels).mean() > 0.01
+
+    # The folder records its driver: a rerun with another one is refused by name.
+    other = run(*collect, check=False)
+    assert other.returncode == 2
+    assert f"driven by {driver} (deterministic), not {driver}" in " ".join(other.stderr.split())

@@ -10,8 +10,8 @@ MoCapAct evaluates a distilled policy in six modes: {the snippets it trained on 
 snippets of MoCapAct's validation clips (``val``), whole clips outside dm_control's ``ALL``
 (``extra``)} x {snippet start, random start}, with sampled actions and ``min_steps`` 10
 (reference steps from the policy). For each snippet that has an expert in ``--experts``, the
-expert runs the same protocol once (deterministically) and the table gives policy / expert
-normalized episode length; ``--plot`` draws those ratios per mode against the target 0.8.
+expert runs the same protocol once (with its action means, or sampling its actions as the policy
+does with ``--experts-sample``) and the table gives policy / expert normalized episode length; ``--plot`` draws those ratios per mode against the target 0.8.
 Several policies (``--policy a b c``) are evaluated side by side against the same expert runs.
 """
 
@@ -79,6 +79,9 @@ class Args:
     """Episodes per snippet and start kind."""
     deterministic: bool = False
     """Act with the latent and action means instead of sampling (MoCapAct samples)."""
+    experts_sample: bool = False
+    """The experts sample their actions (their Gaussian, std 0.1) as the policies do, instead of acting
+    with their means: the same protocol on both sides of each ratio."""
     experts: list[Path] = field(default_factory=list)
     """Folders of the snippets' own experts (``zoo`` is the project's zoo): each runs the same protocol
     once and its policy / expert ratio is shown."""
@@ -246,6 +249,7 @@ def main(args: Args) -> dict:
         args.episodes,
         ref_steps=ref_steps,
         deterministic=args.deterministic,
+        experts_sample=args.experts_sample,
         seed=args.seed,
         workers=args.workers,
         on_result=lambda label, snippet: progress.update(1),
@@ -257,6 +261,7 @@ def main(args: Args) -> dict:
     report = {
         "episodes": args.episodes,
         "deterministic": args.deterministic,
+        "experts_sample": args.experts_sample,
         "seed": args.seed,
         "ref_steps": list(ref_steps),
         "target_ratio": EXPERT_RATIO_TARGET,
@@ -278,11 +283,21 @@ def main(args: Args) -> dict:
                 mean_ratio["rsi_fraction_at_target"] = float(
                     np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])
                 )
+            policy_mean = mean_metrics(results)
+            # The issue's measure: the share of the experts' mean normalized length the policy keeps on the
+            # snippets with an expert (mean_ratio is the mean of the per-snippet ratios).
+            with_expert_mean = mean_metrics({s: results[s] for s in ratios})
+            ratio_of_means = {
+                k: with_expert_mean[f"{k}_norm_episode_length"] / entry["experts"]["mean"][f"{k}_norm_episode_length"]
+                for k in START_KINDS
+                if ratios
+            }
             entry["policies"][label] = {
                 "snippets": results,
-                "mean": mean_metrics(results),
+                "mean": policy_mean,
                 "ratios": ratios,
                 "mean_ratio": mean_ratio,
+                "ratio_of_means": ratio_of_means,
             }
         report["modes"][mode] = entry
         title = f"{mode}: {MODE_TITLES[mode]}, {len(snippets)} snippets, {args.episodes} episodes per snippet and start"
@@ -291,9 +306,12 @@ def main(args: Args) -> dict:
             ratio = entry["policies"][label]["mean_ratio"]
             if ratio:
                 who = f"{label}: " if len(labels) > 1 else ""
+                of_means = entry["policies"][label]["ratio_of_means"]
                 console.print(
                     f"{who}{ratio['rsi_fraction_at_target']:.0%} of the {len(entry['policies'][label]['ratios'])} "
-                    f"snippets with an expert keep >= {EXPERT_RATIO_TARGET:g} of its random-start normalized length."
+                    f"snippets with an expert keep >= {EXPERT_RATIO_TARGET:g} of its random-start normalized length; "
+                    f"mean normalized length / the experts': {of_means['start']:.3f} from the snippet start, "
+                    f"{of_means['rsi']:.3f} from random starts."
                 )
     if args.output_json:
         write_json(args.output_json, report)

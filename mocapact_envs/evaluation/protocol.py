@@ -118,13 +118,14 @@ class RecurrentActor:
 
 
 class ExpertActor:
-    """Runs a snippet expert (``load_expert``) deterministically on a batch of environments."""
+    """Runs a snippet expert (``load_expert``) on a batch of environments: its action means, or with
+    ``deterministic=False`` actions sampled from its Gaussian (std 0.1 for MoCapAct's and ours)."""
 
-    def __init__(self, expert):
-        self.expert = expert
+    def __init__(self, expert, deterministic: bool = True):
+        self.expert, self.deterministic = expert, deterministic
 
     def __call__(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.expert.predict(observation, deterministic=True)[0]
+        return self.expert.predict(observation, deterministic=self.deterministic)[0]
 
 
 def evaluate_expert(
@@ -158,6 +159,7 @@ def evaluate_snippets(
     *,
     ref_steps: tuple[int, ...],
     deterministic: bool = False,
+    experts_sample: bool = False,
     seed: int = 0,
     num_envs: int = 2,
     backend: str | None = None,
@@ -165,8 +167,9 @@ def evaluate_snippets(
     """MoCapAct's metrics of a multi-clip policy per snippet, from the start and from random starts.
 
     ``policy`` is a :class:`~mocapact_envs.policies.multiclip.MultiClipPolicy`, or a mapping from
-    snippet id to a loaded expert (each snippet then runs its own expert, deterministically, under
-    the same protocol, for comparison). Returns ``{snippet: {"start": summary, "rsi": summary}}``
+    snippet id to a loaded expert (each snippet then runs its own expert under the same protocol, for
+    comparison: with its action means, or sampling its actions as the policies do with ``experts_sample``;
+    ``deterministic`` is the multi-clip policy's alone). Returns ``{snippet: {"start": summary, "rsi": summary}}``
     (see :func:`~mocapact_envs.evaluation.metrics.summarize`).
     """
     results = {}
@@ -175,7 +178,7 @@ def evaluate_snippets(
         for kind, random_start in (("start", False), ("rsi", True)):
             min_steps = clamp_min_steps(resolve_snippet(snippet), MULTICLIP_EVAL_MIN_STEPS, ref_steps)
             if isinstance(policy, Mapping):
-                actor, on_start = ExpertActor(policy[snippet]), None
+                actor, on_start = ExpertActor(policy[snippet], deterministic=not experts_sample), None
                 observables = policy[snippet].observation_keys
             else:
                 actor = RecurrentActor(policy, deterministic)
@@ -236,6 +239,7 @@ def evaluate_units(
     *,
     ref_steps: tuple[int, ...],
     deterministic: bool = False,
+    experts_sample: bool = False,
     seed: int = 0,
     workers: int = 1,
     on_result: Callable[[str, str], None] | None = None,
@@ -253,9 +257,9 @@ def evaluate_units(
         "num_episodes": num_episodes,
         "ref_steps": tuple(ref_steps),
         "deterministic": deterministic,
+        "experts_sample": experts_sample,
         "seed": seed,
     }
-    # Experts act deterministically whatever ``deterministic`` says (evaluate_snippets' rule).
     init_args = (dict(policy_dirs), dict(expert_dirs), settings)
     results: dict[str, dict[str, dict]] = {}
 
