@@ -13,7 +13,15 @@ the mean itself is kept too (``mean_actions``); reference steps 1..5;
 termination error 0.3; values from the expert's critic in reward units;
 advantages by GAE(0.95, 0.95) with a zero bootstrap at every episode end.
 
-Each snippet's randomness (random starts and action noise) derives from
+Student-driven rollouts (``--driver-policy``, DAgger's data): a distilled multi-clip policy
+acts instead of the expert, sampling its actions as MoCapAct evaluates it (or acting with its
+means, ``--driver-deterministic``), and the expert
+labels every state it reaches (``mean_actions``, ``values``). ``actions`` are the driver's,
+and the metrics are the driver's episodes. Distilling on these files beside the experts' own
+teaches the policy what the expert does in the states where the policy drifts, which expert-driven
+rollouts seldom visit. The driver is recorded in the file's ``driver_policy`` attribute.
+
+Each snippet's randomness (random starts, action noise, a driver's sampling) derives from
 ``(--seed, snippet id)`` only, so the files do not depend on the number of workers
 or the order clips are done in. A finished clip file is skipped on a rerun, so an
 interrupted collection resumes where it stopped.
@@ -73,6 +81,8 @@ PRESETS = {"large": (100, 100), "small": (10, 10)}
 #: What rollouts may log: everything proprioceptive (2868 dims) or what multi-clip policies see (2847).
 PROPRIO_SETS = ("all_proprioceptive", "multi_clip_sans_id")
 DATASET_METRICS_FILE = "dataset_metrics.npz"
+#: File attribute naming the multi-clip policy that drove student-driven rollouts (absent: the experts drove).
+DRIVER_POLICY_ATTRIBUTE = "driver_policy"
 #: Metric datasets of a clip file and the :class:`~mocapact_envs.evaluation.metrics.EpisodeMetrics` field each holds.
 METRIC_ATTRIBUTES = dict(
     zip(METRIC_NAMES, ("episode_return", "episode_length", "norm_episode_return", "norm_episode_length"), strict=True)
@@ -97,6 +107,10 @@ class RolloutSettings:
     seed: int = 0
     backend: str | None = None
     mocap_path: str | None = None
+    #: A saved multi-clip policy that acts in place of the expert (the expert labels its states).
+    driver_policy: str | None = None
+    #: The driver acts with its latent and action means instead of sampling them.
+    driver_deterministic: bool = False
 
     def __post_init__(self):
         if self.observables not in PROPRIO_SETS:
@@ -112,6 +126,10 @@ class RolloutSettings:
             raise ValueError(f"min_steps must be >= 1, got {self.min_steps}.")
         if self.camera_size < 1:
             raise ValueError(f"camera_size must be >= 1, got {self.camera_size}.")
+        if self.driver_policy is not None and not Path(self.driver_policy).is_dir():
+            raise ValueError(f"driver_policy {self.driver_policy} is not a saved multi-clip policy folder.")
+        if self.driver_deterministic and self.driver_policy is None:
+            raise ValueError("driver_deterministic needs a driver_policy.")
 
     @property
     def episodes_per_snippet(self) -> int:
@@ -163,12 +181,31 @@ class SnippetRollout:
         missing = [k for k in expert_keys if k not in self.keys]
         if missing:
             raise ValueError(f"expert {run.model_dir} observes {missing}, which the {settings.observables} set lacks.")
+        self.driver = None
+        if settings.driver_policy is not None:
+            from mocapact_envs.policies.multiclip import MultiClipPolicy
+
+            self.driver = MultiClipPolicy.load(settings.driver_policy)
+            self.driver.check_environment(self.envs[False])
+
+    def act(self, observation, latent):
+        """The executed action, the expert's mean action (the label) and the driver's next latent."""
+        mean_action, _ = self.expert.predict(observation, deterministic=True)
+        mean_action = np.asarray(mean_action, dtype=np.float32)
+        if self.driver is None:
+            noise = self.rng.normal(0.0, self.settings.act_noise, mean_action.shape) if self.settings.act_noise else 0.0
+            return np.clip(mean_action + noise, -1.0, 1.0).astype(np.float32), mean_action, None
+        batch = {key: np.asarray(value)[None] for key, value in observation.items()}
+        action, latent = self.driver.act(
+            self.driver.flatten_observation(batch), latent, deterministic=self.settings.driver_deterministic
+        )
+        return action[0].astype(np.float32), mean_action, latent
 
     def close(self) -> None:
         for env in self.envs.values():
             env.close()
 
-    def episode(self, random_start: bool, rng: np.random.Generator, env_seed: int | None):
+    def episode(self, random_start: bool, env_seed: int | None):
         """One episode: the :class:`Episode` and its :class:`~mocapact_envs.evaluation.metrics.EpisodeMetrics`."""
         from mocapact_envs.evaluation.metrics import EpisodeTracker
 
@@ -179,11 +216,9 @@ class SnippetRollout:
         observations = [np.concatenate([observation[k] for k in self.keys])]
         frames = [render_egocentric(env, settings.camera_size)] if settings.log_cameras else []
         actions, mean_actions, rewards, values = [], [], [], []
+        latent = None
         while True:
-            mean_action, _ = self.expert.predict(observation, deterministic=True)
-            mean_action = np.asarray(mean_action, dtype=np.float32)
-            noise = rng.normal(0.0, settings.act_noise, mean_action.shape) if settings.act_noise > 0 else 0.0
-            action = np.clip(mean_action + noise, -1.0, 1.0).astype(np.float32)
+            action, mean_action, latent = self.act(observation, latent)
             values.append(float(self.expert.value(observation)))
             observation, reward, terminated, truncated, info = env.step(action)
             finished = tracker.on_step(reward, terminated, truncated, info)
@@ -211,14 +246,19 @@ class SnippetRollout:
         """Start episodes then random-start ones, seeded from ``(settings.seed, snippet id)``."""
         settings = self.settings
         start_seed, rsi_seed, noise_seed = snippet_seed(settings.seed, self.snippet.id).spawn(3)
-        rng = np.random.default_rng(noise_seed)
+        self.rng = np.random.default_rng(noise_seed)
+        if self.driver is not None:
+            import torch
+
+            # The driver samples from torch's generator: seeded per snippet, as the noise is.
+            torch.manual_seed(int(noise_seed.generate_state(1)[0]))
         env_seeds = {False: int(start_seed.generate_state(1)[0]), True: int(rsi_seed.generate_state(1)[0])}
         episodes, metrics = [], []
         for index in range(settings.episodes_per_snippet):
             random_start = index >= settings.n_start_rollouts
             # Seeding the first reset of each env only: later resets continue its random state.
             first = index == 0 or index == settings.n_start_rollouts
-            episode, episode_metrics = self.episode(random_start, rng, env_seeds[random_start] if first else None)
+            episode, episode_metrics = self.episode(random_start, env_seeds[random_start] if first else None)
             episodes.append(episode)
             metrics.append(episode_metrics)
             if on_episode is not None:
@@ -238,6 +278,13 @@ def _metric_arrays(metrics) -> dict[str, np.ndarray]:
     return {name: np.array([getattr(m, attribute) for m in metrics]) for name, attribute in METRIC_ATTRIBUTES.items()}
 
 
+def rollout_driver(settings: RolloutSettings) -> str:
+    """Who acted in the rollouts, as the ``driver_policy`` attribute records it."""
+    if settings.driver_policy is None:
+        return "the experts"
+    return f"{settings.driver_policy}{' (deterministic)' if settings.driver_deterministic else ''}"
+
+
 def clip_file_path(output_dir: str | Path, clip_id: str) -> Path:
     return Path(output_dir) / f"{clip_id}.hdf5"
 
@@ -247,12 +294,16 @@ def finished_clip_matches(path: Path, runs: Sequence[ExpertRun], settings: Rollo
     with read_rollout_file(path) as h5:
         snippets = sorted(k for k in h5.keys() if k.startswith("CMU_"))
         counts = (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...]))
+        driver = str(h5.attrs.get(DRIVER_POLICY_ATTRIBUTE, "the experts"))
     wanted = sorted(run.snippet.id for run in runs)
     if snippets != wanted:
         return f"it holds snippets {snippets}, the experts found track {wanted}"
     wanted_counts = (settings.n_start_rollouts, settings.n_rsi_rollouts)
     if counts != wanted_counts:
         return f"it holds {counts[0]} + {counts[1]} rollouts per snippet, not {wanted_counts[0]} + {wanted_counts[1]}"
+    wanted_driver = rollout_driver(settings)
+    if driver != wanted_driver:
+        return f"its rollouts were driven by {driver}, not {wanted_driver}"
     return None
 
 
@@ -281,6 +332,8 @@ def collect_clip(
             REFERENCE_SOURCE_ATTRIBUTE: first_env.reference_source["source"],
             REFERENCE_DIGEST_ATTRIBUTE: first_env.clip_set.clip_digests()[clip_id],
         }
+        if settings.driver_policy is not None:
+            reference[DRIVER_POLICY_ATTRIBUTE] = rollout_driver(settings)
         write_clip_file(
             path,
             (rollout.collect(on_episode) for rollout in rollouts),
@@ -471,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-start-rollouts", type=int, help="episodes from the snippet start (default 100)")
     parser.add_argument("--n-rsi-rollouts", type=int, help="episodes from random starts (default 100)")
     parser.add_argument("--act-noise", type=float, default=0.1, help="std of the Gaussian action noise")
+    parser.add_argument(
+        "--driver-policy",
+        help="a saved multi-clip policy (<run>/best) that acts instead of the experts, sampling; the experts label "
+        "its states (DAgger's data; --act-noise is then unused)",
+    )
+    parser.add_argument(
+        "--driver-deterministic", action="store_true", help="the driver acts with its means instead of sampling"
+    )
     parser.add_argument("--ref-steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="reference steps")
     parser.add_argument("--min-steps", type=int, default=30, help="fewest steps a random start leaves")
     parser.add_argument("--termination-error-threshold", type=float, default=0.3)
@@ -509,6 +570,8 @@ def settings_from_args(args: argparse.Namespace) -> RolloutSettings:
         seed=args.seed,
         backend=args.backend,
         mocap_path=args.mocap_path,
+        driver_policy=args.driver_policy,
+        driver_deterministic=args.driver_deterministic,
     )
 
 
