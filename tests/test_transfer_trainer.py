@@ -105,6 +105,10 @@ def test_go_to_target_train_evaluate_plot_and_resume(tmp_path, decoder_dir):
     assert results["episodes"] == 2 and results["low_level_policy"] and results["policy"].endswith("best_policy")
     assert 1 <= results["mean_length"] <= EPISODE_STEPS
     assert "return" in out and "low-level: 2 evaluations" in out and "raw: 2 evaluations" in out
+    # The late level: the evaluations of the second half of the run's wall-clock minutes.
+    logged = json.loads((raw / "evaluations.json").read_text())["evaluations"]
+    late = [e["mean_return"] for e in logged if e["training_minutes"] >= logged[-1]["training_minutes"] / 2]
+    assert f"second half mean {np.mean(late):.2f}" in out and f"{len(late)} evaluations)" in out
     import imageio.v2 as imageio
 
     frames = imageio.mimread(tmp_path / "video.mp4")

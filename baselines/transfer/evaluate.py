@@ -117,9 +117,15 @@ def plot_comparison(args: Args) -> None:
         curve = read_learning_curve(run)
         by_steps.plot(curve["steps"], curve["mean_return"], marker=".", label=label)
         by_minutes.plot(curve["minutes"], curve["mean_return"], marker=".", label=label)
+        # The second half of the run's wall-clock: a late level less noisy than one evaluation (the steps' half
+        # when the run logged no minutes).
+        clock = curve["minutes"] if not np.isnan(curve["minutes"]).any() else curve["steps"].astype(np.float64)
+        late = curve["mean_return"][clock >= clock[-1] / 2]
+        late_se = late.std(ddof=1) / np.sqrt(len(late)) if len(late) > 1 else np.nan
         print(
             f"{label}: {len(curve['steps'])} evaluations, last {curve['mean_return'][-1]:.2f} "
-            f"at step {curve['steps'][-1]:,} ({curve['minutes'][-1]:.1f} min), best {np.nanmax(curve['mean_return']):.2f}"
+            f"at step {curve['steps'][-1]:,} ({curve['minutes'][-1]:.1f} min), best {np.nanmax(curve['mean_return']):.2f}, "
+            f"second half mean {late.mean():.2f} (se {late_se:.2f}, {len(late)} evaluations)"
         )
     by_steps.set(xlabel="env steps", ylabel="eval mean return (deterministic)")
     by_minutes.set(xlabel="wall-clock training minutes")
