@@ -15,11 +15,11 @@ advantages by GAE(0.95, 0.95) with a zero bootstrap at every episode end.
 
 Student-driven rollouts (``--driver-policy``, DAgger's data): a distilled multi-clip policy
 acts instead of the expert, sampling its actions as MoCapAct evaluates it (or acting with its
-means, ``--driver-deterministic``), and the expert
-labels every state it reaches (``mean_actions``, ``values``). ``actions`` are the driver's,
-and the metrics are the driver's episodes. Distilling on these files beside the experts' own
-teaches the policy what the expert does in the states where the policy drifts, which expert-driven
-rollouts seldom visit. The driver is recorded in the file's ``driver_policy`` attribute.
+means, ``--driver-deterministic``), and the expert labels every state it reaches
+(``mean_actions``, ``values``). ``actions`` are the driver's, and the metrics are the driver's
+episodes. Distilling on these files beside the experts' own teaches the policy what the expert
+does in the states where the policy drifts, which expert-driven rollouts seldom visit. The
+driver is recorded in the file's ``driver_policy`` attribute.
 
 Each snippet's randomness (random starts, action noise, a driver's sampling) derives from
 ``(--seed, snippet id)`` only, so the files do not depend on the number of workers
@@ -181,6 +181,7 @@ class SnippetRollout:
         missing = [k for k in expert_keys if k not in self.keys]
         if missing:
             raise ValueError(f"expert {run.model_dir} observes {missing}, which the {settings.observables} set lacks.")
+        self.rng: np.random.Generator | None = None  # the action noise's; collect() seeds it per snippet
         self.driver = None
         if settings.driver_policy is not None:
             from mocapact_envs.policies.multiclip import MultiClipPolicy
