@@ -11,7 +11,8 @@ snippets of MoCapAct's validation clips (``val``), whole clips outside dm_contro
 (``extra``)} x {snippet start, random start}, with sampled actions and ``min_steps`` 10
 (reference steps from the policy). For each snippet that has an expert in ``--experts``, the
 expert runs the same protocol once (with its action means, or sampling its actions as the policy
-does with ``--experts-sample``) and the table gives policy / expert normalized episode length; ``--plot`` draws those ratios per mode against the target 0.8.
+does with ``--experts-sample``) and the table gives policy / expert normalized episode length;
+``--plot`` draws those ratios per mode against the target 0.8.
 Several policies (``--policy a b c``) are evaluated side by side against the same expert runs.
 """
 
@@ -283,18 +284,19 @@ def main(args: Args) -> dict:
                 mean_ratio["rsi_fraction_at_target"] = float(
                     np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])
                 )
-            policy_mean = mean_metrics(results)
             # The issue's measure: the share of the experts' mean normalized length the policy keeps on the
             # snippets with an expert (mean_ratio is the mean of the per-snippet ratios).
-            with_expert_mean = mean_metrics({s: results[s] for s in ratios})
-            ratio_of_means = {
-                k: with_expert_mean[f"{k}_norm_episode_length"] / entry["experts"]["mean"][f"{k}_norm_episode_length"]
-                for k in START_KINDS
-                if ratios
-            }
+            ratio_of_means = {}
+            if ratios:
+                with_expert_mean = mean_metrics({s: results[s] for s in ratios})
+                ratio_of_means = {
+                    k: with_expert_mean[f"{k}_norm_episode_length"]
+                    / entry["experts"]["mean"][f"{k}_norm_episode_length"]
+                    for k in START_KINDS
+                }
             entry["policies"][label] = {
                 "snippets": results,
-                "mean": policy_mean,
+                "mean": mean_metrics(results),
                 "ratios": ratios,
                 "mean_ratio": mean_ratio,
                 "ratio_of_means": ratio_of_means,

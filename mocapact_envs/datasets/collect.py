@@ -181,7 +181,6 @@ class SnippetRollout:
         missing = [k for k in expert_keys if k not in self.keys]
         if missing:
             raise ValueError(f"expert {run.model_dir} observes {missing}, which the {settings.observables} set lacks.")
-        self.rng: np.random.Generator | None = None  # the action noise's; collect() seeds it per snippet
         self.driver = None
         if settings.driver_policy is not None:
             from mocapact_envs.policies.multiclip import MultiClipPolicy
@@ -189,12 +188,13 @@ class SnippetRollout:
             self.driver = MultiClipPolicy.load(settings.driver_policy)
             self.driver.check_environment(self.envs[False])
 
-    def act(self, observation, latent):
-        """The executed action, the expert's mean action (the label) and the driver's next latent."""
+    def act(self, observation, latent, rng: np.random.Generator):
+        """The executed action, the expert's mean action (the label) and the driver's next latent; ``rng``
+        draws the action noise when the expert drives."""
         mean_action, _ = self.expert.predict(observation, deterministic=True)
         mean_action = np.asarray(mean_action, dtype=np.float32)
         if self.driver is None:
-            noise = self.rng.normal(0.0, self.settings.act_noise, mean_action.shape) if self.settings.act_noise else 0.0
+            noise = rng.normal(0.0, self.settings.act_noise, mean_action.shape) if self.settings.act_noise > 0 else 0.0
             return np.clip(mean_action + noise, -1.0, 1.0).astype(np.float32), mean_action, None
         batch = {key: np.asarray(value)[None] for key, value in observation.items()}
         action, latent = self.driver.act(
@@ -206,7 +206,7 @@ class SnippetRollout:
         for env in self.envs.values():
             env.close()
 
-    def episode(self, random_start: bool, env_seed: int | None):
+    def episode(self, random_start: bool, rng: np.random.Generator, env_seed: int | None):
         """One episode: the :class:`Episode` and its :class:`~mocapact_envs.evaluation.metrics.EpisodeMetrics`."""
         from mocapact_envs.evaluation.metrics import EpisodeTracker
 
@@ -219,7 +219,7 @@ class SnippetRollout:
         actions, mean_actions, rewards, values = [], [], [], []
         latent = None
         while True:
-            action, mean_action, latent = self.act(observation, latent)
+            action, mean_action, latent = self.act(observation, latent, rng)
             values.append(float(self.expert.value(observation)))
             observation, reward, terminated, truncated, info = env.step(action)
             finished = tracker.on_step(reward, terminated, truncated, info)
@@ -247,7 +247,7 @@ class SnippetRollout:
         """Start episodes then random-start ones, seeded from ``(settings.seed, snippet id)``."""
         settings = self.settings
         start_seed, rsi_seed, noise_seed = snippet_seed(settings.seed, self.snippet.id).spawn(3)
-        self.rng = np.random.default_rng(noise_seed)
+        rng = np.random.default_rng(noise_seed)
         if self.driver is not None:
             import torch
 
@@ -259,7 +259,7 @@ class SnippetRollout:
             random_start = index >= settings.n_start_rollouts
             # Seeding the first reset of each env only: later resets continue its random state.
             first = index == 0 or index == settings.n_start_rollouts
-            episode, episode_metrics = self.episode(random_start, env_seeds[random_start] if first else None)
+            episode, episode_metrics = self.episode(random_start, rng, env_seeds[random_start] if first else None)
             episodes.append(episode)
             metrics.append(episode_metrics)
             if on_episode is not None:
