@@ -48,7 +48,16 @@ FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
 SWEEP_FILE = "sweep.json"
 #: What a trial checkpoint carries of each run folder (no TensorBoard logs).
-CHECKPOINTED = ("checkpoint", "eval_rsi", "eval_start", "evaluations.json", "clip_info.json", "args.json")
+CHECKPOINTED = (
+    "checkpoint",
+    "eval_rsi",
+    "eval_start",
+    "evaluations.json",
+    "clip_info.json",
+    "args.json",
+    train.RELAY_WINDOWS_DIR,
+    train.RELAY_CURVE_FILE,
+)
 
 
 @dataclass

@@ -50,17 +50,18 @@ from mocapact_envs.envs.factory import (
     make_tracking_vec_env,
 )
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, summarize
-from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, make_eval_vec_env, run_episodes
+from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.mocap.trainable import plan_snippets
-from mocapact_envs.policies.expert_files import save_expert
+from mocapact_envs.policies.expert_files import load_expert, save_expert
 from mocapact_envs.policies.expert_networks import (
     ExpertActorCritic,
     ExpertEnsemble,
     ObservationNormalizer,
     RewardNormalizer,
 )
+from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_relay, save_relay
 from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training.run_folder import (
@@ -142,6 +143,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "early_stop_full_length_evals": 3,
     },
 }
+#: A relay's evaluations during training, at --relay-curve-minutes (in its run folder).
+RELAY_CURVE_FILE = "relay_curve.json"
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
 
 
@@ -260,6 +263,16 @@ class Args:
     early_stop_full_length_evals: int | None = None
     """also stop once this many evaluations in a row reach the normalized-length bar above from both starts (the
     whole snippet tracked); 0: off (MoCapAct)"""
+
+    # -- relay: long snippets as short-window experts handing over in time (mocapact_envs/policies/relay.py) ------
+    relay_window_steps: int = 0
+    """train each snippet longer than this many steps as a relay: one expert per overlapping window of this many
+    steps, all trained together, composed into one expert that acts with window k from its switch step on;
+    --total-timesteps is then the whole snippet's budget, split evenly over its windows; 0: one expert a snippet"""
+    relay_overlap_steps: int = 20
+    """steps neighbouring relay windows share (the switch falls in the middle of the overlap)"""
+    relay_curve_minutes: tuple[float, ...] = ()
+    """training minutes at which the relay of the windows' best models so far is evaluated (relay_curve.json)"""
 
 
 def resolve_preset(args: Args) -> Args:
@@ -390,6 +403,131 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     """Trains the experts; ``on_evaluation(k, record)`` is called after each evaluation of expert ``k``
     (after its checkpoint is written), as the Ray sweep reports them."""
     args = resolve_preset(args)
+    if args.relay_window_steps:
+        return train_relays(args, on_evaluation)
+    return train_experts(args, on_evaluation)
+
+
+def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
+    """Each snippet as a relay (:mod:`mocapact_envs.policies.relay`): its windows trained together by
+    :func:`train_experts` in ``<run>/relay_windows/``, then composed into ``<run>/eval_rsi/model`` and evaluated;
+    ``on_evaluation(k, record)`` is called once snippet ``k``'s relay is composed."""
+    try:
+        snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
+        plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
+        if any(m <= 0 for m in args.relay_curve_minutes):
+            raise ValueError(f"--relay-curve-minutes must be positive, got {args.relay_curve_minutes}.")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for k, plan in enumerate(plans):
+        code, record = train_relay(args, plan)
+        if code != 0:
+            return code
+        if record is not None and on_evaluation is not None:
+            on_evaluation(k, record)
+    return 0
+
+
+def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None]:
+    """One snippet's relay: the exit code, and the composed relay's evaluation once every window has finished."""
+    run_dir = Path(args.log_root) / plan.snippet.id / str(args.seed)
+    windows_root = run_dir / RELAY_WINDOWS_DIR
+    window_models = [windows_root / w.id / str(args.seed) / "eval_rsi" / "model" for w in plan.windows]
+    window_args = dataclasses.replace(
+        args,
+        clips=tuple(w.id for w in plan.windows),
+        log_root=str(windows_root),
+        total_timesteps=max(1, args.total_timesteps // len(plan.windows)),
+        relay_window_steps=0,
+    )
+    print(f"{plan.snippet.id}: a relay of {len(plan.windows)} windows ({', '.join(w.id for w in plan.windows)})")
+    write_json(run_dir / "args.json", json.loads(args_json(dataclasses.replace(args, clips=(plan.snippet.id,)))))
+    curve_path = run_dir / RELAY_CURVE_FILE
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
+    marks = [m for m in sorted(args.relay_curve_minutes) if m > max((r["minutes"] for r in curve), default=0)]
+
+    def on_window_evaluation(_: int, record: dict[str, Any]) -> None:
+        """The relay of the windows' best models so far, evaluated as each minute mark passes."""
+        if not marks or record["training_minutes"] < marks[0]:
+            return
+        while marks and record["training_minutes"] >= marks[0]:
+            mark = marks.pop(0)
+        snapshot = save_relay(run_dir / "relay_snapshot", plan, window_models, relay_metadata(args, plan))
+        evaluation = evaluate_relay(args, plan, snapshot, training_minutes=record["training_minutes"])
+        curve.append({"minutes": mark, **evaluation})
+        write_json(curve_path, curve)
+
+    code = train_experts(window_args, on_evaluation=on_window_evaluation)
+    if code != 0:
+        return code, None
+    states = [resume_state(model.parents[1], True) for model in window_models]
+    finished = [
+        state is not None and (state["early_stop"]["stopped"] or state["global_step"] >= window_args.total_timesteps)
+        for state in states
+    ]
+    if not all(finished):
+        left = [w.id for w, done in zip(plan.windows, finished, strict=True) if not done]
+        print(f"{plan.snippet.id}: windows {', '.join(left)} not finished; the same command resumes them.")
+        return 0, None
+    model_dir = save_relay(run_dir / "eval_rsi" / "model", plan, window_models, relay_metadata(args, plan))
+    snippet = plan.snippet
+    write_json(
+        run_dir / "clip_info.json",
+        {"clip_id": snippet.clip_id, "start_step": snippet.start, "end_step": snippet.end, "snippet_id": snippet.id},
+    )
+    record = evaluate_relay(
+        args,
+        plan,
+        model_dir,
+        # The windows train in one process: each one's minutes are the relay's.
+        training_minutes=max(state["training_seconds"] for state in states) / 60,
+        global_step=int(sum(state["global_step"] for state in states)),
+        windows=[
+            {
+                "snippet_id": w.id,
+                "global_step": int(state["global_step"]),
+                "stopped_early": state["early_stop"]["stopped"],
+            }
+            for w, state in zip(plan.windows, states, strict=True)
+        ],
+    )
+    write_json(run_dir / "evaluations.json", [record])
+    summary = "  ".join(
+        f"{kind}: norm length {record[kind]['mean_norm_episode_length']:.3f}, "
+        f"norm return {record[kind]['mean_norm_episode_return']:.3f}"
+        for kind in EVAL_SETTINGS
+    )
+    print(f"{run_dir}: relay of {len(plan.windows)} windows composed at {record['global_step']:,} steps. {summary}")
+    return 0, record
+
+
+def relay_metadata(args: Args, plan: RelayPlan) -> dict[str, Any]:
+    snippet = plan.snippet
+    return {
+        "clip_id": snippet.clip_id,
+        "start_step": snippet.start,
+        "end_step": snippet.end,
+        "snippet_id": snippet.id,
+        "ref_steps": [0],
+        "relay": {"window_steps": args.relay_window_steps, "overlap_steps": args.relay_overlap_steps},
+    }
+
+
+def evaluate_relay(args: Args, plan: RelayPlan, model_dir: Path, **fields: Any) -> dict[str, Any]:
+    """The training evaluations (``--eval-rsi-episodes``, ``--eval-start-episodes``) of a composed relay."""
+    episodes = evaluate_expert(
+        load_expert(model_dir),
+        plan.snippet.id,
+        {"eval_rsi": args.eval_rsi_episodes, "eval_start": args.eval_start_episodes},
+        num_envs=args.eval_num_envs,
+        seed=args.seed + 1_000_003,
+    )
+    return {**fields, **{kind: summarize(eps) for kind, eps in episodes.items()}}
+
+
+def train_experts(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
+    """One expert per snippet of ``args.clips`` (preset resolved), trained together."""
     try:
         if not args.clips:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")

@@ -48,6 +48,7 @@ import numpy as np
 
 from mocapact_envs.files import read_arrays, read_json, read_tensors, replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RELAY_WINDOWS_DIR, RelayExpert, relay_plan_from_config
 
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
@@ -206,11 +207,14 @@ class Expert:
         return float(value[0]) if single else value
 
 
-def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert:
-
+def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert | RelayExpert:
     from mocapact_envs.policies.expert_networks import ExpertActorCritic, ObservationNormalizer
 
     config = read_json(model_dir / CONFIG_FILE)
+    if config.get("format") == RELAY_FORMAT_NAME:
+        plan = relay_plan_from_config(config, model_dir / CONFIG_FILE)
+        windows = [load_our_expert(model_dir / w["folder"], device) for w in config["windows"]]
+        return RelayExpert(plan, windows, config, model_dir)
     if config.get("format") != FORMAT_NAME or int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{model_dir / CONFIG_FILE} is not a {FORMAT_NAME} v{FORMAT_VERSION} expert "
@@ -399,7 +403,9 @@ def find_model_dir(path: str | Path) -> Path:
     )
 
 
-def load_expert(path: str | Path, snippet_id: str | None = None, device: str = "cpu") -> Expert | SB3Expert:
+def load_expert(
+    path: str | Path, snippet_id: str | None = None, device: str = "cpu"
+) -> Expert | RelayExpert | SB3Expert:
     """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
 
     With ``snippet_id``, ``path`` is an expert zoo (its folder or its ``experts`` folder; ``"zoo"``
@@ -483,6 +489,8 @@ def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None)
         if not root.is_dir():
             raise FileNotFoundError(f"expert folder {root} does not exist.")
         for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
+            if RELAY_WINDOWS_DIR in info_path.relative_to(root).parts:  # a relay's window runs, not experts
+                continue
             listed = read_json(info_path).get(ZOO_INFO_KEY, {}).get("listed_snippet_id")
             snippet = read_clip_info(info_path)
             run = ExpertRun(snippet, info_path.parent, (listed,) if listed and listed != snippet.id else ())
