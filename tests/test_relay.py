@@ -64,7 +64,7 @@ def test_a_snippet_within_one_window_is_one_window_and_bad_windows_are_refused()
 @pytest.fixture(scope="module")
 def relay_run(tmp_path_factory) -> Path:
     log_root = tmp_path_factory.mktemp("relay")
-    result = run(TRAIN, *TINY_RELAY, "--log-root", log_root, "--relay-curve-minutes", "0.0001")
+    result = run(TRAIN, *TINY_RELAY, "--log-root", log_root, "--relay-curve-steps", "100")
     assert "a relay of 4 windows" in result.stdout and "relay of 4 windows composed" in result.stdout
     return log_root / SNIPPET / "0"
 
@@ -75,7 +75,8 @@ def test_a_relay_trains_end_to_end_and_resumes_without_training_again(relay_run)
     assert [w["from_step"] for w in config["windows"]] == list(plan_relay(parse_snippet(SNIPPET), 40, 10).switch_steps)
     (record,) = json.loads((relay_run / "evaluations.json").read_text())
     assert record["global_step"] >= 4 * 64 and {"eval_rsi", "eval_start"} <= set(record)
-    assert json.loads((relay_run / "relay_curve.json").read_text())[0]["minutes"] == 0.0001
+    (point,) = json.loads((relay_run / "relay_curve.json").read_text())
+    assert point["mark"] == 100 and point["relay_steps"] >= 100 and "eval_rsi" in point
     again = run(TRAIN, *TINY_RELAY, "--log-root", relay_run.parents[1])
     assert again.stdout.count("nothing to do") == 4 and "composed" in again.stdout
 

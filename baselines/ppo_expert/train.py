@@ -271,8 +271,9 @@ class Args:
     --total-timesteps is then the whole snippet's budget, split evenly over its windows; 0: one expert a snippet"""
     relay_overlap_steps: int = 20
     """steps neighbouring relay windows share (the switch falls in the middle of the overlap)"""
-    relay_curve_minutes: tuple[float, ...] = ()
-    """training minutes at which the relay of the windows' best models so far is evaluated (relay_curve.json)"""
+    relay_curve_steps: tuple[int, ...] = ()
+    """env steps of the whole relay (its windows' summed) at which the relay of the windows' best models so far is
+    evaluated, for learning curves (relay_curve.json in the run folder)"""
 
 
 def resolve_preset(args: Args) -> Args:
@@ -415,8 +416,8 @@ def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) ->
     try:
         snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
         plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
-        if any(m <= 0 for m in args.relay_curve_minutes):
-            raise ValueError(f"--relay-curve-minutes must be positive, got {args.relay_curve_minutes}.")
+        if any(m <= 0 for m in args.relay_curve_steps):
+            raise ValueError(f"--relay-curve-steps must be positive, got {args.relay_curve_steps}.")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -445,17 +446,23 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     write_json(run_dir / "args.json", json.loads(args_json(dataclasses.replace(args, clips=(plan.snippet.id,)))))
     curve_path = run_dir / RELAY_CURVE_FILE
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
-    marks = [m for m in sorted(args.relay_curve_minutes) if m > max((r["minutes"] for r in curve), default=0)]
+    marks = [m for m in sorted(args.relay_curve_steps) if m > max((r["relay_steps"] for r in curve), default=0)]
+    window_steps: dict[int, int] = {}
 
-    def on_window_evaluation(_: int, record: dict[str, Any]) -> None:
-        """The relay of the windows' best models so far, evaluated as each minute mark passes."""
-        if not marks or record["training_minutes"] < marks[0]:
+    def on_window_evaluation(k: int, record: dict[str, Any]) -> None:
+        """The relay of the windows' best models so far, evaluated as each step mark passes."""
+        # The windows step together: one not yet evaluated this round stands where window k does.
+        window_steps[k] = record["global_step"]
+        relay_steps = sum(window_steps.get(j, record["global_step"]) for j in range(len(plan.windows)))
+        if not marks or relay_steps < marks[0]:
             return
-        while marks and record["training_minutes"] >= marks[0]:
+        while marks and relay_steps >= marks[0]:
             mark = marks.pop(0)
         snapshot = save_relay(run_dir / "relay_snapshot", plan, window_models, relay_metadata(args, plan))
-        evaluation = evaluate_relay(args, plan, snapshot, training_minutes=record["training_minutes"])
-        curve.append({"minutes": mark, **evaluation})
+        evaluation = evaluate_relay(
+            args, plan, snapshot, relay_steps=relay_steps, training_minutes=record["training_minutes"]
+        )
+        curve.append({"mark": mark, **evaluation})
         write_json(curve_path, curve)
 
     code = train_experts(window_args, on_evaluation=on_window_evaluation)
