@@ -116,9 +116,13 @@ def test_clip_the_source_lacks(mocap_folder):
 
 def test_snippet_bounds_outside_clip(mocap_folder):
     source = get_source(mocap_folder)
+    # The complete capture: 307 frames at 120 Hz resample to 86 steps of 0.03 s (MoCapAct's clip has 83).
+    last = source.clip_set("CMU_016_22").snippets[0].end
+    assert last == 85
     assert source.clip_set("CMU_016_22-0-82").snippets[0].end == 82
-    with pytest.raises(MocapSourceError, match="outside clip CMU_016_22.*0 to 82"):
-        source.clip_set("CMU_016_22-0-83")
+    assert source.clip_set(f"CMU_016_22-0-{last}").snippets[0].end == last
+    with pytest.raises(MocapSourceError, match=f"outside clip CMU_016_22.*0 to {last}"):
+        source.clip_set(f"CMU_016_22-0-{last + 1}")
 
 
 def test_bad_hdf5_files(tmp_path):
@@ -174,14 +178,15 @@ def test_hdf5_source_reads_converted_file(mocap_folder, tmp_path):
 
 
 def test_cropping_plans_the_trainable_part_of_a_snippet(mocap_folder):
-    # CMU_009_10's converted steps 0-1 are broken; CMU_016_22's converted clip ends at step 82.
+    # CMU_009_10's converted steps 0-1 are broken; CMU_016_22's converted clip ends at its last step.
+    last = get_source(mocap_folder).clip_set("CMU_016_22").snippets[0].end
     planned = plan_snippets(["CMU_009_10-0-33", "CMU_016_22-0-60", "CMU_016_22-10-500"], crop=True)
     assert [(p.requested, p.snippet_id, p.cropped) for p in planned] == [
         ("CMU_009_10-0-33", "CMU_009_10-2-33", True),
         ("CMU_016_22-0-60", "CMU_016_22-0-60", False),
-        ("CMU_016_22-10-500", "CMU_016_22-10-82", True),
+        ("CMU_016_22-10-500", f"CMU_016_22-10-{last}", True),
     ]
-    with pytest.raises(ValueError, match="CMU_016_22-90-500: leaves fewer than 2 steps of CMU_016_22 to track"):
-        plan_snippets(["CMU_016_22-90-500"], crop=True)
-    with pytest.raises(ValueError, match="CMU_016_22-10-500: runs past .* its trainable part is CMU_016_22-10-82"):
+    with pytest.raises(ValueError, match=f"CMU_016_22-{last}-500: leaves fewer than 2 steps of CMU_016_22 to track"):
+        plan_snippets([f"CMU_016_22-{last}-500"], crop=True)
+    with pytest.raises(ValueError, match=f"CMU_016_22-10-500: runs past .* its trainable part is CMU_016_22-10-{last}"):
         plan_snippets(["CMU_016_22-0-60", "CMU_016_22-10-500"], crop=False)

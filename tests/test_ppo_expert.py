@@ -27,7 +27,7 @@ COMPARE = REPO_ROOT / "baselines" / "ppo_expert" / "compare.py"
 # Tiny: updates of 2 x 128 steps, 32-unit networks, a handful of evaluation episodes; the default
 # backend and vector env, as a user gets them.
 TINY = [
-    "--clip", "CMU_016_22", "--seed", "3",
+    "--clip", "CMU_016_22-0-82", "--seed", "3",
     "--num-envs", "2", "--num-steps", "128", "--minibatch-size", "128", "--update-epochs", "2",
     "--policy-hidden-sizes", "32", "32", "--value-hidden-sizes", "32", "32",
     "--eval-every-steps", "100000", "--eval-rsi-episodes", "2", "--eval-start-episodes", "1", "--eval-num-envs", "1",
@@ -294,7 +294,7 @@ def test_residual_expert_acts_around_the_reference(first_run, tmp_path):
     reference = ReferenceActions.for_snippet("CMU_016_22-0-82")
     joints = mocapact_envs.mocap.source.get_source().clip_set("CMU_016_22-0-82").reference_features(0)["joints"]
 
-    env = make_tracking_env("CMU_016_22", random_start=False)
+    env = make_tracking_env("CMU_016_22-0-82", random_start=False)
     lengths = {}
     for name, act in (("reference", lambda o: expert.predict(o)[0]), ("zero", lambda o: np.zeros(56, np.float32))):
         observation, _ = env.reset(seed=0)

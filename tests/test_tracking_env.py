@@ -30,7 +30,8 @@ def test_registered_clip_env_passes_check_env():
     env = gym.make("mocapact/MocapTracking-CMU_016_22-v0")
     check_env(env.unwrapped, skip_render_check=True)
     assert env.spec.max_episode_steps is None
-    assert env.unwrapped.clip_set.snippets[0].id == "CMU_016_22-0-82"
+    # A clip id names the whole converted clip: the complete capture's 307 frames give steps 0 to 85.
+    assert env.unwrapped.clip_set.snippets[0].id == "CMU_016_22-0-85"
 
 
 def test_generic_env_on_collection_passes_check_env(mocap_folder):
@@ -155,13 +156,14 @@ def test_action_noise_changes_trajectory_reproducibly():
 def test_termination_and_truncation_semantics():
     # Zero actions from the clip start: the humanoid falls and tracking fails.
     env = mocapact_envs.MocapTrackingEnv("CMU_016_22", random_start=False)
+    last_step = env.clip_set.snippets[0].end
     _, info = env.reset(seed=0)
     assert info["start_time_in_clip"] == 0.0
     assert info["last_time_in_clip"] == pytest.approx(1.0)
     tracker = EpisodeTracker()
     tracker.on_reset(info)
     zero = np.zeros(56, np.float32)
-    for step in range(1, 83):  # noqa: B007 (read after the loop)
+    for step in range(1, last_step + 1):  # noqa: B007 (read after the loop)
         _, reward, terminated, truncated, info = env.step(zero)
         assert 0.0 <= reward <= 1.45
         finished = tracker.on_step(reward, terminated, truncated, info)
@@ -169,7 +171,7 @@ def test_termination_and_truncation_semantics():
             break
     assert terminated and not truncated and info["tracking_error"] > 0.3
     assert 0 < finished[0].norm_episode_length < 0.5
-    assert info["time_in_clip"] == pytest.approx(step * 0.03 / (82 * 0.03))
+    assert info["time_in_clip"] == pytest.approx(step * 0.03 / (last_step * 0.03))
 
     # Without a termination threshold the episode runs to the snippet end and truncates.
     env = mocapact_envs.MocapTrackingEnv("CMU_016_22-10-50", random_start=False, termination_error_threshold=np.inf)

@@ -192,18 +192,17 @@ def train_trial(config: dict[str, Any]) -> None:
 
 def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
     """MoCapAct's evaluation of each expert's eval_rsi model, written to its run folder's final_evaluation.json."""
-    from mocapact_envs.evaluation.metrics import summarize
-    from mocapact_envs.evaluation.protocol import evaluate_expert
+    from mocapact_envs.evaluation.protocol import final_evaluation as evaluate
     from mocapact_envs.policies.expert_files import load_expert
 
     for snippet_id in snippet_ids:
         run = run_dir(args, snippet_id)
-        episodes = evaluate_expert(
+        summaries = evaluate(
             load_expert(run / "eval_rsi" / "model"),
             snippet_id,
             {"eval_rsi": args.final_rsi_episodes, "eval_start": args.final_start_episodes},
             num_envs=args.final_num_envs,
-            seed=args.seed + 7919,  # fresh episodes, not those the model was chosen on
+            seed=args.seed,
         )
         evaluations = json.loads((run / "evaluations.json").read_text())
         write_json(
@@ -212,7 +211,7 @@ def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
                 "snippet_id": snippet_id,
                 "env_steps": evaluations[-1]["global_step"],
                 "training_minutes": evaluations[-1]["training_minutes"],
-                **{kind: summarize(eps) for kind, eps in episodes.items()},
+                **summaries,
             },
         )
 
@@ -300,6 +299,10 @@ def main(args: Args) -> int:
         here = str(Path(__file__).resolve().parent)
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+        if args.address is None:
+            # Ray starts its workers at nice 15: beside any other job on the machine the trials all but stop (two
+            # trials here got 6% of a core each beside one training process). A Ray of its own runs them at nice 0.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
             address=args.address,
             include_dashboard=False,

@@ -152,6 +152,21 @@ def evaluate_expert(
     return episodes
 
 
+#: MoCapAct's evaluation of a finished expert: 1,000 random starts and 100 snippet starts.
+FINAL_EPISODES = {"eval_rsi": 1000, "eval_start": 100}
+#: Added to the training seed for final evaluations: fresh episodes, not those a model was chosen on.
+FINAL_SEED_OFFSET = 7919
+
+
+def final_evaluation(
+    expert, snippet_id: str, num_episodes: Mapping[str, int] = FINAL_EPISODES, *, num_envs: int = 4, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """MoCapAct's evaluation of a finished expert (:func:`evaluate_expert`) on fresh episodes (``seed`` is the
+    training seed), summarized per kind."""
+    episodes = evaluate_expert(expert, snippet_id, num_episodes, num_envs=num_envs, seed=seed + FINAL_SEED_OFFSET)
+    return {kind: summarize(eps) for kind, eps in episodes.items()}
+
+
 def evaluate_snippets(
     policy,
     snippet_ids: list[str],
