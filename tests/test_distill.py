@@ -243,6 +243,28 @@ def test_evaluate_in_mocapact_modes_writes_json_and_plot(
     assert alone["npmp"][snippet] == modes["train"]["policies"]["npmp"]["snippets"][snippet]
 
 
+def test_reuse_takes_an_earlier_reports_results_and_evaluates_only_the_changed_snippets(
+    split_run, experts_root, tmp_path
+):
+    run_dir, _, _ = split_run
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    common = ["--policy", run_dir / "best", "--labels", "npmp", "--experts", experts_root, "--modes", "train"]
+    run(EVALUATE, *common, "--episodes", "1", "--output-json", first)
+    earlier = json.loads(first.read_text())["modes"]["train"]
+    changed = earlier["snippets"][0]
+    result = run(
+        EVALUATE, *common, "--episodes", "1", "--reuse", first, "--reevaluate", changed, "--output-json", second
+    )
+    assert "evaluating 2 runs" in result.stdout  # the changed snippet's policy and expert runs, nothing else
+    again = json.loads(second.read_text())
+    assert again["reused"]["reevaluated"] == [changed]
+    # Reused results stand as recorded; the changed snippet, evaluated again under the same seed, comes back too.
+    assert again["modes"]["train"]["policies"]["npmp"] == earlier["policies"]["npmp"]
+    assert again["modes"]["train"]["experts"] == earlier["experts"]
+    other = run(EVALUATE, *common, "--reuse", first, "--episodes", "2", "--output-json", second, check=False)
+    assert other.returncode == 2 and "evaluated with other settings (episodes" in other.stderr
+
+
 def test_evaluate_names_bad_modes_and_missing_validation_experts(split_run, experts_root, tmp_path):
     run_dir, _, _ = split_run
     bad_mode = run(EVALUATE, "--policy", run_dir / "best", "--modes", "test", check=False)

@@ -41,7 +41,7 @@ from mocapact_envs.evaluation.protocol import (
     mean_metrics,
     record_episode,
 )
-from mocapact_envs.files import write_json
+from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import (
     VALIDATION_LIST,
@@ -98,6 +98,44 @@ class Args:
     """Processes evaluating (policy or expert, snippet) runs in parallel; each is seeded alike, so the
     results do not depend on it."""
     seed: int = 0
+    reuse: Path | None = None
+    """An earlier ``--output-json`` of the same policies, episodes, seed and protocol: its (policy or expert,
+    snippet) results are taken as they are, except for ``--reevaluate``'s snippets and any it lacks (the units
+    are seeded alike, so a unit evaluated again gives its recorded figures)."""
+    reevaluate: list[str] = field(default_factory=list)
+    """With ``--reuse``: clip or snippet ids to evaluate again (those whose data or expert changed)."""
+
+
+#: What an earlier report must share with this run for ``--reuse`` to take its results (an early report without
+#: ``experts_sample`` had experts acting with their means).
+REUSE_KEYS = ("episodes", "deterministic", "experts_sample", "seed", "ref_steps")
+
+
+def reusable_results(args: Args, report_settings: dict, labels: list[str]) -> dict[str, dict[str, dict]]:
+    """The earlier report's results by label (and the experts') and snippet, minus ``--reevaluate``'s."""
+    previous = read_json(args.reuse)
+    previous.setdefault("experts_sample", False)
+    missing = [label for label in labels if label not in previous.get("labels", [])]
+    if missing:
+        raise ValueError(f"--reuse {args.reuse} has no results of {missing}; its labels are {previous.get('labels')}.")
+    mismatched = [key for key in REUSE_KEYS if previous.get(key) != report_settings[key]]
+    if mismatched:
+        raise ValueError(
+            f"--reuse {args.reuse} was evaluated with other settings ({', '.join(mismatched)}: "
+            f"{[previous.get(k) for k in mismatched]} against {[report_settings[k] for k in mismatched]})."
+        )
+    again = {s.id for s in resolve_snippets(args.reevaluate)} | set(args.reevaluate)
+    results: dict[str, dict[str, dict]] = {}
+    for entry in previous["modes"].values():
+        for label in labels:
+            for snippet, metrics in entry["policies"][label]["snippets"].items():
+                results.setdefault(label, {})[snippet] = metrics
+        for snippet, metrics in entry["experts"]["snippets"].items():
+            results.setdefault(EXPERT_LABEL, {})[snippet] = metrics
+    return {
+        label: {s: m for s, m in by_snippet.items() if s not in again and s.split("-")[0] not in again}
+        for label, by_snippet in results.items()
+    }
 
 
 def expert_runs(folders: list[Path]) -> dict[str, ExpertRun]:
@@ -242,6 +280,29 @@ def main(args: Args) -> dict:
     with_expert = [s for s in wanted if s in experts]
     units = [(label, snippet) for snippet in wanted for label in labels]
     units += [(EXPERT_LABEL, snippet) for snippet in with_expert]
+    report = {
+        "episodes": args.episodes,
+        "deterministic": args.deterministic,
+        "experts_sample": args.experts_sample,
+        "seed": args.seed,
+        "ref_steps": list(ref_steps),
+        "target_ratio": EXPERT_RATIO_TARGET,
+        "labels": labels,  # the order given (write_json sorts the keys of the mappings below)
+        "policies": {label: str(path) for label, path in zip(labels, args.policy, strict=True)},
+        "expert_folders": [str(folder) for folder in args.experts],
+        "modes": {},
+    }
+    reused = reusable_results(args, report, labels) if args.reuse else {}
+    if args.reevaluate and not args.reuse:
+        raise ValueError("--reevaluate needs --reuse, the earlier report whose other results stand.")
+    units = [(label, snippet) for label, snippet in units if snippet not in reused.get(label, {})]
+    if reused:
+        report["reused"] = {
+            "from": str(args.reuse),
+            "policies_then": {label: read_json(args.reuse)["policies"][label] for label in labels},
+            "reevaluated": sorted({snippet for _, snippet in units}),
+        }
+        print(f"reusing {sum(len(r) for r in reused.values())} results of {args.reuse}; evaluating {len(units)} runs.")
     progress = tqdm(total=len(units), desc=f"evaluating ({args.workers} workers)", unit="run")
     results = evaluate_units(
         {label: str(path) for label, path in zip(labels, args.policy, strict=True)},
@@ -256,21 +317,10 @@ def main(args: Args) -> dict:
         on_result=lambda label, snippet: progress.update(1),
     )
     progress.close()
+    for label, by_snippet in reused.items():
+        results.setdefault(label, {}).update({s: m for s, m in by_snippet.items() if s in wanted})
     policy_results = {label: results.get(label, {}) for label in labels}
     expert_results = results.get(EXPERT_LABEL, {})
-
-    report = {
-        "episodes": args.episodes,
-        "deterministic": args.deterministic,
-        "experts_sample": args.experts_sample,
-        "seed": args.seed,
-        "ref_steps": list(ref_steps),
-        "target_ratio": EXPERT_RATIO_TARGET,
-        "labels": labels,  # the order given (write_json sorts the keys of the mappings below)
-        "policies": {label: str(path) for label, path in zip(labels, args.policy, strict=True)},
-        "expert_folders": [str(folder) for folder in args.experts],
-        "modes": {},
-    }
     console = Console()
     for mode, snippets in groups.items():
         own_experts = {s: expert_results[s] for s in snippets if s in expert_results}
