@@ -97,7 +97,25 @@ def measure(clip_ids: list[str], mocap_path: str | None) -> dict:
             "broken_steps": sorted(broken),
             **open_loop_survival(clip_id, mocap_path),
         }
-    return {"converter_version": amc.CONVERTER_VERSION, "source": source.description, "clips": clips}
+    return {
+        "converter_version": amc.CONVERTER_VERSION,
+        "source": source.description,
+        "data_version": data_version(mocap_path),
+        "clips": clips,
+    }
+
+
+def data_version(mocap_path: str | None) -> str | None:
+    """Which version of the clips a run measured: the sha256 of the folder's ``MANIFEST.sha256`` (the shared
+    folder lists every file's checksum there), or ``None`` for a source without one."""
+    import hashlib
+    import os
+
+    folder = Path(mocap_path or os.environ.get("MOCAPACT_MOCAP_PATH", ""))
+    manifest = folder / "MANIFEST.sha256"
+    if not manifest.is_file():
+        return None
+    return "MANIFEST.sha256 sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
 def summary(run: dict) -> dict[str, float]:

@@ -19,7 +19,6 @@ from mocapact_envs.training.transfer import (
     make_transfer_vec_env,
     read_learning_curve,
     resolve_task,
-    sb3_model_from_state,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +149,7 @@ def test_velocity_control_train_evaluate_and_reload(tmp_path, decoder_dir):
 
 
 def sb3_and_loaded_actions(run_dir: Path, steps: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic actions of SB3's own model (checkpoint zip + VecNormalize) and of load_task_policy."""
+    """Deterministic actions of SB3's own model (rebuilt from the checkpoint, VecNormalize) and of load_task_policy."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     loaded = load_task_policy(run_dir / "final_policy")
@@ -161,7 +160,9 @@ def sb3_and_loaded_actions(run_dir: Path, steps: int = 12) -> tuple[np.ndarray, 
         make_transfer_vec_env(env_config["env_id"], 1, low_level, vec_env="dummy", **env_config["env_kwargs"]),
         training=False,
     )
-    model = sb3_model_from_state(loaded.algo, checkpoint, env=normalizer)
+    trainer = load_script(TRAIN)
+    saved_args = trainer.Args(**json.loads(checkpoint["args"]))
+    model = trainer.model_from_checkpoint(saved_args, checkpoint, normalizer, "the checkpoint")
     env = loaded.make_env()
     observation, _ = env.reset(seed=3)
     sb3_state = loaded_state = None
@@ -191,6 +192,49 @@ def test_sb3_contrib_algorithms_train_and_reload(tmp_path, decoder_dir, algo):
     assert json.loads((run_dir / "final_policy" / "config.json").read_text())["algo"] == algo
     sb3_actions, loaded_actions = sb3_and_loaded_actions(run_dir)
     np.testing.assert_allclose(loaded_actions, sb3_actions, rtol=1e-6, atol=1e-6)
+
+
+def test_a_checkpoint_resumes_without_unpickling_and_a_planted_payload_does_not_run(tmp_path, decoder_dir):
+    """The checkpoint holds tensors and plain values only: pickled code in it is refused, never run."""
+    import pickle
+
+    run_dir = tmp_path / "planted"
+    train(run_dir, "go_to_target", decoder_dir, "--n-envs", "1")
+    checkpoint = load_checkpoint(run_dir)
+    assert "sb3_model_zip" not in checkpoint and {"sb3_state_dicts", "sb3_counters"} <= set(checkpoint)
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    # A payload in the checkpoint itself, and the earlier format's SB3 zip with a cloudpickled payload in it.
+    planted_zip = tmp_path / "planted.zip"
+    import zipfile
+
+    with zipfile.ZipFile(planted_zip, "w") as archive:
+        archive.writestr(
+            "data", json.dumps({"policy_class": {":type:": "<class>", ":serialized:": pickle.dumps(Payload()).hex()}})
+        )
+    for name, state in (
+        ("pickled object", {**checkpoint, "payload": Payload()}),
+        (
+            "SB3 zip",
+            {key: value for key, value in checkpoint.items() if not key.startswith("sb3_")}
+            | {"sb3_model_zip": torch.frombuffer(bytearray(planted_zip.read_bytes()), dtype=torch.uint8)},
+        ),
+    ):
+        with open(run_dir / "checkpoint" / "state.pt", "wb") as file:
+            pickle.dump(state, file) if name == "pickled object" else torch.save(state, file)
+        result = subprocess.run(
+            [sys.executable, str(TRAIN), "--task", "go_to_target", "--run-dir", str(run_dir), "--low-level-policy",
+             str(decoder_dir), *TINY, "--n-envs", "1", "--total-timesteps", "100000"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        )  # fmt: skip
+        assert result.returncode != 0, name
+        assert not marker.exists(), f"the {name} payload ran"
+        expected = "embeds an SB3 zip" if name == "SB3 zip" else "not a readable checkpoint"
+        assert expected in result.stderr, (name, result.stderr[-2000:])
 
 
 def load_script(path: Path):

@@ -13,8 +13,9 @@ Writes ``<run-dir>`` (default ``runs/transfer/<task>_<ll|raw>_<algo>_seed<seed>`
 * ``best_policy/`` and ``final_policy/``: pickle-free policies (safetensors + JSON,
   with the VecNormalize statistics and a copy of the decoder); load with
   ``mocapact_envs.training.transfer.load_task_policy``; evaluate with ``evaluate.py``;
-* ``checkpoint/state.pt``: the resume checkpoint (SB3's zip with the optimizer as a byte
-  tensor, the VecNormalize statistics, the trainer's counters and arguments), the run folder of
+* ``checkpoint/state.pt``: the resume checkpoint, tensors and plain values only (the networks',
+  optimizers' and entropy coefficient's state dicts, SB3's counters, the VecNormalize statistics,
+  the trainer's counters and arguments; not SB3's zip, whose pickles can run code), the run folder of
   every trainer here (``mocapact_envs.training.run_folder``). Rerunning the same command continues from
   it; a larger ``--total-timesteps`` or ``--max-minutes`` trains on;
 * ``tb/``: TensorBoard (``time/fps`` is env steps per second; ``eval/mean_reward``,
@@ -22,7 +23,7 @@ Writes ``<run-dir>`` (default ``runs/transfer/<task>_<ll|raw>_<algo>_seed<seed>`
 * ``evaluations.json`` and ``args.json``.
 
 Observations stay Dict (SB3's ``MultiInput`` policies; VecNormalize normalises each key).
-On resume the model's hyperparameters come from the checkpoint; the budget flags
+On resume the model is rebuilt with the checkpoint's hyperparameters (``MODEL_FIELDS``); the budget flags
 (``--total-timesteps``, ``--max-minutes``) and the evaluation settings from the command.
 """
 
@@ -67,8 +68,8 @@ from mocapact_envs.training.transfer import (
     policy_kwargs_from_json,
     read_task_policy_config,
     resolve_task,
+    restore_sb3_model,
     save_task_policy,
-    sb3_model_from_state,
     sb3_model_state,
 )
 
@@ -132,6 +133,12 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
 ACTION_STD_WITH_LOW_LEVEL, ACTION_STD_RAW = 2.5, 0.5
 # Fields that must not change when a run resumes: they change what the checkpoint is.
 RUN_IDENTITY = ("task", "low_level_policy", "algo", "seed")
+# The model's hyperparameters: a resumed run rebuilds its model with the checkpoint's values of these.
+MODEL_FIELDS = (
+    "hidden_sizes", "value_hidden_sizes", "activation", "log_std_init", "lstm_hidden_size", "learning_rate", "gamma",
+    "batch_size", "max_grad_norm", "steps_per_update", "n_epochs", "gae_lambda", "clip_range", "ent_coef", "vf_coef",
+    "target_kl", "buffer_size", "learning_starts", "tau", "train_freq", "gradient_steps",
+)  # fmt: skip
 # The trainer's counters, which a checkpoint carries across runs.
 TRAINER_STATE = ("num_timesteps", "training_seconds", "best_mean_return", "next_eval_step", "last_eval_step")
 
@@ -271,6 +278,16 @@ def resolve_args(args: Args) -> Args:
             "each worker collects the same number of steps."
         )
     return args
+
+
+def model_from_checkpoint(args: Args, checkpoint: dict[str, Any], env: VecNormalize, source: str):
+    """The checkpoint's model: built anew with its hyperparameters (MODEL_FIELDS of its arguments), then its
+    weights, optimizers, counters and ``VecNormalize`` statistics loaded (nothing unpickled)."""
+    saved = json.loads(checkpoint["args"])
+    model_args = dataclasses.replace(args, **{name: saved[name] for name in MODEL_FIELDS if name in saved})
+    model = build_model(model_args, env, policy_kwargs_of(model_args))
+    restore_sb3_model(model, checkpoint, source)
+    return model
 
 
 def build_model(args: Args, env: VecNormalize, policy_kwargs: dict[str, Any]):
@@ -489,7 +506,13 @@ def main(args: Args) -> int:
     if checkpoint is None:
         model = build_model(args, train_env, policy_kwargs)
     else:
-        model = sb3_model_from_state(args.algo, checkpoint, env=train_env, device=args.device)
+        try:
+            model = model_from_checkpoint(args, checkpoint, train_env, str(checkpoint_path(run_dir)))
+        except ValueError as error:
+            train_env.close()
+            eval_env.close()
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         model.set_random_seed(seed)
         model._last_obs = None  # the checkpoint's last observation belongs to the old workers: reset them
         if args.algo == "tqc":  # the replay buffer starts empty again

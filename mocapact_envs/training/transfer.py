@@ -11,8 +11,9 @@ the trained policies, so ``baselines/transfer/train.py`` and ``evaluate.py`` agr
   a JSON config and a copy of the low-level policy) that loads back on any torch
   without SB3's zip or pickles.
 * :func:`save_vec_normalize` / :func:`restore_vec_normalize`: ``VecNormalize``
-  statistics without pickling; :func:`sb3_model_state` / :func:`sb3_model_from_state`: an SB3
-  model and its statistics as entries of a trainer checkpoint (``mocapact_envs.training.run_folder``).
+  statistics without pickling; :func:`sb3_model_state` / :func:`restore_sb3_model`: an SB3
+  model and its statistics as tensors and plain values of a trainer checkpoint
+  (``mocapact_envs.training.run_folder``), without SB3's zip.
 * :func:`run_task_episodes` and :func:`read_learning_curve` for evaluation and plots.
 
 A saved policy directory holds:
@@ -245,26 +246,53 @@ def restore_vec_normalize(vec_normalize, state: Mapping[str, Any], source: str) 
 # -- SB3 models in a trainer checkpoint -----------------------------------------------------------
 
 
-def sb3_model_state(model) -> dict[str, Any]:
-    """Checkpoint entries of an SB3 model: its own zip (weights, optimizer, counters) as a byte tensor, and
-    its ``VecNormalize`` statistics."""
-    import io
+#: What an SB3 model counts, restored on resume (the rest is rebuilt from the run's arguments).
+SB3_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num")
 
-    buffer = io.BytesIO()
-    model.save(buffer)
+
+def sb3_model_state(model) -> dict[str, Any]:
+    """Checkpoint entries of an SB3 model without SB3's zip, whose ``:serialized:`` entries cloudpickle would run:
+    the state dicts and torch variables SB3 itself saves with torch (networks, optimizers, the entropy
+    coefficient), its counters, and its ``VecNormalize`` statistics. Tensors and plain values only, so the
+    checkpoint loads with ``torch.load(weights_only=True)``."""
+    state_dict_names, variable_names = model._get_torch_save_params()
     return {
-        "sb3_model_zip": torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8),
+        "sb3_state_dicts": {name: _attribute(model, name).state_dict() for name in state_dict_names},
+        "sb3_variables": {name: _attribute(model, name).detach().cpu().clone() for name in variable_names},
+        "sb3_counters": {name: int(getattr(model, name)) for name in SB3_COUNTERS},
         "vec_normalize": vec_normalize_state(model.get_vec_normalize_env()),
     }
 
 
-def sb3_model_from_state(algo: str, state: Mapping[str, Any], env=None, device: str = "cpu"):
-    """The SB3 model :func:`sb3_model_state` stored; with ``env`` (a ``VecNormalize``) its statistics are restored."""
-    import io
+def _attribute(obj: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
 
-    if env is not None:
-        restore_vec_normalize(env, state["vec_normalize"], source="the checkpoint")
-    return algorithm_class(algo).load(io.BytesIO(state["sb3_model_zip"].numpy().tobytes()), env=env, device=device)
+
+def restore_sb3_model(model, state: Mapping[str, Any], source: str) -> None:
+    """Loads :func:`sb3_model_state`'s entries into ``model``, built anew from the same arguments (and its env's
+    ``VecNormalize`` statistics). A checkpoint of an earlier version, which embedded SB3's zip, is refused:
+    loading it would unpickle whatever the zip holds."""
+    if "sb3_model_zip" in state and "sb3_state_dicts" not in state:
+        raise ValueError(
+            f"{source} embeds an SB3 zip (an earlier version of this trainer): loading it would unpickle its "
+            "contents, which can run code. Start the run over with --no-resume or use another --run-dir."
+        )
+    state_dict_names, variable_names = model._get_torch_save_params()
+    missing = sorted(set(state_dict_names) - set(state["sb3_state_dicts"])) + sorted(
+        set(variable_names) - set(state["sb3_variables"])
+    )
+    if missing:
+        raise ValueError(f"{source} lacks {missing} of this algorithm's model: it was written by another algorithm.")
+    for name in state_dict_names:
+        _attribute(model, name).load_state_dict(state["sb3_state_dicts"][name])
+    with torch.no_grad():
+        for name in variable_names:
+            _attribute(model, name).copy_(state["sb3_variables"][name])
+    for name, value in state["sb3_counters"].items():
+        setattr(model, name, int(value))
+    restore_vec_normalize(model.get_vec_normalize_env(), state["vec_normalize"], source=source)
 
 
 # -- spaces as JSON ------------------------------------------------------------------------------
