@@ -133,3 +133,19 @@ def test_a_relay_is_one_expert_to_searches_evaluation_and_collection(relay_run, 
     with h5py.File(output / "CMU_009_12.hdf5", "r") as h5:
         assert h5[f"{SNIPPET}/0/actions"].shape[1] == 56
         assert np.isfinite(h5[f"{SNIPPET}/0/values"][...]).all()
+
+
+def test_a_relay_exports_into_a_zoo_compactly_and_loads_from_it(relay_run, tmp_path):
+    from mocapact_envs.policies.zoo import export_expert
+
+    exported = export_expert(relay_run, tmp_path / "zoo")
+    assert exported.storage["actor_mean"] in ("float16", "float32") and exported.max_action_deviation <= 1e-3
+    relay = mocapact_envs.load_expert(tmp_path / "zoo", SNIPPET)
+    assert isinstance(relay, RelayExpert) and len(relay.experts) == 4
+    original = mocapact_envs.load_expert(relay_run)
+    env = make_tracking_env(SNIPPET, observables="time_index", random_start=False)
+    observation, _ = env.reset(seed=1)
+    env.close()
+    np.testing.assert_allclose(relay.predict(observation)[0], original.predict(observation)[0], atol=1e-3)
+    stored = json.loads((tmp_path / "zoo" / "experts" / SNIPPET / "0" / "clip_info.json").read_text())["zoo"]
+    assert stored["weights"]["critic"] == "int8" and not stored["cropped"]

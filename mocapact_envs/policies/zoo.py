@@ -72,6 +72,7 @@ from mocapact_envs.policies.expert_files import (
     expand_weights,
     read_clip_info,
 )
+from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RelayExpert
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
@@ -210,23 +211,45 @@ def check_observations(expert, snippet_id: str, episodes: int = CHECK_EPISODES) 
     return {key: np.concatenate([o[key] for o in seen]) for key in seen[0]}
 
 
-def storage_check(model_dir: Path, stored: dict[str, Any], observations: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Largest change of the (clipped, absolute) action and of the value (reward units) that storing the
-    weights as ``stored`` makes over ``observations``."""
-    from mocapact_envs.policies.expert_files import Expert, load_our_expert
+def weight_folders(model_dir: Path) -> list[str]:
+    """The folders of a model holding weights: the model folder itself, or each window of a relay."""
+    config = read_json(model_dir / CONFIG_FILE)
+    if config.get("format") == RELAY_FORMAT_NAME:
+        return [window["folder"] for window in config["windows"]]
+    return ["."]
+
+
+def with_weights(original, stored: dict[str, dict[str, Any]]):
+    """A copy of a loaded expert (or relay) acting with ``stored`` weights (by :func:`weight_folders` folder)."""
+    from mocapact_envs.policies.expert_files import Expert
     from mocapact_envs.policies.expert_networks import ExpertActorCritic
 
+    def copy(expert, weights: dict[str, Any]) -> Expert:
+        network = ExpertActorCritic.from_config(expert.config["network"])
+        network.load_state_dict(expand_weights(weights))
+        return Expert(
+            network,
+            expert.obs_normalizer,
+            expert.observation_keys,
+            expert.value_scale,
+            expert.config,
+            reference_actions=expert.reference_actions,
+        )
+
+    if isinstance(original, RelayExpert):
+        folders = [window["folder"] for window in original.config["windows"]]
+        windows = [copy(e, stored[f]) for e, f in zip(original.experts, folders, strict=True)]
+        return RelayExpert(original.plan, windows, original.config)
+    return copy(original, stored["."])
+
+
+def storage_check(model_dir: Path, stored: dict[str, dict[str, Any]], observations: dict[str, np.ndarray]):
+    """Largest change of the (clipped, absolute) action and of the value (reward units) that storing the
+    weights as ``stored`` (by :func:`weight_folders` folder) makes over ``observations``."""
+    from mocapact_envs.policies.expert_files import load_our_expert
+
     original = load_our_expert(model_dir)
-    network = ExpertActorCritic.from_config(original.config["network"])
-    network.load_state_dict(expand_weights(stored))
-    copy = Expert(
-        network,
-        original.obs_normalizer,
-        original.observation_keys,
-        original.value_scale,
-        original.config,
-        reference_actions=original.reference_actions,
-    )
+    copy = with_weights(original, stored)
     actions = np.abs(original.predict(observations)[0] - copy.predict(observations)[0]).max()
     values = np.abs(original.value(observations) - copy.value(observations)).max()
     return float(actions), float(values)
@@ -257,15 +280,15 @@ def export_expert(
     if not is_part_of(snippet, listed):
         raise ValueError(f"{run_dir} tracks {snippet.id}, which is not {listed.id} or a cropped part of it.")
     storage = dict(DEFAULT_STORAGE if storage is None else storage)
-    weights = read_tensors(model_dir / WEIGHTS_FILE)
-    stored = compact_weights(weights, storage)
+    weights = {folder: read_tensors(model_dir / folder / WEIGHTS_FILE) for folder in weight_folders(model_dir)}
+    stored = {folder: compact_weights(w, storage) for folder, w in weights.items()}
     from mocapact_envs.policies.expert_files import load_our_expert
 
     observations = check_observations(load_our_expert(model_dir), snippet.id)
     action_deviation, value_deviation = storage_check(model_dir, stored, observations)
     if action_deviation > action_tolerance and storage.get("actor_mean") != "float32":
         storage["actor_mean"] = "float32"
-        stored = compact_weights(weights, storage)
+        stored = {folder: compact_weights(w, storage) for folder, w in weights.items()}
         action_deviation, value_deviation = storage_check(model_dir, stored, observations)
 
     target = experts_folder_for_writing(zoo) / listed.id / run_dir.name
@@ -273,11 +296,9 @@ def export_expert(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staged_model = staging / "eval_rsi" / "model"
-        staged_model.mkdir(parents=True)
-        for path in model_dir.iterdir():
-            if path.is_file() and path.name != WEIGHTS_FILE:
-                shutil.copy2(path, staged_model / path.name)
-        write_tensors(staged_model / WEIGHTS_FILE, stored)
+        shutil.copytree(model_dir, staged_model, ignore=shutil.ignore_patterns(WEIGHTS_FILE, "tmp*", ".*"))
+        for folder, tensors in stored.items():
+            write_tensors(staged_model / folder / WEIGHTS_FILE, tensors)
         for name in (EVALUATIONS_FILE, FINAL_EVALUATION_FILE):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, staging / name)
