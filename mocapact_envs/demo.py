@@ -6,7 +6,7 @@ reference ghost), and prints MoCapAct's per-episode tracking metrics. The policy
 is the clip expert shipped in ``mocapact_envs/pretrained/experts`` when there is
 one (CMU_016_22), else zero actions.
 
-    python -m mocapact_envs.demo --clip CMU_016_22 --out-dir demo_output
+    python -m mocapact_envs.demo --clip CMU_016_22-0-82 --out-dir demo_output
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def choose_policy(name: str, snippet_id: str, console: Console):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip", default="CMU_016_22", help="clip or snippet id to track")
+    # MoCapAct's snippet of the clip, the one the shipped expert tracks (the whole converted clip runs 3 steps on).
+    parser.add_argument("--clip", default="CMU_016_22-0-82", help="clip or snippet id to track")
     parser.add_argument("--out-dir", type=Path, default=Path("demo_output"), help="where videos are written")
     parser.add_argument("--mocap-path", default=None, help="reference source (default: $MOCAPACT_MOCAP_PATH)")
     parser.add_argument("--episodes", type=int, default=3, help="policy episodes to run (the first starts the clip)")

@@ -20,13 +20,13 @@ def test_demo_writes_videos(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "expert policy on CMU_016_22" in result.stdout
-    for name in ("CMU_016_22_reference.mp4", "CMU_016_22_expert.mp4"):
+    for name in ("CMU_016_22-0-82_reference.mp4", "CMU_016_22-0-82_expert.mp4"):
         assert (tmp_path / name).stat().st_size > 20_000
 
 
 def test_shipped_expert_tracks_better_than_zero_actions():
     assert (SHIPPED_EXPERTS / "CMU_016_22-0-82").is_dir()
-    env = MocapTrackingEnv("CMU_016_22", random_start=True)
+    env = MocapTrackingEnv("CMU_016_22-0-82", random_start=True)
     lengths = {}
     for name in ("expert", "zero"):
         label, policy = choose_policy(name, "CMU_016_22-0-82", Console())

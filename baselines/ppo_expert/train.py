@@ -5,7 +5,7 @@ several independent experts together in one process: each has its own environmen
 networks, normalisers, evaluations and run folder, and their networks are computed as
 one batched tensor operation, which makes K experts cheaper than K runs.
 
-    .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22 --seed 0
+    .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22-0-82 --seed 0
     .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22-0-82 CMU_009_12-0-210 CMU_008_01
     .venv/bin/python baselines/ppo_expert/train.py --clips CMU_016_22-0-82 --preset mocapact
 
@@ -154,7 +154,7 @@ class Args:
     """Train clip experts with PPO, K at once. Fields left unset take --preset's value (PRESETS in this file)."""
 
     # -- what to train, where --------------------------------------------------
-    clips: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("--clip",))] = ("CMU_016_22",)
+    clips: Annotated[tuple[str, ...], tyro.conf.arg(aliases=("--clip",))] = ("CMU_016_22-0-82",)
     """clip ids (CMU_016_22) or snippet ids (CMU_016_22-0-82): one expert each, trained together"""
     seed: int = 0
     """seed of torch, numpy, random and the environments; also names each run folder"""
