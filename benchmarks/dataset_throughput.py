@@ -86,7 +86,7 @@ def samples_per_second(
 
 def collect_rollouts(expert_dirs, output_dir: Path, n_start: int, n_rsi: int, seed: int) -> list[Path]:
     from mocapact_envs.datasets.collect import RolloutSettings, collect
-    from mocapact_envs.policies.expert_files import find_experts
+    from mocapact_envs.policies.run_layout import find_experts
 
     search = find_experts(expert_dirs)
     if not search.runs_by_clip:

@@ -24,7 +24,7 @@ from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker
 from mocapact_envs.files import replace_atomically
 from mocapact_envs.mocap.amc import WalkerPoser
-from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
+from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
 VIDEO_SIZE = (640, 480)
 
@@ -67,7 +67,8 @@ def zero_action_policy(observation) -> np.ndarray:
 
 def choose_policy(name: str, snippet_id: str, console: Console):
     """``(label, observation -> action)`` for ``--policy``: a shipped or given expert, or zero actions."""
-    from mocapact_envs.policies.expert_files import find_experts, load_expert
+    from mocapact_envs.policies.expert_files import load_expert
+    from mocapact_envs.policies.run_layout import find_experts
 
     if name == "zero":
         return "zero_action", zero_action_policy

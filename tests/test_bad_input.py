@@ -16,7 +16,8 @@ from mocapact_envs.datasets import RolloutFiles
 from mocapact_envs.datasets.rollouts import RolloutFileError
 from mocapact_envs.envs.factory import clamp_min_steps
 from mocapact_envs.mocap.ids import parse_snippet
-from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS, find_experts, load_expert
+from mocapact_envs.policies.expert_files import load_expert
+from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, find_experts
 
 RESET_NEEDED = r"step\(\) called with no episode running.*Call reset\(\)"
 

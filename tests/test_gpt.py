@@ -14,9 +14,8 @@ from tiny_runs import REPO_ROOT, environment, run
 
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.mocap.splits import ZOO_CLIP_SETS, resolve_clips, validation_clips, zoo_clips
-from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
-from mocapact_envs.policies.zoo import experts_folder
+from mocapact_envs.policies.run_layout import experts_folder, find_experts
 from mocapact_envs.training.run_folder import load_checkpoint
 
 pytestmark = pytest.mark.xdist_group("rollouts")

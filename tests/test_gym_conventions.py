@@ -15,8 +15,8 @@ from gymnasium.envs.registration import EnvSpec
 
 import mocapact_envs
 from mocapact_envs.mocap.source import MocapSourceError, get_source
-from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
 from mocapact_envs.policies.low_level import LowLevelPolicy
+from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
 # Each kind of environment the package registers, made as a user makes it.
 ENV_MAKERS = {

@@ -13,8 +13,8 @@ from tiny_runs import REPO_ROOT, TRAIN, run
 import mocapact_envs
 from mocapact_envs.envs.factory import make_tracking_env
 from mocapact_envs.mocap.ids import parse_snippet
-from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.relay import RelayExpert, plan_relay
+from mocapact_envs.policies.run_layout import find_experts
 
 EVALUATE = REPO_ROOT / "baselines" / "ppo_expert" / "evaluate.py"
 SNIPPET = "CMU_009_12-0-100"  # 101 steps of a real run: four 40-step windows

@@ -19,7 +19,7 @@ from mocapact_envs.datasets.rollouts import read_rollout_file
 from mocapact_envs.mocap import splits
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
 from mocapact_envs.policies import zoo
-from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
+from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, zoo_root
 
 #: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
 TRAINED_ON = {"CMU_016_22-0-82": "CMU_016_22-0-60", "CMU_009_01-0-40": "CMU_009_01-0-40"}
@@ -230,7 +230,7 @@ def test_zoo_multiclip_policy_ships_its_decoder_and_reproduces_its_evaluation(tm
     from mocapact_envs.policies.low_level import SHIPPED_LOW_LEVEL_POLICY, LowLevelPolicy
     from mocapact_envs.policies.multiclip import MultiClipPolicy
 
-    folder = zoo.zoo_root() / zoo.MULTICLIP_FOLDER / "npmp_bc"
+    folder = zoo_root() / zoo.MULTICLIP_FOLDER / "npmp_bc"
     policy = MultiClipPolicy.load(folder)
     shipped = LowLevelPolicy.load(SHIPPED_LOW_LEVEL_POLICY)
     assert shipped.config.extra["source"] == "zoo/multiclip/npmp_bc"

@@ -80,7 +80,7 @@ def rollouts(experts_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shipped_expert_rollouts(tmp_path_factory) -> Path:
     """A real rollout file: one start and one random-start episode of the shipped CMU_016_22 expert."""
-    from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
+    from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
     output = tmp_path_factory.mktemp("shipped_rollouts")
     run("-m", "mocapact_envs.datasets.collect", SHIPPED_EXPERTS, "--output-dir", output,

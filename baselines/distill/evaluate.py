@@ -51,9 +51,8 @@ from mocapact_envs.mocap.splits import (
     on_clips,
     validation_clips,
 )
-from mocapact_envs.policies.expert_files import ExpertRun, find_experts
 from mocapact_envs.policies.multiclip import MultiClipPolicy
-from mocapact_envs.policies.zoo import experts_folder
+from mocapact_envs.policies.run_layout import ExpertRun, experts_folder, find_experts
 from mocapact_envs.training.scripts import run_cli
 
 MODE_TITLES = {

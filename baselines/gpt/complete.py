@@ -45,7 +45,7 @@ from mocapact_envs.evaluation.plotting import plot_episode_survival
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.splits import resolve_clips
 from mocapact_envs.policies.gpt import GPTPolicy
-from mocapact_envs.policies.zoo import expert_folder_argument
+from mocapact_envs.policies.run_layout import expert_folder_argument
 from mocapact_envs.training.scripts import run_cli
 
 PROMPT_COLOR, POLICY_COLOR = (255, 140, 0), (40, 160, 255)

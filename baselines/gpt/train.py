@@ -31,9 +31,8 @@ from tqdm import tqdm
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.envs.motion_completion import run_completion
 from mocapact_envs.mocap.splits import held_out_clips, resolve_clips
-from mocapact_envs.policies.expert_files import find_experts
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
-from mocapact_envs.policies.zoo import expert_folder_argument
+from mocapact_envs.policies.run_layout import expert_folder_argument, find_experts
 from mocapact_envs.training.run_folder import (
     StopOnSignal,
     args_json,

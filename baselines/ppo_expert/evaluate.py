@@ -30,7 +30,8 @@ from mocapact_envs.evaluation.metrics import EpisodeMetrics, summarize
 from mocapact_envs.evaluation.plotting import save_figure, subplots
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, rendered_episode
 from mocapact_envs.files import write_json
-from mocapact_envs.policies.expert_files import CLIP_INFO_FILE, find_model_dir, load_expert, read_clip_info
+from mocapact_envs.policies.expert_files import find_model_dir, load_expert
+from mocapact_envs.policies.run_layout import CLIP_INFO_FILE, read_clip_info
 from mocapact_envs.training.run_folder import TENSORBOARD_DIR
 from mocapact_envs.training.scripts import run_cli
 

@@ -40,7 +40,7 @@ from mocapact_envs.files import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError  # noqa: E402
 from mocapact_envs.mocap.trainable import PlannedSnippet, plan_snippets  # noqa: E402
-from mocapact_envs.policies.zoo import zoo_experts  # noqa: E402
+from mocapact_envs.policies.run_layout import zoo_experts
 from mocapact_envs.training.ray_cluster import check_ray_address  # noqa: E402
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 

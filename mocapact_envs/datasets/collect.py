@@ -73,7 +73,7 @@ from mocapact_envs.datasets.rollouts import (
     write_clip_file,
     write_dataset_metrics,
 )
-from mocapact_envs.policies.expert_files import ExpertRun, find_experts
+from mocapact_envs.policies.run_layout import ExpertRun, find_experts
 from mocapact_envs.training.ray_cluster import check_ray_address
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = dataclasses.replace(settings, backend=default_backend())
         if args.address:
             check_ray_address(args.address)
-        from mocapact_envs.policies.zoo import expert_folder_argument
+        from mocapact_envs.policies.run_layout import expert_folder_argument
 
         expert_dirs = [expert_folder_argument(path) for path in args.expert_dirs]
         search = find_experts(expert_dirs, args.clips)

@@ -102,7 +102,7 @@ class MotionCompletionEnv(DmControlEnv):
         camera: str | int = DEFAULT_CAMERA,
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS, find_experts
+        from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, find_experts
 
         if prompt_experts is None:
             prompt_experts = SHIPPED_EXPERTS

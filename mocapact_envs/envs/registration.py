@@ -62,7 +62,7 @@ def register_motion_completion_envs() -> None:
     experts); other clips need ``gym.make("mocapact/MotionCompletion-v0", clips=..., prompt_experts=...)``.
     """
     from mocapact_envs.mocap.ids import parse_snippet
-    from mocapact_envs.policies.expert_files import SHIPPED_EXPERTS
+    from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
     if "mocapact/MotionCompletion-v0" in registry:
         return

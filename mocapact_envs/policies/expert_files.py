@@ -40,15 +40,14 @@ import json
 import math
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mocapact_envs.files import read_arrays, read_json, read_tensors, replace_atomically
-from mocapact_envs.mocap.ids import Snippet, parse_snippet
-from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RELAY_WINDOWS_DIR, RelayExpert, relay_plan_from_config
+from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RelayExpert, relay_plan_from_config
+from mocapact_envs.policies.run_layout import find_zoo_expert
 
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
@@ -409,100 +408,13 @@ def load_expert(
     """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
 
     With ``snippet_id``, ``path`` is an expert zoo (its folder or its ``experts`` folder; ``"zoo"``
-    alone is the project's zoo, :func:`mocapact_envs.policies.zoo.zoo_root`) and the expert is that snippet's.
+    alone is the project's zoo, :func:`mocapact_envs.policies.run_layout.zoo_root`) and the expert is that snippet's.
     The result has ``predict(observation, deterministic=True) -> (action, state)``
     for one Dict observation or a batch of them, and ``value(observation)``.
     """
     if snippet_id is not None:
-        from mocapact_envs.policies.zoo import find_zoo_expert
-
         path = find_zoo_expert(path, snippet_id).run_dir
     model_dir = find_model_dir(path)
     if (model_dir / CONFIG_FILE).is_file():
         return load_our_expert(model_dir, device)
     return load_sb3_expert(model_dir, device)
-
-
-#: The file that names the snippet of an expert run (MoCapAct's layout).
-CLIP_INFO_FILE = "clip_info.json"
-#: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
-SHIPPED_EXPERTS = Path(__file__).parents[1] / "pretrained" / "experts"
-
-
-@dataclass(frozen=True)
-class ExpertRun:
-    """One trained snippet expert: its run folder (``<root>/<snippet>/<seed>``) and snippet."""
-
-    snippet: Snippet
-    run_dir: Path
-    #: Other ids the run answers to: a zoo expert's listed snippet id when it was trained on a cropped part.
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "eval_rsi" / "model"
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The ids that select this run: its snippet's, its clip's and its aliases."""
-        return (self.snippet.id, self.snippet.clip_id, *self.aliases)
-
-
-@dataclass
-class ExpertSearch:
-    """What :func:`find_experts` found: runs by clip id (snippets in start order) and what it passed over."""
-
-    runs_by_clip: dict[str, list[ExpertRun]]
-    duplicates: list[tuple[ExpertRun, ExpertRun]] = field(default_factory=list)
-    without_model: list[Path] = field(default_factory=list)
-
-    @property
-    def num_snippets(self) -> int:
-        return sum(len(runs) for runs in self.runs_by_clip.values())
-
-
-#: The ``clip_info.json`` field where a zoo expert keeps its listed snippet id and how it was stored.
-ZOO_INFO_KEY = "zoo"
-
-
-def read_clip_info(path: Path) -> Snippet:
-    """The snippet a ``clip_info.json`` names (MoCapAct's ``clip_id``/``start_step``/``end_step``)."""
-    info = read_json(path)
-    if "snippet_id" in info:
-        return parse_snippet(info["snippet_id"])
-    missing = [k for k in ("clip_id", "start_step", "end_step") if k not in info]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; it needs clip_id, start_step and end_step (or snippet_id).")
-    return parse_snippet(f"{info['clip_id']}-{int(info['start_step'])}-{int(info['end_step'])}")
-
-
-def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None) -> ExpertSearch:
-    """Every expert run under ``dirs``, grouped by clip; ``clips`` keeps only these clip or snippet ids
-    (a zoo expert also answers to its listed snippet id).
-
-    Where several runs (seeds) track the same snippet, the first in path order is used.
-    """
-    chosen: dict[str, ExpertRun] = {}
-    search = ExpertSearch({})
-    for root in dirs:
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"expert folder {root} does not exist.")
-        for info_path in sorted(root.rglob(CLIP_INFO_FILE)):
-            if RELAY_WINDOWS_DIR in info_path.relative_to(root).parts:  # a relay's window runs, not experts
-                continue
-            listed = read_json(info_path).get(ZOO_INFO_KEY, {}).get("listed_snippet_id")
-            snippet = read_clip_info(info_path)
-            run = ExpertRun(snippet, info_path.parent, (listed,) if listed and listed != snippet.id else ())
-            if not run.model_dir.is_dir():
-                search.without_model.append(run.run_dir)
-                continue
-            if clips is not None and not set(run.names) & set(clips):
-                continue
-            if run.snippet.id in chosen:
-                search.duplicates.append((chosen[run.snippet.id], run))
-                continue
-            chosen[run.snippet.id] = run
-    for run in sorted(chosen.values(), key=lambda r: (r.snippet.clip_id, r.snippet.start, r.snippet.end)):
-        search.runs_by_clip.setdefault(run.snippet.clip_id, []).append(run)
-    return search

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from mocapact_envs.files import read_json, read_tensors, replace_atomically, write_json, write_tensors
-from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, suggest
+from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file
 from mocapact_envs.mocap.splits import (
     LOCOMOTION_LIST,
     ZOO_SNIPPET_LIST,
@@ -63,22 +63,23 @@ from mocapact_envs.mocap.splits import (
     default_clip_lists,
     validation_clips,
 )
-from mocapact_envs.policies.expert_files import (
-    CLIP_INFO_FILE,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ZOO_INFO_KEY,
-    compact_weights,
-    expand_weights,
-    read_clip_info,
-)
+from mocapact_envs.policies.expert_files import CONFIG_FILE, WEIGHTS_FILE, compact_weights, expand_weights
 from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RelayExpert
+from mocapact_envs.policies.run_layout import (
+    CLIP_INFO_FILE,
+    DEFAULT_ZOO,
+    EXPERTS_FOLDER,
+    ZOO_ENV_VAR,
+    ZOO_INFO_KEY,
+    ZooExpert,
+    experts_folder,
+    find_zoo_expert,
+    read_clip_info,
+    zoo_experts,
+    zoo_root,
+)
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
-#: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
-ZOO_ENV_VAR = "MOCAPACT_ZOO"
-DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo"
-EXPERTS_FOLDER = "experts"
 FINAL_EVALUATION_FILE = "final_evaluation.json"
 EVALUATIONS_FILE = "evaluations.json"
 #: What a zoo expert keeps of its run folder besides eval_rsi/model.
@@ -92,89 +93,6 @@ TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 DISTRIBUTIONS_FIGURE = "figures/distributions.png"
 TRACKED_STEPS_FIGURE = "figures/tracked_steps.png"
 FRAMES_FIGURE = "figures/frames.png"
-
-
-def zoo_root(path: str | Path | None = None) -> Path:
-    """The zoo folder: ``path``, else ``$MOCAPACT_ZOO``, else ``zoo/`` at the repository's root."""
-    return Path(path or os.environ.get(ZOO_ENV_VAR) or DEFAULT_ZOO).expanduser()
-
-
-def expert_folder_argument(path: str | Path) -> Path:
-    """An expert-folder argument as given, or the project's zoo for ``zoo`` where no such folder exists."""
-    path = Path(path)
-    return zoo_root() if not path.exists() and str(path) == "zoo" else path
-
-
-def experts_folder(path: str | Path | None = None) -> Path:
-    """The ``experts`` folder of a zoo given by its folder or its ``experts`` folder.
-
-    ``"zoo"`` where no such folder exists is the project's zoo (:func:`zoo_root`).
-    """
-    folder = expert_folder_argument(zoo_root(path))
-    if (folder / EXPERTS_FOLDER).is_dir():
-        return folder / EXPERTS_FOLDER
-    if folder.is_dir() and (folder.name == EXPERTS_FOLDER or any(folder.glob(f"*/*/{CLIP_INFO_FILE}"))):
-        return folder
-    raise FileNotFoundError(
-        f"no expert zoo at {folder}: it has no {EXPERTS_FOLDER}/<snippet>/<seed>/{CLIP_INFO_FILE} "
-        f"(mocapact-zoo export writes them)."
-    )
-
-
-@dataclass(frozen=True)
-class ZooExpert:
-    """One expert of the zoo: the snippet id it is listed under and its run folder (``experts/<id>/<seed>``)."""
-
-    listed_id: str
-    run_dir: Path
-    #: What it was trained on and tracks: the listed snippet, or the part of it the converted clip covers.
-    snippet: Snippet
-
-    @property
-    def cropped(self) -> bool:
-        return self.snippet.id != self.listed_id
-
-    @property
-    def seed(self) -> str:
-        return self.run_dir.name
-
-
-def zoo_experts(path: str | Path | None = None) -> list[ZooExpert]:
-    """Every expert of a zoo, by listed snippet id then seed."""
-    experts = []
-    for info_path in sorted(experts_folder(path).glob(f"*/*/{CLIP_INFO_FILE}")):
-        experts.append(ZooExpert(info_path.parent.parent.name, info_path.parent, read_clip_info(info_path)))
-    return experts
-
-
-def find_zoo_expert(path: str | Path | None, snippet_id: str, seed: int | str | None = None) -> ZooExpert:
-    """The zoo's expert for ``snippet_id`` (listed or covered id; a clip id with one snippet in the zoo).
-
-    Several seeds: the smallest unless ``seed`` says which. Unknown ids raise ``ValueError`` naming
-    the closest ids and how many the zoo holds.
-    """
-    experts = zoo_experts(path)
-    matches = [e for e in experts if snippet_id in (e.listed_id, e.snippet.id)]
-    if not matches:
-        of_clip = [e for e in experts if e.snippet.clip_id == snippet_id]
-        if len({e.listed_id for e in of_clip}) == 1:
-            matches = of_clip
-        elif of_clip:
-            raise ValueError(
-                f"clip {snippet_id} has {len({e.listed_id for e in of_clip})} snippets in the zoo: "
-                f"{', '.join(sorted({e.listed_id for e in of_clip}))}; name one."
-            )
-    if seed is not None:
-        matches = [e for e in matches if e.seed == str(seed)]
-    if not matches:
-        listed = sorted({e.listed_id for e in experts})
-        what = f"snippet {snippet_id!r}" + (f" with seed {seed}" if seed is not None else "")
-        shown = ", ".join(listed[:8]) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
-        raise ValueError(
-            f"the zoo {experts_folder(path)} has no expert for {what}.{suggest(snippet_id, listed)} "
-            f"It holds {len(listed)} snippets: {shown or 'none'} (mocapact-zoo list shows them all)."
-        )
-    return min(matches, key=lambda e: (int(e.seed) if e.seed.isdigit() else 0, e.seed))
 
 
 # -- export -----------------------------------------------------------------------------
@@ -720,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    from mocapact_envs.policies.expert_files import find_experts
+    from mocapact_envs.policies.run_layout import find_experts
 
     search = find_experts(args.runs)
     runs = [run for runs in search.runs_by_clip.values() for run in runs]
