@@ -149,3 +149,29 @@ def test_a_relay_exports_into_a_zoo_compactly_and_loads_from_it(relay_run, tmp_p
     np.testing.assert_allclose(relay.predict(observation)[0], original.predict(observation)[0], atol=1e-3)
     stored = json.loads((tmp_path / "zoo" / "experts" / SNIPPET / "0" / "clip_info.json").read_text())["zoo"]
     assert stored["weights"]["critic"] == "int8" and not stored["cropped"]
+
+
+def test_a_world_starts_from_a_handed_over_state_at_its_step():
+    from mocapact_envs.envs.factory import make_tracking_vec_env
+
+    walker = make_tracking_vec_env(SNIPPET, 1, "fast", random_start=False, observables="time_index")
+    walker.reset(seed=0)
+    for _ in range(7):  # seven steps of small actions: a state off the reference
+        _, _, _, _, info = walker.step(np.full((1, 56), 0.05, np.float32))
+    state, step = np.array(info["physics_state"][0]), 7
+    walker.close()
+    envs = make_tracking_vec_env(SNIPPET, 2, "fast", random_start=True, observables="time_index", min_steps=10)
+    envs.unwrapped.set_start_states(np.array([step]), state[None], probability=1.0)
+    _, info = envs.reset(seed=3)
+    np.testing.assert_allclose(info["physics_state"], np.stack([state, state]))
+    np.testing.assert_allclose(info["time_in_clip"], step / 100)
+    with pytest.raises(ValueError, match=r"start steps must lie in \[0, "):
+        envs.unwrapped.set_start_states(np.array([500]), state[None], probability=1.0)
+    envs.close()
+
+
+def test_handover_relay_trains_its_windows_one_after_another(tmp_path):
+    result = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "0.5", "--num-envs", "2")
+    assert result.stdout.count("handover states from") == 3 and "relay of 4 windows composed" in result.stdout
+    bad = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "1.5", check=False)
+    assert bad.returncode == 2 and "--relay-handover-probability must be in [0, 1], got 1.5" in bad.stderr

@@ -52,7 +52,7 @@ from mocapact_envs.envs.factory import (
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, make_eval_vec_env, run_episodes
 from mocapact_envs.files import write_json
-from mocapact_envs.mocap.ids import parse_snippet
+from mocapact_envs.mocap.ids import Snippet, parse_snippet
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import load_expert, save_expert
 from mocapact_envs.policies.expert_networks import (
@@ -271,6 +271,10 @@ class Args:
     --total-timesteps is then the whole snippet's budget, split evenly over its windows; 0: one expert a snippet"""
     relay_overlap_steps: int = 20
     """steps neighbouring relay windows share (the switch falls in the middle of the overlap)"""
+    relay_handover_probability: float = 0.0
+    """train the windows one after another, each one's random-start worlds starting with this probability from
+    states its predecessor reached around the switch step (the fast backend); 0: all windows together, from
+    reference states only"""
     relay_curve_steps: tuple[int, ...] = ()
     """env steps of the whole relay (its windows' summed) at which the relay of the windows' best models so far is
     evaluated, for learning curves (relay_curve.json in the run folder)"""
@@ -416,6 +420,10 @@ def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) ->
     try:
         snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
         plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
+        if not 0.0 <= args.relay_handover_probability <= 1.0:
+            raise ValueError(f"--relay-handover-probability must be in [0, 1], got {args.relay_handover_probability}.")
+        if args.relay_handover_probability > 0 and args.backend not in (None, "fast"):
+            raise ValueError(f"handover states need the fast backend; --backend is {args.backend!r}.")
         if any(m <= 0 for m in args.relay_curve_steps):
             raise ValueError(f"--relay-curve-steps must be positive, got {args.relay_curve_steps}.")
     except ValueError as error:
@@ -447,15 +455,23 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     curve_path = run_dir / RELAY_CURVE_FILE
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
     marks = [m for m in sorted(args.relay_curve_steps) if m > max((r["relay_steps"] for r in curve), default=0)]
-    window_steps: dict[int, int] = {}
+    # Each window's env steps so far (from its checkpoint on a resume), for the curve's marks.
+    window_steps = {
+        j: int(state["global_step"])
+        for j, state in enumerate(resume_state(model.parents[1], True) for model in window_models)
+        if state is not None
+    }
+    sequential = args.relay_handover_probability > 0
 
     def on_window_evaluation(k: int, record: dict[str, Any]) -> None:
         """The relay of the windows' best models so far, evaluated as each step mark passes."""
-        # The windows step together: one not yet evaluated this round stands where window k does.
+        # Trained together, a window not yet evaluated this round stands where window k does; one after another,
+        # the windows after k have not started.
         window_steps[k] = record["global_step"]
-        relay_steps = sum(window_steps.get(j, record["global_step"]) for j in range(len(plan.windows)))
-        if not marks or relay_steps < marks[0]:
-            return
+        unseen = 0 if sequential else record["global_step"]
+        relay_steps = sum(window_steps.get(j, unseen) for j in range(len(plan.windows)))
+        if not marks or relay_steps < marks[0] or not all((m / "config.json").is_file() for m in window_models):
+            return  # (one window after another, the relay acts only once every window has a model)
         while marks and relay_steps >= marks[0]:
             mark = marks.pop(0)
         snapshot = save_relay(run_dir / "relay_snapshot", plan, window_models, relay_metadata(args, plan))
@@ -465,9 +481,23 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
         curve.append({"mark": mark, **evaluation})
         write_json(curve_path, curve)
 
-    code = train_experts(window_args, on_evaluation=on_window_evaluation)
-    if code != 0:
-        return code, None
+    if sequential:
+        # One window after another: each learns from the states its predecessor hands over at the switch.
+        for k, window in enumerate(plan.windows):
+            starts = None
+            if k > 0:
+                starts = handover_states(args, window_models[k - 1], plan.windows[k - 1], plan.switch_steps[k], window)
+                print(f"{window.id}: {len(starts[0])} handover states from {plan.windows[k - 1].id}")
+            one = dataclasses.replace(window_args, clips=(window.id,))
+            code = train_experts(
+                one, on_evaluation=lambda _, record, k=k: on_window_evaluation(k, record), start_states=[starts]
+            )
+            if code != 0:
+                return code, None
+    else:
+        code = train_experts(window_args, on_evaluation=on_window_evaluation)
+        if code != 0:
+            return code, None
     states = [resume_state(model.parents[1], True) for model in window_models]
     finished = [
         state is not None and (state["early_stop"]["stopped"] or state["global_step"] >= window_args.total_timesteps)
@@ -509,6 +539,49 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     return 0, record
 
 
+#: Handover states are the predecessor's states this many steps either side of the switch.
+HANDOVER_SPREAD = 2
+
+
+def handover_states(
+    args: Args, model_dir: Path, previous: Snippet, switch_step: int, window: Snippet, episodes: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """States the previous window's best expert reaches near ``switch_step`` (its random starts before the switch,
+    training's action noise plus 0.1): (steps counted from ``window``'s start, physics states)."""
+    expert = load_expert(model_dir)
+    ahead = previous.end - switch_step + 1 + HANDOVER_SPREAD  # random starts at least this far before the end
+    envs = make_tracking_vec_env(
+        previous.id,
+        args.eval_num_envs,
+        "fast",
+        random_start=True,
+        min_steps=clamp_min_steps(previous, max(ahead, args.min_steps)),
+        act_noise=args.act_noise + 0.1,
+        termination_error_threshold=args.termination_error_threshold,
+        observables="time_index",
+        ref_steps=(0,),
+    )
+    steps, states = [], []
+    wanted = range(switch_step - HANDOVER_SPREAD, switch_step + HANDOVER_SPREAD + 1)
+    try:
+        observation, info = envs.reset(seed=args.seed + 2_000_003 * switch_step)
+        finished = 0
+        while finished < episodes:
+            action, _ = expert.predict(batched_observation(observation, envs.num_envs), deterministic=True)
+            observation, _, terminated, truncated, info = envs.step(action.reshape(envs.num_envs, -1))
+            clip_steps = previous.start + np.rint(info["time_in_clip"] * (previous.end - previous.start)).astype(int)
+            for world in np.flatnonzero(~(terminated | truncated)):
+                if clip_steps[world] in wanted:
+                    steps.append(clip_steps[world] - window.start)
+                    states.append(np.array(info["physics_state"][world]))
+            finished += int((terminated | truncated).sum())
+    finally:
+        envs.close()
+    if not states:
+        raise RuntimeError(f"{previous.id}'s expert reached step {switch_step} in none of {episodes} episodes.")
+    return np.array(steps), np.stack(states)
+
+
 def relay_metadata(args: Args, plan: RelayPlan) -> dict[str, Any]:
     snippet = plan.snippet
     return {
@@ -533,8 +606,13 @@ def evaluate_relay(args: Args, plan: RelayPlan, model_dir: Path, **fields: Any) 
     return {**fields, **{kind: summarize(eps) for kind, eps in episodes.items()}}
 
 
-def train_experts(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
-    """One expert per snippet of ``args.clips`` (preset resolved), trained together."""
+def train_experts(
+    args: Args,
+    on_evaluation: EvaluationCallback | None = None,
+    start_states: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+) -> int:
+    """One expert per snippet of ``args.clips`` (preset resolved), trained together. ``start_states[k]``:
+    (steps, physics states) expert ``k``'s random-start worlds may start from (``--relay-handover-probability``)."""
     try:
         if not args.clips:
             raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
@@ -583,6 +661,9 @@ def train_experts(args: Args, on_evaluation: EvaluationCallback | None = None) -
         )
         for snippet in snippets
     ]
+    for env, starts in zip(envs, start_states or [None] * len(envs), strict=True):
+        if starts is not None:
+            env.unwrapped.set_start_states(*starts, args.relay_handover_probability)
     autoreset_mode = envs[0].metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if autoreset_mode != AutoresetMode.NEXT_STEP:
         raise RuntimeError(f"the trainer expects next-step autoreset, the vector env uses {autoreset_mode}.")

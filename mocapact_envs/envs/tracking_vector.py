@@ -230,5 +230,11 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         masks = {f"_{key}": mask.copy() for key in info}
         return {**info, **masks}
 
+    def set_start_states(self, time_steps: np.ndarray, physics_states: np.ndarray, probability: float) -> None:
+        """Random-start episodes begin, with ``probability``, at one of ``physics_states`` (``info["physics_state"]``
+        rows another policy reached) at its step of ``time_steps`` instead of the reference pose; see
+        :meth:`~mocapact_envs.tasks.fast_tracking.worlds.TrackingWorlds.set_start_states`."""
+        self._worlds.set_start_states(time_steps, physics_states, probability)
+
     def close_extras(self, **kwargs: Any) -> None:
         self._worlds.close()

@@ -140,6 +140,10 @@ class TrackingWorlds:
         self.duration = np.ones(num_worlds)
         self.last_time_in_clip = np.zeros(num_worlds)
         self._time_in_clip: np.ndarray | None = None
+        # Handover starts (set_start_states): steps and physics states a world may start from instead of the reference.
+        self._start_steps: np.ndarray | None = None
+        self._start_states: np.ndarray | None = None
+        self._start_probability = 0.0
         # The walker pose (free joint, mocap joints) the control observables compare with: the one
         # before the last step, and the latest one.
         self.previous_pose = np.zeros((num_worlds, len(self.layout.qpos)))
@@ -204,6 +208,18 @@ class TrackingWorlds:
             row = snippet.table[time_step]
             data, fields = self.datas[world], self.data_fields[world]
             mujoco.mj_resetData(model, data)
+            handover = self._start_states is not None and self._random_start[world]
+            if handover and self.random_states[world].random_sample() < self._start_probability:
+                # A state another policy reached at this step (a relay's previous window), instead of the reference.
+                pick = self.random_states[world].randint(len(self._start_states))
+                time_step = int(self._start_steps[pick])
+                self.time_step[world], self.start_time[world] = time_step, time_step * snippet.dt
+                state = self._start_states[pick]
+                data.qpos[:], data.qvel[:] = state[: model.nq], state[model.nq : model.nq + model.nv]
+                data.act[:] = state[model.nq + model.nv :]
+                mujoco.mj_forward(self._reset_model, data)
+                self.previous_pose[world] = self._latest_pose[world] = fields["qpos"][layout.qpos]
+                continue
             fields["qpos"][layout.qpos] = row[qpos_columns]
             fields["qvel"][layout.qvel] = row[qvel_columns]
             # dm_control's after_reset: mj_forward without actuation.
@@ -277,6 +293,27 @@ class TrackingWorlds:
         if self._time_in_clip is None:
             self._time_in_clip = (self.start_time + np.array([data.time for data in self.datas])) / self.duration
         return self._time_in_clip
+
+    def set_start_states(self, time_steps: np.ndarray, states: np.ndarray, probability: float) -> None:
+        """From now on a random-start world's episode starts, with ``probability``, at one of ``states`` (rows of
+        :meth:`physics_states`) at its step of ``time_steps`` (counted from the snippet's start) instead of the
+        reference pose: a relay window learns from the states its predecessor hands over. One snippet only."""
+        time_steps, states = np.asarray(time_steps, np.int64), np.asarray(states, np.float64)
+        if len(self._snippets) != 1:
+            raise ValueError("start states need worlds of one snippet.")
+        if states.ndim != 2 or states.shape[1] != self._state_size or len(states) != len(time_steps) or not len(states):
+            raise ValueError(
+                f"start states must be (N, {self._state_size}) physics states with N step indices; got "
+                f"{states.shape} and {time_steps.shape}."
+            )
+        last = self._snippet(0).last_step
+        if time_steps.min() < 0 or time_steps.max() >= last:
+            raise ValueError(
+                f"start steps must lie in [0, {last}) of the snippet; got {time_steps.min()}..{time_steps.max()}."
+            )
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"the start-state probability must be in [0, 1], got {probability}.")
+        self._start_steps, self._start_states, self._start_probability = time_steps, states, float(probability)
 
     def physics_states(self) -> np.ndarray:
         """Every world's dm_control ``physics.get_state()`` (``qpos, qvel, act``): (B, nq + nv + na).
