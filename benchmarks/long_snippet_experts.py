@@ -120,6 +120,7 @@ def train(args: argparse.Namespace, snippet_id: str, seed: int) -> dict[str, Any
     record["cpu_seconds"] += children_cpu_seconds() - before
     record["invocations"] += 1
     record.update(method=args.method, snippet_id=snippet_id, seed=seed, budget_steps=args.budget_steps)
+    record["trainer_flags"] = list(args.trainer_flags)
     if args.method == "relay":
         record.update(window_steps=args.window_steps, overlap_steps=args.overlap_steps)
     if result.returncode != 0:
