@@ -41,7 +41,7 @@ from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError  # noqa: E402
 from mocapact_envs.mocap.trainable import PlannedSnippet, plan_snippets  # noqa: E402
 from mocapact_envs.policies.run_layout import zoo_experts
-from mocapact_envs.training.ray_cluster import check_ray_address  # noqa: E402
+from mocapact_envs.training.ray_cluster import check_ray_address, own_ray_at_full_priority  # noqa: E402
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
 FINAL_EVALUATION_FILE = "final_evaluation.json"
@@ -299,10 +299,7 @@ def main(args: Args) -> int:
         here = str(Path(__file__).resolve().parent)
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-        if args.address is None:
-            # Ray starts its workers at nice 15: beside any other job on the machine the trials all but stop (two
-            # trials here got 6% of a core each beside one training process). A Ray of its own runs them at nice 0.
-            os.environ.setdefault("RAY_worker_niceness", "0")
+        own_ray_at_full_priority(args.address)
         ray.init(
             address=args.address,
             include_dashboard=False,

@@ -74,7 +74,7 @@ from mocapact_envs.datasets.rollouts import (
     write_dataset_metrics,
 )
 from mocapact_envs.policies.run_layout import ExpertRun, find_experts
-from mocapact_envs.training.ray_cluster import check_ray_address
+from mocapact_envs.training.ray_cluster import check_ray_address, own_ray_at_full_priority
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
 PRESETS = {"large": (100, 100), "small": (10, 10)}
@@ -458,6 +458,7 @@ def _collect_on_ray(todo, output_dir, settings, address, progress, on_clip) -> N
             env_vars[name] = str(Path(env_vars[name]).expanduser().resolve())
     if settings.mocap_path is not None:
         settings = dataclasses.replace(settings, mocap_path=str(Path(settings.mocap_path).expanduser().resolve()))
+    own_ray_at_full_priority(address)
     ray.init(
         address=address,  # "local" starts a Ray of its own here, even beside another one
         include_dashboard=False,
