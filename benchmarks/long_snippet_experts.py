@@ -160,8 +160,22 @@ def evaluate(args: argparse.Namespace, snippet_id: str, seed: int) -> dict[str, 
     return read_json(path)
 
 
-def curve(args: argparse.Namespace, run_dir: Path, steps_per_minute: float) -> dict[float, float | None]:
-    """Random-start normalized length at each curve mark (CPU minutes)."""
+def curve(
+    args: argparse.Namespace, run_dir: Path, steps_per_minute: float, cpu_minutes: float, final_rsi: float
+) -> dict[float, float | None]:
+    """Random-start normalized length at each curve mark (CPU minutes); at the mark of the run's own CPU
+    minutes (within 10%), its final evaluation's."""
+    points = curve_during_training(args, run_dir, steps_per_minute)
+    for minutes in points:
+        if abs(minutes - cpu_minutes) <= 0.1 * minutes:
+            points[minutes] = final_rsi
+    return points
+
+
+def curve_during_training(
+    args: argparse.Namespace, run_dir: Path, steps_per_minute: float
+) -> dict[float, float | None]:
+    """The training run's own evaluations nearest each curve mark (20 + 5 episodes: a rough curve)."""
     points: dict[float, float | None] = {}
     if args.method == "relay":
         path = run_dir / "relay_curve.json"
@@ -254,7 +268,13 @@ def main(argv: list[str] | None = None) -> int:
                         for metric in ("length", "return")
                     },
                     "episodes": {kind: final[kind]["episodes"] for kind in ("eval_rsi", "eval_start")},
-                    "curve": curve(args, run_dir, env_steps / max(cpu_minutes, 1e-9)),
+                    "curve": curve(
+                        args,
+                        run_dir,
+                        env_steps / max(cpu_minutes, 1e-9),
+                        cpu_minutes,
+                        final["eval_rsi"]["mean_norm_episode_length"],
+                    ),
                     "zoo": zoo.get(snippet_id),
                 }
             )
