@@ -508,11 +508,7 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
         print(f"{plan.snippet.id}: windows {', '.join(left)} not finished; the same command resumes them.")
         return 0, None
     model_dir = save_relay(run_dir / "eval_rsi" / "model", plan, window_models, relay_metadata(args, plan))
-    snippet = plan.snippet
-    write_json(
-        run_dir / "clip_info.json",
-        {"clip_id": snippet.clip_id, "start_step": snippet.start, "end_step": snippet.end, "snippet_id": snippet.id},
-    )
+    write_json(run_dir / "clip_info.json", clip_info(plan.snippet))
     record = evaluate_relay(
         args,
         plan,
@@ -582,13 +578,14 @@ def handover_states(
     return np.array(steps), np.stack(states)
 
 
+def clip_info(snippet: Snippet) -> dict[str, Any]:
+    """A run's ``clip_info.json`` (MoCapAct's fields, and the snippet id)."""
+    return {"clip_id": snippet.clip_id, "start_step": snippet.start, "end_step": snippet.end, "snippet_id": snippet.id}
+
+
 def relay_metadata(args: Args, plan: RelayPlan) -> dict[str, Any]:
-    snippet = plan.snippet
     return {
-        "clip_id": snippet.clip_id,
-        "start_step": snippet.start,
-        "end_step": snippet.end,
-        "snippet_id": snippet.id,
+        **clip_info(plan.snippet),
         "ref_steps": [0],
         "relay": {"window_steps": args.relay_window_steps, "overlap_steps": args.relay_overlap_steps},
     }
@@ -633,11 +630,9 @@ def train_experts(
         print(f"error: {error}", file=sys.stderr)
         return 2
     num_experts = len(snippets)
-    clip_infos = [
-        {"clip_id": s.clip_id, "start_step": s.start, "end_step": s.end, "snippet_id": s.id} for s in snippets
-    ]
-    for run_dir, clip_info in zip(run_dirs, clip_infos, strict=True):
-        write_json(run_dir / "clip_info.json", clip_info)
+    clip_infos = [clip_info(s) for s in snippets]
+    for run_dir, info in zip(run_dirs, clip_infos, strict=True):
+        write_json(run_dir / "clip_info.json", info)
 
     # -- seeding ---------------------------------------------------------------------
     seed_everything(args.seed)
