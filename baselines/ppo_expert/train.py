@@ -494,15 +494,16 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
             )
             if code != 0:
                 return code, None
+            if not window_finished(window_models[k].parents[1], one.total_timesteps):
+                # Stopped (a signal, --max-minutes): its successor must learn from its final expert.
+                print(f"{window.id}: not finished; the same command resumes it.")
+                return 0, None
     else:
         code = train_experts(window_args, on_evaluation=on_window_evaluation)
         if code != 0:
             return code, None
     states = [resume_state(model.parents[1], True) for model in window_models]
-    finished = [
-        state is not None and (state["early_stop"]["stopped"] or state["global_step"] >= window_args.total_timesteps)
-        for state in states
-    ]
+    finished = [window_finished(model.parents[1], window_args.total_timesteps) for model in window_models]
     if not all(finished):
         left = [w.id for w, done in zip(plan.windows, finished, strict=True) if not done]
         print(f"{plan.snippet.id}: windows {', '.join(left)} not finished; the same command resumes them.")
@@ -533,6 +534,12 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     )
     print(f"{run_dir}: relay of {len(plan.windows)} windows composed at {record['global_step']:,} steps. {summary}")
     return 0, record
+
+
+def window_finished(run_dir: Path, total_timesteps: int) -> bool:
+    """Whether a window's run stopped early or reached its budget (its checkpoint says)."""
+    state = resume_state(run_dir, True)
+    return state is not None and bool(state["early_stop"]["stopped"] or state["global_step"] >= total_timesteps)
 
 
 #: Handover states are the predecessor's states this many steps either side of the switch.
