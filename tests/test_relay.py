@@ -173,5 +173,10 @@ def test_a_world_starts_from_a_handed_over_state_at_its_step():
 def test_handover_relay_trains_its_windows_one_after_another(tmp_path):
     result = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "0.5", "--num-envs", "2")
     assert result.stdout.count("handover states from") == 3 and "relay of 4 windows composed" in result.stdout
+    # A window stopped before its budget hands nothing over: its successor waits for the rerun.
+    stopped = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path / "stopped", "--relay-handover-probability", "0.5",
+                  "--max-minutes", "0.000001")  # fmt: skip
+    assert "CMU_009_12-0-39: not finished; the same command resumes it." in stopped.stdout
+    assert "handover states from" not in stopped.stdout
     bad = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "1.5", check=False)
     assert bad.returncode == 2 and "--relay-handover-probability must be in [0, 1], got 1.5" in bad.stderr
