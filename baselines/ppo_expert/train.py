@@ -61,7 +61,7 @@ from mocapact_envs.policies.expert_networks import (
     ObservationNormalizer,
     RewardNormalizer,
 )
-from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_relay, save_relay
+from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, clip_steps_at, plan_relay, save_relay
 from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
 from mocapact_envs.training.run_folder import (
@@ -503,7 +503,7 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
         if code != 0:
             return code, None
     states = [resume_state(model.parents[1], True) for model in window_models]
-    finished = [window_finished(model.parents[1], window_args.total_timesteps) for model in window_models]
+    finished = [window_state_finished(state, window_args.total_timesteps) for state in states]
     if not all(finished):
         left = [w.id for w, done in zip(plan.windows, finished, strict=True) if not done]
         print(f"{plan.snippet.id}: windows {', '.join(left)} not finished; the same command resumes them.")
@@ -538,7 +538,10 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
 
 def window_finished(run_dir: Path, total_timesteps: int) -> bool:
     """Whether a window's run stopped early or reached its budget (its checkpoint says)."""
-    state = resume_state(run_dir, True)
+    return window_state_finished(resume_state(run_dir, True), total_timesteps)
+
+
+def window_state_finished(state: dict[str, Any] | None, total_timesteps: int) -> bool:
     return state is not None and bool(state["early_stop"]["stopped"] or state["global_step"] >= total_timesteps)
 
 
@@ -572,7 +575,7 @@ def handover_states(
         while finished < episodes:
             action, _ = expert.predict(batched_observation(observation, envs.num_envs), deterministic=True)
             observation, _, terminated, truncated, info = envs.step(action.reshape(envs.num_envs, -1))
-            clip_steps = previous.start + np.rint(info["time_in_clip"] * (previous.end - previous.start)).astype(int)
+            clip_steps = clip_steps_at(previous, info["time_in_clip"])
             for world in np.flatnonzero(~(terminated | truncated)):
                 if clip_steps[world] in wanted:
                     steps.append(clip_steps[world] - window.start)

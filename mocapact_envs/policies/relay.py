@@ -32,12 +32,12 @@ import numpy as np
 
 from mocapact_envs.files import read_json, replace_atomically
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.tasks.reference_actions import TIME_KEY
 
 RELAY_FORMAT_NAME = "mocapact-envs-relay-expert"
 RELAY_FORMAT_VERSION = 1
 #: Where a relay's window runs train, inside the relay's run folder; expert searches skip it.
 RELAY_WINDOWS_DIR = "relay_windows"
-TIME_KEY = "walker/time_in_clip"
 
 
 def snippet_steps(snippet: Snippet) -> int:
@@ -45,6 +45,12 @@ def snippet_steps(snippet: Snippet) -> int:
     if snippet.end is None:
         raise ValueError(f"snippet {snippet.id} has no resolved end step.")
     return snippet.end - snippet.start + 1
+
+
+def clip_steps_at(snippet: Snippet, time_in_clip: np.ndarray) -> np.ndarray:
+    """The clip steps that ``walker/time_in_clip`` values (normalized time in ``snippet``) stand for."""
+    time = np.asarray(time_in_clip, np.float64).reshape(-1)
+    return snippet.start + np.rint(time * (snippet_steps(snippet) - 1)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,6 @@ class RelayExpert:
         self.plan, self.experts = plan, list(experts)
         self.observation_keys = next(iter(keys))
         self.config, self.path = dict(config), path
-        self._steps = snippet_steps(plan.snippet)
 
     @property
     def snippet_id(self) -> str:
@@ -119,8 +124,7 @@ class RelayExpert:
         single = batch[self.observation_keys[0]].ndim == 1
         if single:
             batch = {k: v[None] for k, v in batch.items()}
-        time = batch[TIME_KEY].astype(np.float64).reshape(-1)
-        clip_steps = self.plan.snippet.start + np.rint(time * (self._steps - 1)).astype(np.int64)
+        clip_steps = clip_steps_at(self.plan.snippet, batch[TIME_KEY])
         window_of_row = self.plan.window_index(clip_steps)
         parts = []
         for k in np.unique(window_of_row):
@@ -130,7 +134,7 @@ class RelayExpert:
             local_time = (clip_steps[rows] - window.start) / (snippet_steps(window) - 1)
             local[TIME_KEY] = local_time.astype(batch[TIME_KEY].dtype).reshape(-1, 1)
             parts.append((int(k), rows, local))
-        return parts, len(time), single
+        return parts, len(clip_steps), single
 
     def predict(
         self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True
