@@ -188,6 +188,39 @@ def test_bad_clip_and_preset_are_named():
     assert bad_preset.returncode != 0 and "gpu" in bad_preset.stderr and "mocapact" in bad_preset.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (
+            ["--total-timesteps", "-100", "--gamma", "1.5", "--gae-lambda", "2", "--clip-coef", "-1"],
+            ["--total-timesteps -100", "--gamma 1.5", "(0, 1]", "--gae-lambda 2", "[0, 1]", "--clip-coef -1"],
+        ),
+        (
+            ["--learning-rate", "nan", "--num-steps", "0", "--eval-rsi-episodes", "0", "--eval-start-episodes", "0"],
+            ["--learning-rate nan", "--num-steps 0", "--eval-rsi-episodes 0", "--eval-start-episodes 0"],
+        ),
+        (["--minibatch-size", "5000"], ["--minibatch-size 5000", "--num-envs * --num-steps = 1024"]),
+        (["--relay-window-steps", "30", "--relay-overlap-steps", "30"], ["--relay-overlap-steps 30", "fewer than"]),
+    ],
+)
+def test_bad_trainer_flags_are_named_before_any_work(tmp_path, flags, named):
+    result = run(TRAIN, "--clip", "CMU_016_22-0-82", "--log-root", tmp_path, *flags, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+    assert not any(tmp_path.iterdir())  # refused before a run folder was written
+
+
+def test_resume_with_other_learning_settings_is_refused_by_name(first_run, tmp_path):
+    shutil.copytree(first_run.parents[1], tmp_path, dirs_exist_ok=True)
+    resumed = tmp_path / first_run.relative_to(first_run.parents[1])
+    before = checkpoint(resumed)
+    result = run(TRAIN, *TINY, "--log-root", tmp_path, "--total-timesteps", "1024", "--gamma", "0.9", check=False)
+    assert result.returncode == 2
+    assert "--gamma 0.9 (the checkpoint's: 0.99)" in result.stderr and "--no-resume" in result.stderr
+    assert checkpoint(resumed)["global_step"] == before["global_step"]  # nothing trained over it
+
+
 def test_run_episodes_matches_single_env_episodes():
     """Next-step autoreset: the step that only resets is neither counted nor rewarded."""
     zero = np.zeros(56, np.float32)

@@ -179,4 +179,22 @@ def test_handover_relay_trains_its_windows_one_after_another(tmp_path):
     assert "CMU_009_12-0-39: not finished; the same command resumes it." in stopped.stdout
     assert "handover states from" not in stopped.stdout
     bad = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "1.5", check=False)
-    assert bad.returncode == 2 and "--relay-handover-probability must be in [0, 1], got 1.5" in bad.stderr
+    assert bad.returncode == 2 and "--relay-handover-probability 1.5: must be in [0, 1]" in bad.stderr
+
+
+def test_warm_started_windows_begin_from_their_predecessor(tmp_path):
+    import torch
+
+    result = run(
+        TRAIN, *TINY_RELAY, "--log-root", tmp_path, "--relay-handover-probability", "0.5", "--relay-warm-start"
+    )
+    assert "relay of 4 windows composed" in result.stdout
+    windows = tmp_path / SNIPPET / "0" / "relay_windows"
+    first, second = (torch.load(windows / w / "0" / "checkpoint" / "state.pt", weights_only=True)
+                     for w in ("CMU_009_12-0-39", "CMU_009_12-20-59"))  # fmt: skip
+    # The second window's running observation statistics went on from the first's...
+    # (each window trains as many steps: alone, the second would count as many as the first).
+    assert second["obs_rms"]["count"].item() > 1.9 * first["obs_rms"]["count"].item() > 0
+    # ...and without the predecessor's state it is refused up front, naming what it needs.
+    bad = run(TRAIN, *TINY_RELAY, "--log-root", tmp_path / "bad", "--relay-warm-start", check=False)
+    assert bad.returncode == 2 and "--relay-warm-start" in bad.stderr and "--relay-handover-probability" in bad.stderr

@@ -61,9 +61,10 @@ from mocapact_envs.policies.expert_networks import (
     ObservationNormalizer,
     RewardNormalizer,
 )
-from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, clip_steps_at, plan_relay, save_relay
+from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_relay, save_relay
 from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
+from mocapact_envs.training.relay_handover import handover_states
 from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
@@ -275,6 +276,9 @@ class Args:
     """train the windows one after another, each one's random-start worlds starting with this probability from
     states its predecessor reached around the switch step (the fast backend); 0: all windows together, from
     reference states only"""
+    relay_warm_start: bool = False
+    """with --relay-handover-probability: each window after the first starts from its predecessor's final network
+    and observation statistics instead of fresh weights (neighbouring windows track overlapping motion)"""
     relay_curve_steps: tuple[int, ...] = ()
     """env steps of the whole relay (its windows' summed) at which the relay of the windows' best models so far is
     evaluated, for learning curves (relay_curve.json in the run folder)"""
@@ -408,24 +412,149 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     """Trains the experts; ``on_evaluation(k, record)`` is called after each evaluation of expert ``k``
     (after its checkpoint is written), as the Ray sweep reports them."""
     args = resolve_preset(args)
+    try:
+        check_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.relay_window_steps:
         return train_relays(args, on_evaluation)
     return train_experts(args, on_evaluation)
 
 
+# -- argument checks: every bad value is named before any work starts ------------------------------------------------
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
+#: Each field's rule once the preset is resolved: (holds, what is allowed). Fields not named take any value of
+#: their type.
+ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "total_timesteps": (_positive, "a positive number of env steps"),
+    "num_envs": (_positive, "a positive number of worlds"),
+    "num_steps": (_positive, "a positive number of steps per update"),
+    "minibatch_size": (_positive, "a positive number of transitions, at most num_envs * num_steps"),
+    "update_epochs": (_positive, "a positive number of passes"),
+    "min_steps": (_positive, "a positive number of steps"),
+    "learning_rate": (_positive, "a positive, finite rate"),
+    "gamma": (lambda v: _positive(v) and v <= 1, "in (0, 1]"),
+    "gae_lambda": (lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
+    "clip_coef": (_positive, "a positive ratio range"),
+    "ent_coef": (_non_negative, "0 or more, finite"),
+    "vf_coef": (_positive, "a positive, finite weight"),
+    "max_grad_norm": (_positive, "a positive, finite norm"),
+    "target_kl": (lambda v: v is None or _positive(v), "unset or a positive KL"),
+    "log_std_init": (lambda v: isinstance(v, int | float) and math.isfinite(v), "a finite log std"),
+    "act_noise": (_non_negative, "0 or more, finite"),
+    "termination_error_threshold": (_positive, "a positive, finite error"),
+    "time_features": (_non_negative, "0 or more sin/cos pairs"),
+    "policy_hidden_sizes": (lambda v: len(v) > 0 and all(_positive(n) for n in v), "one or more positive sizes"),
+    "value_hidden_sizes": (lambda v: len(v) > 0 and all(_positive(n) for n in v), "one or more positive sizes"),
+    "eval_every_steps": (_positive, "a positive number of env steps"),
+    "eval_rsi_episodes": (_positive, "a positive number of episodes"),
+    "eval_start_episodes": (_positive, "a positive number of episodes"),
+    "eval_num_envs": (_positive, "a positive number of worlds"),
+    "early_stop_full_length_evals": (_non_negative, "0 (off) or more evaluations"),
+    "early_stop_patience": (_non_negative, "0 or more evaluations"),
+    "max_minutes": (lambda v: v is None or _positive(v), "unset or a positive number of minutes"),
+    "checkpoint_every_seconds": (_non_negative, "0 or more seconds"),
+    "torch_threads": (_positive, "a positive number of threads"),
+    "relay_window_steps": (_non_negative, "0 (no relay) or a window length in steps"),
+    "relay_overlap_steps": (_non_negative, "0 or more steps, fewer than --relay-window-steps"),
+    "relay_handover_probability": (lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_args(args: Args) -> None:
+    """Raises ``ValueError`` naming every flag of ``args`` (preset resolved) whose value is not allowed."""
+    errors = [
+        f"{flag(name)} {getattr(args, name)!r}: must be {allowed}"
+        for name, (holds, allowed) in ARG_RULES.items()
+        if not holds(getattr(args, name))
+    ]
+    if not errors and args.minibatch_size > args.num_envs * args.num_steps:
+        errors.append(
+            f"--minibatch-size {args.minibatch_size}: must be at most one update's transitions, "
+            f"--num-envs * --num-steps = {args.num_envs * args.num_steps}"
+        )
+    if not errors and not 0 <= args.snippet_start_envs <= args.num_envs:
+        errors.append(
+            f"--snippet-start-envs {args.snippet_start_envs}: must be between 0 and --num-envs ({args.num_envs})"
+        )
+    if args.relay_window_steps and args.relay_overlap_steps >= args.relay_window_steps:
+        errors.append(
+            f"--relay-overlap-steps {args.relay_overlap_steps}: must be fewer than --relay-window-steps "
+            f"({args.relay_window_steps})"
+        )
+    if any(not _positive(m) for m in args.relay_curve_steps):
+        errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
+    if errors:
+        raise ValueError("; ".join(errors) + ".")
+
+
+#: Flags a resumed expert may change: its budget, this invocation's limits and how it is computed and shown.
+#: Every other flag shapes what the expert learns, so a resume with another value is refused by name.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "clips",
+        "log_root",
+        "total_timesteps",
+        "max_minutes",
+        "resume",
+        "torch_threads",
+        "progress_bar",
+        "checkpoint_every_seconds",
+        "backend",
+        "vectorization_mode",
+        "eval_every_steps",
+        "eval_num_envs",
+        "relay_curve_steps",
+    }
+)
+
+
+def check_resumed_args(saved_args: str, args: Args, run_dir: Path) -> None:
+    """Raises ``ValueError`` naming each flag whose value differs from the one ``run_dir``'s checkpoint was trained
+    with (``saved_args``, its JSON), outside :data:`RESUME_MAY_CHANGE`."""
+    saved, current = json.loads(saved_args), json.loads(args_json(args))
+    changed = [
+        f"{flag(name)} {current[name]!r} (the checkpoint's: {saved[name]!r})"
+        for name in current
+        if name in saved and name not in RESUME_MAY_CHANGE and saved[name] != current[name]
+    ]
+    if changed:
+        raise ValueError(
+            f"{checkpoint_path(run_dir)} was trained with other settings: {', '.join(changed)}; pass the "
+            f"checkpoint's values to resume it, or --no-resume to start it again."
+        )
+
+
+# -- relays: long snippets as short-window experts in time -------------------------------------------------------------
+
+
 def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
-    """Each snippet as a relay (:mod:`mocapact_envs.policies.relay`): its windows trained together by
-    :func:`train_experts` in ``<run>/relay_windows/``, then composed into ``<run>/eval_rsi/model`` and evaluated;
+    """Each snippet as a relay (:mod:`mocapact_envs.policies.relay`): its windows trained by :func:`train_experts`
+    in ``<run>/relay_windows/``, then composed into ``<run>/eval_rsi/model`` and evaluated;
     ``on_evaluation(k, record)`` is called once snippet ``k``'s relay is composed."""
     try:
         snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
         plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
-        if not 0.0 <= args.relay_handover_probability <= 1.0:
-            raise ValueError(f"--relay-handover-probability must be in [0, 1], got {args.relay_handover_probability}.")
         if args.relay_handover_probability > 0 and args.backend not in (None, "fast"):
             raise ValueError(f"handover states need the fast backend; --backend is {args.backend!r}.")
-        if any(m <= 0 for m in args.relay_curve_steps):
-            raise ValueError(f"--relay-curve-steps must be positive, got {args.relay_curve_steps}.")
+        if args.relay_warm_start and not args.relay_handover_probability > 0:
+            raise ValueError(
+                "--relay-warm-start trains the windows one after another: give --relay-handover-probability."
+            )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -452,54 +581,41 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     )
     print(f"{plan.snippet.id}: a relay of {len(plan.windows)} windows ({', '.join(w.id for w in plan.windows)})")
     write_json(run_dir / "args.json", json.loads(args_json(dataclasses.replace(args, clips=(plan.snippet.id,)))))
-    curve_path = run_dir / RELAY_CURVE_FILE
-    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
-    marks = [m for m in sorted(args.relay_curve_steps) if m > max((r["relay_steps"] for r in curve), default=0)]
-    # Each window's env steps so far (from its checkpoint on a resume), for the curve's marks.
-    window_steps = {
-        j: int(state["global_step"])
-        for j, state in enumerate(resume_state(model.parents[1], True) for model in window_models)
-        if state is not None
-    }
-    sequential = args.relay_handover_probability > 0
+    curve = RelayCurve(args, plan, run_dir, window_models)
 
-    def on_window_evaluation(k: int, record: dict[str, Any]) -> None:
-        """The relay of the windows' best models so far, evaluated as each step mark passes."""
-        # Trained together, a window not yet evaluated this round stands where window k does; one after another,
-        # the windows after k have not started.
-        window_steps[k] = record["global_step"]
-        unseen = 0 if sequential else record["global_step"]
-        relay_steps = sum(window_steps.get(j, unseen) for j in range(len(plan.windows)))
-        if not marks or relay_steps < marks[0] or not all((m / "config.json").is_file() for m in window_models):
-            return  # (one window after another, the relay acts only once every window has a model)
-        while marks and relay_steps >= marks[0]:
-            mark = marks.pop(0)
-        snapshot = save_relay(run_dir / "relay_snapshot", plan, window_models, relay_metadata(args, plan))
-        evaluation = evaluate_relay(
-            args, plan, snapshot, relay_steps=relay_steps, training_minutes=record["training_minutes"]
-        )
-        curve.append({"mark": mark, **evaluation})
-        write_json(curve_path, curve)
-
-    if sequential:
+    if args.relay_handover_probability > 0:
         # One window after another: each learns from the states its predecessor hands over at the switch.
         for k, window in enumerate(plan.windows):
             starts = None
             if k > 0:
-                starts = handover_states(args, window_models[k - 1], plan.windows[k - 1], plan.switch_steps[k], window)
+                starts = handover_states(
+                    window_models[k - 1],
+                    plan.windows[k - 1],
+                    plan.switch_steps[k],
+                    window,
+                    num_envs=args.eval_num_envs,
+                    min_steps=args.min_steps,
+                    act_noise=args.act_noise,
+                    termination_error_threshold=args.termination_error_threshold,
+                    seed=args.seed,
+                )
                 print(f"{window.id}: {len(starts[0])} handover states from {plan.windows[k - 1].id}")
             one = dataclasses.replace(window_args, clips=(window.id,))
+            warm = resume_state(window_models[k - 1].parents[1], True) if k > 0 and args.relay_warm_start else None
             code = train_experts(
-                one, on_evaluation=lambda _, record, k=k: on_window_evaluation(k, record), start_states=[starts]
+                one,
+                on_evaluation=lambda _, record, k=k: curve.on_window(k, record),
+                start_states=[starts],
+                initial_states=[warm],
             )
             if code != 0:
                 return code, None
-            if not window_finished(window_models[k].parents[1], one.total_timesteps):
+            if not window_state_finished(resume_state(window_models[k].parents[1], True), one.total_timesteps):
                 # Stopped (a signal, --max-minutes): its successor must learn from its final expert.
                 print(f"{window.id}: not finished; the same command resumes it.")
                 return 0, None
     else:
-        code = train_experts(window_args, on_evaluation=on_window_evaluation)
+        code = train_experts(window_args, on_evaluation=curve.on_window)
         if code != 0:
             return code, None
     states = [resume_state(model.parents[1], True) for model in window_models]
@@ -536,56 +652,49 @@ def train_relay(args: Args, plan: RelayPlan) -> tuple[int, dict[str, Any] | None
     return 0, record
 
 
-def window_finished(run_dir: Path, total_timesteps: int) -> bool:
-    """Whether a window's run stopped early or reached its budget (its checkpoint says)."""
-    return window_state_finished(resume_state(run_dir, True), total_timesteps)
+class RelayCurve:
+    """A relay's learning curve: the relay of its windows' best models so far, evaluated as the relay's summed env
+    steps pass each of ``--relay-curve-steps`` (``relay_curve.json`` in the run folder, kept across resumes)."""
+
+    def __init__(self, args: Args, plan: RelayPlan, run_dir: Path, window_models: list[Path]):
+        self.args, self.plan, self.run_dir, self.window_models = args, plan, run_dir, window_models
+        self.path = run_dir / RELAY_CURVE_FILE
+        self.points = json.loads(self.path.read_text()) if self.path.is_file() else []
+        done = max((r["relay_steps"] for r in self.points), default=0)
+        self.marks = [m for m in sorted(args.relay_curve_steps) if m > done]
+        # Each window's env steps so far (from its checkpoint on a resume).
+        self.window_steps = {
+            j: int(state["global_step"])
+            for j, state in enumerate(resume_state(model.parents[1], True) for model in window_models)
+            if state is not None
+        }
+
+    def on_window(self, k: int, record: dict[str, Any]) -> None:
+        """Window ``k`` was evaluated (``record``): evaluates the relay if a mark has passed."""
+        self.window_steps[k] = record["global_step"]
+        # Trained together, a window not yet evaluated this round stands where window k does; one after another,
+        # the windows after k have not started.
+        unseen = 0 if self.args.relay_handover_probability > 0 else record["global_step"]
+        relay_steps = sum(self.window_steps.get(j, unseen) for j in range(len(self.plan.windows)))
+        if not self.marks or relay_steps < self.marks[0]:
+            return
+        if not all((m / "config.json").is_file() for m in self.window_models):
+            return  # the relay acts only once every window has a model
+        while self.marks and relay_steps >= self.marks[0]:
+            mark = self.marks.pop(0)
+        snapshot = save_relay(
+            self.run_dir / "relay_snapshot", self.plan, self.window_models, relay_metadata(self.args, self.plan)
+        )
+        evaluation = evaluate_relay(
+            self.args, self.plan, snapshot, relay_steps=relay_steps, training_minutes=record["training_minutes"]
+        )
+        self.points.append({"mark": mark, **evaluation})
+        write_json(self.path, self.points)
 
 
 def window_state_finished(state: dict[str, Any] | None, total_timesteps: int) -> bool:
+    """Whether a window's checkpoint ``state`` stopped early or reached its budget."""
     return state is not None and bool(state["early_stop"]["stopped"] or state["global_step"] >= total_timesteps)
-
-
-#: Handover states are the predecessor's states this many steps either side of the switch.
-HANDOVER_SPREAD = 2
-
-
-def handover_states(
-    args: Args, model_dir: Path, previous: Snippet, switch_step: int, window: Snippet, episodes: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """States the previous window's best expert reaches near ``switch_step`` (its random starts before the switch,
-    training's action noise plus 0.1): (steps counted from ``window``'s start, physics states)."""
-    expert = load_expert(model_dir)
-    ahead = previous.end - switch_step + 1 + HANDOVER_SPREAD  # random starts at least this far before the end
-    envs = make_tracking_vec_env(
-        previous.id,
-        args.eval_num_envs,
-        "fast",
-        random_start=True,
-        min_steps=clamp_min_steps(previous, max(ahead, args.min_steps)),
-        act_noise=args.act_noise + 0.1,
-        termination_error_threshold=args.termination_error_threshold,
-        observables="time_index",
-        ref_steps=(0,),
-    )
-    steps, states = [], []
-    wanted = range(switch_step - HANDOVER_SPREAD, switch_step + HANDOVER_SPREAD + 1)
-    try:
-        observation, info = envs.reset(seed=args.seed + 2_000_003 * switch_step)
-        finished = 0
-        while finished < episodes:
-            action, _ = expert.predict(batched_observation(observation, envs.num_envs), deterministic=True)
-            observation, _, terminated, truncated, info = envs.step(action.reshape(envs.num_envs, -1))
-            clip_steps = clip_steps_at(previous, info["time_in_clip"])
-            for world in np.flatnonzero(~(terminated | truncated)):
-                if clip_steps[world] in wanted:
-                    steps.append(clip_steps[world] - window.start)
-                    states.append(np.array(info["physics_state"][world]))
-            finished += int((terminated | truncated).sum())
-    finally:
-        envs.close()
-    if not states:
-        raise RuntimeError(f"{previous.id}'s expert reached step {switch_step} in none of {episodes} episodes.")
-    return np.array(steps), np.stack(states)
 
 
 def clip_info(snippet: Snippet) -> dict[str, Any]:
@@ -613,391 +722,638 @@ def evaluate_relay(args: Args, plan: RelayPlan, model_dir: Path, **fields: Any) 
     return {**fields, **{kind: summarize(eps) for kind, eps in episodes.items()}}
 
 
-def train_experts(
+# -- one expert's training state: what its checkpoint carries, and its env and logs -------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """How the trainer flattens the envs' Dict observations (the same for every expert)."""
+
+    keys: list[str]
+    sizes: list[int]
+    action_size: int
+    #: column of the flat observation that holds the time in the clip (residual actions, time features)
+    time_column: int
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @classmethod
+    def of(cls, envs: Any) -> ObservationLayout:
+        keys = list(envs.single_observation_space.spaces)
+        sizes = [envs.single_observation_space[k].shape[0] for k in keys]
+        time_column = sum(sizes[: keys.index(TIME_KEY)]) if TIME_KEY in keys else 0
+        return cls(keys, sizes, envs.single_action_space.shape[0], time_column)
+
+    def flatten(self, observation: dict[str, np.ndarray], num_envs: int) -> np.ndarray:
+        return flatten_observation(batched_observation(observation, num_envs), self.keys)
+
+
+def new_early_stop() -> dict[str, Any]:
+    return {"best_norm_return": -math.inf, "evals_without_improvement": 0, "full_length_evals": 0, "stopped": False}
+
+
+@dataclass(eq=False)  # compared by identity
+class ExpertRun:
+    """Expert ``k`` of the ensemble: its snippet, run folder, envs and normalisers, and the counters its checkpoint
+    carries across invocations (:meth:`restore`, :meth:`save_checkpoint`)."""
+
+    k: int
+    snippet: Snippet
+    run_dir: Path
+    envs: Any
+    obs_normalizer: ObservationNormalizer
+    reward_normalizer: RewardNormalizer
+    reference_actions: ReferenceActions | None
+    args_json: str
+    tracker: EpisodeTracker
+    # -- carried by the checkpoint
+    global_step: int = 0
+    update: int = 0
+    training_seconds: float = 0.0  # before this invocation
+    best_return: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(EVAL_SETTINGS, -math.inf))
+    early_stop: dict[str, Any] = dataclasses.field(default_factory=new_early_stop)
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # -- this invocation
+    resumed: bool = False
+    active: bool = True
+    stop_reason: str = ""
+    start_step: int = 0
+    checkpointed_step: int = 0
+    next_eval_step: int = 0
+    eval_envs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    writer: Any = None
+
+    @property
+    def last_eval_step(self) -> int:
+        return self.evaluations[-1]["global_step"] if self.evaluations else -1
+
+    def restore(self, state: dict[str, Any], policy: ExpertEnsemble) -> None:
+        """Continues from checkpoint ``state``: network, normalisers, RNG and counters."""
+        policy.load_expert_state(self.k, state["policy"])
+        self.obs_normalizer.rms.load_state_dict(state["obs_rms"])
+        self.reward_normalizer.return_rms.load_state_dict(state["return_rms"])
+        set_rng_state(state["rng"])
+        self.global_step, self.update = int(state["global_step"]), int(state["update"])
+        self.training_seconds = float(state["training_seconds"])
+        self.best_return, self.early_stop, self.evaluations = (
+            state["best_return"],
+            state["early_stop"],
+            state["evaluations"],
+        )
+        self.resumed = True
+
+    def save_checkpoint(self, policy: ExpertEnsemble, optimizer: torch.optim.Optimizer, seconds: float) -> None:
+        """Writes everything :meth:`restore` reads; ``seconds``: this invocation's training time so far."""
+        rms = self.reward_normalizer.return_rms.state_dict()
+        state = {
+            "global_step": self.global_step,
+            "update": self.update,
+            "training_seconds": self.training_seconds + seconds,
+            "policy": policy.expert_state(self.k),
+            "adam": adam_moments(optimizer, policy, self.k),
+            "obs_rms": {n: torch.from_numpy(v) for n, v in self.obs_normalizer.rms.state_dict().items()},
+            "return_rms": {n: torch.from_numpy(v) for n, v in rms.items()},
+            "rng": rng_state(),
+            "best_return": self.best_return,
+            "early_stop": self.early_stop,
+            "evaluations": self.evaluations,
+            "args": self.args_json,
+        }
+        save_checkpoint(self.run_dir, state)
+        self.checkpointed_step = self.global_step
+
+    def save_model(self, kind: str, expert: ExpertActorCritic, layout: ObservationLayout, summary: dict) -> None:
+        """The best model of evaluation ``kind`` so far, as ``load_expert`` reads it."""
+        save_expert(
+            self.run_dir / kind / "model",
+            expert,
+            self.obs_normalizer,
+            layout.keys,
+            layout.sizes,
+            self.reward_normalizer.return_rms,
+            self.reward_normalizer.config(),
+            metadata={
+                **clip_info(self.snippet),
+                "ref_steps": [0],
+                "global_step": self.global_step,
+                "evaluation": {kind: summary},
+            },
+            reference_actions=self.reference_actions,
+        )
+
+    def observe(self, observation: dict[str, np.ndarray], layout: ObservationLayout) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of env observations as the policy's input (normalised, the statistics updated) and its
+        reference actions (zeros for an absolute expert)."""
+        flat = layout.flatten(observation, self.envs.num_envs)
+        self.obs_normalizer.update(flat)
+        offset = reference_offset(self.reference_actions, layout.time_column, flat)
+        return self.obs_normalizer(flat), (np.zeros((len(flat), layout.action_size)) if offset is None else offset)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        for env in (self.envs, *self.eval_envs.values()):
+            env.close()
+
+
+#: Evaluation settings of the training env (MoCapAct's features: the time index and the next reference pose).
+TRAINING_ENV_KWARGS: dict[str, Any] = dict(observables="time_index", ref_steps=(0,))
+
+
+def make_expert_runs(
     args: Args,
-    on_evaluation: EvaluationCallback | None = None,
-    start_states: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
-) -> int:
-    """One expert per snippet of ``args.clips`` (preset resolved), trained together. ``start_states[k]``:
-    (steps, physics states) expert ``k``'s random-start worlds may start from (``--relay-handover-probability``)."""
-    try:
-        if not args.clips:
-            raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
-        # Names every unknown, uncovered or broken snippet at once; the plan holds each one with its end resolved.
-        snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
-        backend = check_backend(args.backend)
-        if not 0 <= args.snippet_start_envs <= args.num_envs:
-            raise ValueError(
-                f"--snippet-start-envs must be between 0 and --num-envs ({args.num_envs}), got {args.snippet_start_envs}."
-            )
-        ids = [s.id for s in snippets]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if repeated:
-            raise ValueError(f"snippet(s) {repeated} given more than once.")
-        run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
-        checkpoints = [resume_state(run_dir, args.resume) for run_dir in run_dirs]
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    num_experts = len(snippets)
-    clip_infos = [clip_info(s) for s in snippets]
-    for run_dir, info in zip(run_dirs, clip_infos, strict=True):
-        write_json(run_dir / "clip_info.json", info)
-
-    # -- seeding ---------------------------------------------------------------------
-    seed_everything(args.seed)
-    torch.set_num_threads(args.torch_threads)
-
-    # -- environments: one vector env of num_envs worlds per expert ----------------
-    env_kwargs = dict(observables="time_index", ref_steps=(0,))
-    envs = [
-        make_tracking_vec_env(
+    snippets: list[Snippet],
+    backend: str,
+    start_states: list[tuple[np.ndarray, np.ndarray] | None] | None,
+) -> tuple[list[ExpertRun], ObservationLayout]:
+    """Each snippet's envs, normalisers and run folder (``clip_info.json`` written); not yet resumed."""
+    runs = []
+    for k, snippet in enumerate(snippets):
+        run_dir = Path(args.log_root) / snippet.id / str(args.seed)
+        write_json(run_dir / "clip_info.json", clip_info(snippet))
+        random_start = (
+            tuple(world >= args.snippet_start_envs for world in range(args.num_envs))
+            if args.snippet_start_envs
+            else True
+        )
+        envs = make_tracking_vec_env(
             snippet.id,
             args.num_envs,
             backend,
             args.vectorization_mode,
-            random_start=tuple(world >= args.snippet_start_envs for world in range(args.num_envs))
-            if args.snippet_start_envs
-            else True,
+            random_start=random_start,
             min_steps=clamp_min_steps(snippet, args.min_steps),
             act_noise=args.act_noise,
             termination_error_threshold=args.termination_error_threshold,
-            **env_kwargs,
+            **TRAINING_ENV_KWARGS,
         )
-        for snippet in snippets
-    ]
-    for env, starts in zip(envs, start_states or [None] * len(envs), strict=True):
+        starts = (start_states or [None] * len(snippets))[k]
         if starts is not None:
-            env.unwrapped.set_start_states(*starts, args.relay_handover_probability)
-    autoreset_mode = envs[0].metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+            envs.unwrapped.set_start_states(*starts, args.relay_handover_probability)
+        layout = ObservationLayout.of(envs)
+        # With residual actions each policy's mean is added to its snippet's reference action at the observed step.
+        residual = args.action_parameterization == "reference_residual"
+        runs.append(
+            ExpertRun(
+                k=k,
+                snippet=snippet,
+                run_dir=run_dir,
+                envs=envs,
+                obs_normalizer=ObservationNormalizer(layout.size, enabled=args.normalize_observations),
+                reward_normalizer=RewardNormalizer(args.num_envs, args.gamma, enabled=args.normalize_rewards),
+                reference_actions=ReferenceActions.for_snippet(snippet.id) if residual else None,
+                args_json=args_json(dataclasses.replace(args, clips=(snippet.id,))),
+                tracker=EpisodeTracker(args.num_envs),
+            )
+        )
+    autoreset_mode = runs[0].envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if autoreset_mode != AutoresetMode.NEXT_STEP:
         raise RuntimeError(f"the trainer expects next-step autoreset, the vector env uses {autoreset_mode}.")
-    observation_keys = list(envs[0].single_observation_space.spaces)
-    observation_sizes = [envs[0].single_observation_space[k].shape[0] for k in observation_keys]
-    observation_size, action_size = sum(observation_sizes), envs[0].single_action_space.shape[0]
-    eval_envs: list[dict[str, Any]] = [{} for _ in snippets]  # built at the first evaluation
+    return runs, ObservationLayout.of(runs[0].envs)
 
-    # With residual actions each policy's mean is added to its snippet's reference action at the observed step.
-    reference_actions: list[ReferenceActions | None] = [None] * num_experts
-    if args.action_parameterization == "reference_residual":
-        reference_actions = [ReferenceActions.for_snippet(s.id) for s in snippets]
-    time_column = sum(observation_sizes[: observation_keys.index(TIME_KEY)]) if TIME_KEY in observation_keys else 0
 
-    # -- agents: K independent actor-critics, computed together ------------------------
+def make_policy(args: Args, runs: list[ExpertRun], layout: ObservationLayout) -> ExpertEnsemble:
+    """K independent actor-critics computed together; each expert's initial weights depend on its seed and snippet
+    only, so an expert starts the same whatever it trains with."""
     experts = []
-    for snippet in snippets:
-        torch.manual_seed(snippet_seed(args.seed, snippet.id))
+    for run in runs:
+        torch.manual_seed(snippet_seed(args.seed, run.snippet.id))
         experts.append(
             ExpertActorCritic(
-                observation_size,
-                action_size,
+                layout.size,
+                layout.action_size,
                 args.policy_hidden_sizes,
                 args.value_hidden_sizes,
                 args.activation,
                 args.log_std_init,
                 args.learn_log_std,
                 time_features=args.time_features,
-                time_column=time_column,
+                time_column=layout.time_column,
             )
         )
     torch.manual_seed(args.seed)
-    policy = ExpertEnsemble(experts)
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
-    obs_normalizers = [ObservationNormalizer(observation_size, enabled=args.normalize_observations) for _ in snippets]
-    reward_normalizers = [RewardNormalizer(args.num_envs, args.gamma, enabled=args.normalize_rewards) for _ in snippets]
+    return ExpertEnsemble(experts)
 
-    # -- state that a checkpoint carries across runs, per expert ---------------------------
-    global_step = np.zeros(num_experts, np.int64)
-    update = np.zeros(num_experts, np.int64)
-    training_seconds = np.zeros(num_experts)
-    best_return = [{kind: -math.inf for kind in EVAL_SETTINGS} for _ in snippets]
-    early_stop = [
-        {"best_norm_return": -math.inf, "evals_without_improvement": 0, "full_length_evals": 0, "stopped": False}
-        for _ in snippets
-    ]
-    evaluations: list[list[dict[str, Any]]] = [[] for _ in snippets]
-    resumed = np.array([state is not None for state in checkpoints])
-    for k in np.flatnonzero(resumed):
-        state = checkpoints[k]
+
+def resume_runs(
+    runs: list[ExpertRun], checkpoints: list[dict[str, Any] | None], policy: ExpertEnsemble, optimizer: Any
+) -> None:
+    """Restores every expert that has a checkpoint; raises ``ValueError`` naming a checkpoint trained with other
+    settings."""
+    for run, state in zip(runs, checkpoints, strict=True):
+        if state is None:
+            continue
         try:
-            policy.load_expert_state(k, state["policy"])
+            run.restore(state, policy)
         except (RuntimeError, ValueError, KeyError) as error:
-            print(
-                f"error: {checkpoint_path(run_dirs[k])} was written with other network settings "
-                f"({run_dirs[k] / 'args.json'}); pass the same flags, or --no-resume to start again.\n{error}",
-                file=sys.stderr,
-            )
-            for env in envs:
-                env.close()
-            return 2
-        obs_normalizers[k].rms.load_state_dict(state["obs_rms"])
-        reward_normalizers[k].return_rms.load_state_dict(state["return_rms"])
-        set_rng_state(state["rng"])
-        global_step[k], update[k], training_seconds[k] = (
-            state["global_step"],
-            state["update"],
-            state["training_seconds"],
-        )
-        best_return[k], early_stop[k], evaluations[k] = state["best_return"], state["early_stop"], state["evaluations"]
-        print(f"resuming {run_dirs[k]} from step {int(global_step[k]):,} (update {int(update[k])})")
-    if resumed.any():
+            raise ValueError(
+                f"{checkpoint_path(run.run_dir)} was written with other network settings ({run.run_dir / 'args.json'}); "
+                f"pass the same flags, or --no-resume to start again.\n{error}"
+            ) from error
+        print(f"resuming {run.run_dir} from step {run.global_step:,} (update {run.update})")
+    if any(state is not None for state in checkpoints):
         moments = [state["adam"] if state is not None else None for state in checkpoints]
-        restore_adam_moments(optimizer, policy, moments, int(update.max()))
+        restore_adam_moments(optimizer, policy, moments, max(run.update for run in runs))
 
-    active = np.array(
-        [not early_stop[k]["stopped"] and global_step[k] < args.total_timesteps for k in range(num_experts)]
+
+# -- PPO: rollouts, advantages, the update -----------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """One update's data of every expert, a leading expert axis: (K, num_steps, num_envs, ...)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    offsets: torch.Tensor  # reference actions under the policy's mean (0 if absolute)
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    values: torch.Tensor
+    terminateds: torch.Tensor
+    dones: torch.Tensor
+    valid: torch.Tensor  # False on steps that only autoreset, and for stopped experts
+    next_obs: torch.Tensor  # (K, num_envs, ...): the observation after the last step
+    next_offset: torch.Tensor
+    resetting: np.ndarray  # (K, num_envs): the next step only autoresets
+
+    @classmethod
+    def zeros(cls, num_experts: int, args: Args, layout: ObservationLayout) -> Rollout:
+        shape = (num_experts, args.num_steps, args.num_envs)
+        return cls(
+            obs=torch.zeros((*shape, layout.size)),
+            actions=torch.zeros((*shape, layout.action_size)),
+            offsets=torch.zeros((*shape, layout.action_size)),
+            logprobs=torch.zeros(shape),
+            rewards=torch.zeros(shape),
+            values=torch.zeros(shape),
+            terminateds=torch.zeros(shape),
+            dones=torch.zeros(shape),
+            valid=torch.zeros(shape, dtype=torch.bool),
+            next_obs=torch.zeros((num_experts, args.num_envs, layout.size)),
+            next_offset=torch.zeros((num_experts, args.num_envs, layout.action_size)),
+            resetting=np.zeros((num_experts, args.num_envs), dtype=bool),
+        )
+
+    def reset(self, runs: list[ExpertRun], args: Args, layout: ObservationLayout) -> None:
+        """Resets every expert's envs; a resumed run reseeds them from its update count (their RNG state is not
+        checkpointed)."""
+        for run in runs:
+            observation, info = run.envs.reset(seed=args.seed + run.update * args.num_envs)
+            run.tracker.on_reset(info)
+            self.set_next(run.k, *run.observe(observation, layout))
+
+    def set_next(self, k: int, normalized: np.ndarray, offset: np.ndarray) -> None:
+        self.next_obs[k] = torch.as_tensor(normalized)
+        self.next_offset[k] = torch.as_tensor(offset)
+
+
+def collect_rollout(
+    runs: list[ExpertRun], trained: list[ExpertRun], policy: ExpertEnsemble, rollout: Rollout, layout: ObservationLayout
+) -> list[list[EpisodeMetrics]]:
+    """Steps the ``trained`` experts' envs for one update; the training episodes that ended, per expert."""
+    active = torch.tensor([run.active for run in runs])
+    finished: list[list[EpisodeMetrics]] = [[] for _ in runs]
+    for step in range(rollout.obs.shape[1]):
+        rollout.obs[:, step], rollout.offsets[:, step] = rollout.next_obs, rollout.next_offset
+        rollout.valid[:, step] = torch.from_numpy(~rollout.resetting) & active[:, None]
+        with torch.no_grad():
+            action, logprob, _, value = policy.action_and_value(rollout.next_obs, action_offset=rollout.next_offset)
+        rollout.actions[:, step], rollout.logprobs[:, step], rollout.values[:, step] = action, logprob, value
+        # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
+        env_actions = action.clamp(-1.0, 1.0).numpy()
+        for run in trained:
+            k, resetting = run.k, rollout.resetting[run.k]
+            observation, reward, terminated, truncated, info = run.envs.step(env_actions[k])
+            done = np.logical_or(terminated, truncated)
+            rollout.rewards[k, step] = torch.from_numpy(run.reward_normalizer(reward, done, ~resetting))
+            rollout.terminateds[k, step], rollout.dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
+            run.global_step += int((~resetting).sum())
+            finished[k].extend(run.tracker.on_step(reward, terminated, truncated, info))
+            run.tracker.on_reset(info, mask=resetting)
+            rollout.resetting[k] = done
+            rollout.set_next(k, *run.observe(observation, layout))
+    return finished
+
+
+def advantages_and_returns(policy: ExpertEnsemble, rollout: Rollout, args: Args) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE. A truncated episode bootstraps from its final observation, which next-step autoreset returns as the
+    following observation (obs[t + 1], or next_obs); a terminated one from 0."""
+    with torch.no_grad():
+        next_value = policy.value(rollout.next_obs)
+        advantages = torch.zeros_like(rollout.rewards)
+        last_gae = torch.zeros_like(next_value)
+        for t in reversed(range(args.num_steps)):
+            following_value = next_value if t == args.num_steps - 1 else rollout.values[:, t + 1]
+            not_terminal = 1.0 - rollout.terminateds[:, t]
+            delta = rollout.rewards[:, t] + args.gamma * following_value * not_terminal - rollout.values[:, t]
+            last_gae = delta + args.gamma * args.gae_lambda * (1.0 - rollout.dones[:, t]) * last_gae
+            advantages[:, t] = last_gae
+    return advantages, advantages + rollout.values
+
+
+def normalized_advantages(advantages: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """SB3 normalises advantages per minibatch: here per expert, over its real transitions."""
+    mean = masked_mean(advantages, mask, count).unsqueeze(1)
+    var = ((advantages - mean) ** 2 * mask).sum(-1) / (count - 1.0).clamp(min=1.0)
+    return torch.where((count > 1).unsqueeze(1), (advantages - mean) / (var.sqrt().unsqueeze(1) + 1e-8), advantages)
+
+
+def ppo_update(
+    policy: ExpertEnsemble,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    args: Args,
+    trained: list[int],
+) -> dict[str, torch.Tensor]:
+    """Optimises every expert's policy and value networks on its own data; the last minibatch's losses and the
+    update's clip fraction, per expert. Steps that only reset stay in place, masked out of every mean."""
+    num_experts = rollout.obs.shape[0]
+    b_obs = rollout.obs.reshape(num_experts, -1, rollout.obs.shape[-1])
+    b_actions = rollout.actions.reshape(num_experts, -1, rollout.actions.shape[-1])
+    b_offsets = rollout.offsets.reshape(num_experts, -1, rollout.offsets.shape[-1])
+    b_logprobs, b_advantages = rollout.logprobs.reshape(num_experts, -1), advantages.reshape(num_experts, -1)
+    b_returns, b_valid = returns.reshape(num_experts, -1), rollout.valid.reshape(num_experts, -1).float()
+    batch_size = b_obs.shape[1]
+    clipfracs: list[torch.Tensor] = []
+    for _epoch in range(args.update_epochs):
+        permutation = torch.from_numpy(np.random.permutation(batch_size))
+        for start in range(0, batch_size, args.minibatch_size):
+            mb = permutation[start : start + args.minibatch_size]
+            mask = b_valid[:, mb]
+            count = mask.sum(-1).clamp(min=1.0)
+            _, new_logprob, entropy, new_value = policy.action_and_value(
+                b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
+            )
+            log_ratio = new_logprob - b_logprobs[:, mb]
+            ratio = log_ratio.exp()
+            with torch.no_grad():
+                old_approx_kl = masked_mean(-log_ratio, mask, count)
+                approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
+                clipfracs.append(masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count))
+            mb_advantages = normalized_advantages(b_advantages[:, mb], mask, count)
+            pg_loss1 = -mb_advantages * ratio
+            pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+            pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
+            v_loss = masked_mean((new_value - b_returns[:, mb]) ** 2, mask, count)
+            entropy_loss = masked_mean(entropy, mask, count)
+            # The experts share no parameter: the sum trains each on its own loss.
+            loss = (pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            policy.clip_grad_norm_(args.max_grad_norm)
+            optimizer.step()
+        if args.target_kl is not None and approx_kl[trained].max() > args.target_kl:
+            break
+    return {
+        "value_loss": v_loss.detach(),
+        "policy_loss": pg_loss.detach(),
+        "entropy": entropy_loss.detach(),
+        "old_approx_kl": old_approx_kl,
+        "approx_kl": approx_kl,
+        "clipfrac": torch.stack(clipfracs).mean(0),
+    }
+
+
+def log_update(
+    run: ExpertRun,
+    losses: dict[str, torch.Tensor],
+    rollout: Rollout,
+    returns: torch.Tensor,
+    learning_rate: float,
+    elapsed: float,
+    finished: list[EpisodeMetrics],
+) -> None:
+    """Expert ``run``'s TensorBoard scalars of one update (cleanrl's tags)."""
+    k, step, writer = run.k, run.global_step, run.writer
+    valid = rollout.valid[k].reshape(-1)
+    y_pred, y_true = rollout.values[k].reshape(-1)[valid].numpy(), returns[k].reshape(-1)[valid].numpy()
+    var_y = np.var(y_true)
+    writer.add_scalar("charts/learning_rate", learning_rate, step)
+    writer.add_scalar("charts/SPS", (run.global_step - run.start_step) / elapsed, step)
+    for name, values in losses.items():
+        writer.add_scalar(f"losses/{name}", values[k].item(), step)
+    writer.add_scalar("losses/explained_variance", np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y, step)
+    # Means over the rollout's finished episodes: one event per update, not per episode, keeps TensorBoard's queue
+    # off the per-step path (its events took about 5% of a K = 8 cProfile).
+    if finished:
+        summary = summarize(finished)
+        writer.add_scalar("charts/episodes", summary["episodes"], step)
+        for tag, metric in TRAINING_EPISODE_TAGS.items():
+            writer.add_scalar(tag, summary[f"mean_{metric}"], step)
+
+
+def evaluate_run(
+    run: ExpertRun, policy: ExpertEnsemble, layout: ObservationLayout, args: Args, backend: str, minutes: float
+) -> dict[str, Any]:
+    """MoCapAct's two evaluations of expert ``run`` (deterministic actions), logged; saves each one's best model."""
+    expert = policy.expert(run.k)
+    act = functools.partial(
+        deterministic_actions,
+        expert=expert,
+        obs_normalizer=run.obs_normalizer,
+        observation_keys=layout.keys,
+        reference_actions=run.reference_actions,
+        time_column=layout.time_column,
+        num_envs=args.eval_num_envs,
     )
-    for k in np.flatnonzero(~active):
-        reason = "stopped early" if early_stop[k]["stopped"] else f"reached {int(global_step[k]):,} steps"
-        print(f"{run_dirs[k]}: already {reason}; nothing to do (raise --total-timesteps to train on).")
-    if not active.any():
-        for env in envs:
-            env.close()
-        return 0
-    expert_args = [args_json(dataclasses.replace(args, clips=(s.id,))) for s in snippets]
-    for k in np.flatnonzero(active):
-        write_json(run_dirs[k] / "args.json", json.loads(expert_args[k]))
+    record: dict[str, Any] = {"global_step": run.global_step, "training_minutes": minutes}
+    for kind, episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
+        if kind not in run.eval_envs:
+            run.eval_envs[kind] = make_eval_vec_env(
+                run.snippet.id, kind, args.eval_num_envs, backend, args.vectorization_mode, **TRAINING_ENV_KWARGS
+            )
+        eval_seed = args.seed + 1_000_003 * (len(run.evaluations) + 1) + (kind == "eval_start")
+        summary = summarize(run_episodes(run.eval_envs[kind], act, episodes, seed=eval_seed))
+        for key, value in summary.items():
+            run.writer.add_scalar(f"{kind}/{key}", value, run.global_step)
+        run.writer.add_scalar(f"{kind}/training_minutes", minutes, run.global_step)
+        if summary["mean_episode_return"] > run.best_return[kind]:  # each evaluation's best model
+            run.best_return[kind] = summary["mean_episode_return"]
+            run.save_model(kind, expert, layout, summary)
+        record[kind] = summary
+    run.evaluations.append(record)
+    write_json(run.run_dir / "evaluations.json", run.evaluations)
+    return record
 
-    writers = [open_tensorboard(run_dirs[k], int(global_step[k]) if resumed[k] else None) for k in range(num_experts)]
-    for k in np.flatnonzero(active):
-        if not resumed[k]:
-            table = "\n".join(f"|{name}|{value}|" for name, value in dataclasses.asdict(args).items())
-            writers[k].add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
-    # -- rollout storage: a leading expert axis ------------------------------------------
-    shape = (num_experts, args.num_steps, args.num_envs)
-    obs = torch.zeros((*shape, observation_size))
-    actions = torch.zeros((*shape, action_size))
-    offsets = torch.zeros((*shape, action_size))  # reference actions under the policy's mean (0 if absolute)
-    logprobs, rewards, values = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
-    terminateds, dones = torch.zeros(shape), torch.zeros(shape)
-    valid = torch.zeros(shape, dtype=torch.bool)  # False on steps that only autoreset, and for stopped experts
+def print_results(runs: list[ExpertRun]) -> None:
+    for run in runs:
+        if run.stop_reason == "nothing to do":
+            continue
+        print(f"{run.run_dir}: {run.stop_reason} at step {run.global_step:,}.")
+        if run.evaluations:
+            for kind in EVAL_SETTINGS:
+                s = run.evaluations[-1][kind]
+                print(
+                    f"  {kind:10s} return {s['mean_episode_return']:8.2f}  length {s['mean_episode_length']:6.1f}  "
+                    f"norm return {s['mean_norm_episode_return']:.3f}  norm length {s['mean_norm_episode_length']:.3f}"
+                )
 
-    # -- start the game ------------------------------------------------------------------
-    start_time, start_steps, last_checkpoint = time.time(), global_step.copy(), time.time()
-    checkpointed_step = global_step.copy()  # where a rerun would resume
-    next_obs = torch.zeros((num_experts, args.num_envs, observation_size))
-    next_offset = torch.zeros((num_experts, args.num_envs, action_size))
-    trackers = [EpisodeTracker(args.num_envs) for _ in snippets]
-    for k in range(num_experts):
-        # A resumed run reseeds the envs from its update count: their RNG state is not checkpointed.
-        observation, info = envs[k].reset(seed=args.seed + int(update[k]) * args.num_envs)
-        trackers[k].on_reset(info)
-        flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
-        obs_normalizers[k].update(flat)
-        next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
-        if reference_actions[k] is not None:
-            next_offset[k] = torch.as_tensor(reference_offset(reference_actions[k], time_column, flat))
-    resetting = np.zeros((num_experts, args.num_envs), dtype=bool)
-    next_eval_step = (global_step // args.eval_every_steps + 1) * args.eval_every_steps
-    last_eval_step = np.array([e[-1]["global_step"] if e else -1 for e in evaluations])
-    latest_rsi: list[dict[str, float] | None] = [e[-1]["eval_rsi"] if e else None for e in evaluations]
-    stop_reasons = [f"reached {args.total_timesteps:,} steps"] * num_experts
-    for k in np.flatnonzero(~active):
-        stop_reasons[k] = "nothing to do"
+
+# -- the training loop -------------------------------------------------------------------------------------------------
+
+
+def plan_training(args: Args) -> tuple[list[Snippet], str, list[dict[str, Any] | None]]:
+    """The snippets of ``args.clips``, the backend and each expert's checkpoint to resume (or ``None``); raises
+    ``ValueError`` naming every unknown, uncovered, repeated or broken snippet and a checkpoint of other settings."""
+    if not args.clips:
+        raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
+    snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
+    backend = check_backend(args.backend)
+    ids = [s.id for s in snippets]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"snippet(s) {repeated} given more than once.")
+    run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
+    checkpoints = [resume_state(run_dir, args.resume) for run_dir in run_dirs]
+    for run_dir, state in zip(run_dirs, checkpoints, strict=True):
+        if state is not None:
+            check_resumed_args(state["args"], args, run_dir)
+    return snippets, backend, checkpoints
+
+
+def start_runs(runs: list[ExpertRun], args: Args) -> bool:
+    """Marks the experts left to train and opens every expert's logs; whether any is left."""
+    for run in runs:
+        run.active = not run.early_stop["stopped"] and run.global_step < args.total_timesteps
+        run.stop_reason = f"reached {args.total_timesteps:,} steps" if run.active else "nothing to do"
+        if not run.active:
+            reason = "stopped early" if run.early_stop["stopped"] else f"reached {run.global_step:,} steps"
+            print(f"{run.run_dir}: already {reason}; nothing to do (raise --total-timesteps to train on).")
+    if not any(run.active for run in runs):
+        return False
+    table = "\n".join(f"|{name}|{value}|" for name, value in dataclasses.asdict(args).items())
+    for run in runs:
+        run.writer = open_tensorboard(run.run_dir, run.global_step if run.resumed else None)
+        if run.active:
+            write_json(run.run_dir / "args.json", json.loads(run.args_json))
+            if not run.resumed:
+                run.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        run.start_step = run.checkpointed_step = run.global_step
+        run.next_eval_step = (run.global_step // args.eval_every_steps + 1) * args.eval_every_steps
+    return True
+
+
+def ppo_iteration(
+    runs: list[ExpertRun],
+    trained: list[ExpertRun],
+    policy: ExpertEnsemble,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    layout: ObservationLayout,
+    args: Args,
+    elapsed: Callable[[], float],
+) -> None:
+    """One PPO update of the ``trained`` experts: collect, advantages, optimise, log."""
+    for run in trained:
+        run.update += 1
+    # Every expert in an update steps as many times, so they share one schedule position.
+    learning_rate = learning_rate_at(args, max(run.global_step for run in trained))
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    finished = collect_rollout(runs, trained, policy, rollout, layout)
+    advantages, returns = advantages_and_returns(policy, rollout, args)
+    losses = ppo_update(policy, optimizer, rollout, advantages, returns, args, [run.k for run in trained])
+    seconds = elapsed()
+    for run in trained:
+        log_update(run, losses, rollout, returns, learning_rate, seconds, finished[run.k])
+
+
+def evaluate_due(
+    due: list[ExpertRun],
+    policy: ExpertEnsemble,
+    layout: ObservationLayout,
+    args: Args,
+    backend: str,
+    elapsed: float,
+    out_of_time: bool,
+) -> None:
+    """Evaluates each expert that is due; stops those that early stopping or the budget end."""
+    for run in due:
+        run.next_eval_step = (run.global_step // args.eval_every_steps + 1) * args.eval_every_steps
+        record = evaluate_run(run, policy, layout, args, backend, (run.training_seconds + elapsed) / 60)
+        reason = update_early_stop(run.early_stop, record, args)
+        if reason is not None and not out_of_time:
+            run.stop_reason, run.active = reason, False
+        elif run.global_step >= args.total_timesteps:
+            run.active = False
+
+
+def train_experts(
+    args: Args,
+    on_evaluation: EvaluationCallback | None = None,
+    start_states: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+    initial_states: list[dict[str, Any] | None] | None = None,
+) -> int:
+    """One expert per snippet of ``args.clips`` (preset resolved), trained together. ``start_states[k]``:
+    (steps, physics states) expert ``k``'s random-start worlds may start from (``--relay-handover-probability``);
+    ``initial_states[k]``: a checkpoint whose network and observation statistics expert ``k`` starts from unless
+    it resumes (``--relay-warm-start``)."""
+    try:
+        snippets, backend, checkpoints = plan_training(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    # -- seeding, environments, agents; then the state the checkpoints carry ----------------------------------------
+    seed_everything(args.seed)
+    torch.set_num_threads(args.torch_threads)
+    runs, layout = make_expert_runs(args, snippets, backend, start_states)
+    policy = make_policy(args, runs, layout)
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
+    for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
+        if state is not None and checkpoints[run.k] is None:
+            policy.load_expert_state(run.k, state["policy"])
+            run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
+    try:
+        resume_runs(runs, checkpoints, policy, optimizer)
+        left_to_train: bool | None = start_runs(runs, args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        left_to_train = None
+    if not left_to_train:
+        for run in runs:
+            run.close()
+        return 2 if left_to_train is None else 0
+
+    # -- start the game -------------------------------------------------------------------------------------------------
+    rollout = Rollout.zeros(len(runs), args, layout)
+    rollout.reset(runs, args, layout)
+    start_time = last_checkpoint = time.time()
     progress = tqdm(
-        total=num_experts * args.total_timesteps,
-        initial=int(np.minimum(global_step, args.total_timesteps).sum()),
+        total=len(runs) * args.total_timesteps,
+        initial=sum(min(run.global_step, args.total_timesteps) for run in runs),
         unit="step",
         disable=not args.progress_bar,
         dynamic_ncols=True,
     )
     if threading.current_thread() is threading.main_thread():  # a Ray trial runs main() in a thread
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
-
     try:
-        while active.any():
-            trained = np.flatnonzero(active)  # the experts this iteration trains, evaluates and checkpoints
+        while any(run.active for run in runs):
+            trained = [run for run in runs if run.active]  # the experts this iteration trains, evaluates, checkpoints
             # Past --max-minutes: no more updates; every expert is evaluated (unless it just was) and checkpointed.
             out_of_time = args.max_minutes is not None and time.time() - start_time >= 60 * args.max_minutes
             if out_of_time:
-                for k in trained:
-                    stop_reasons[k] = f"--max-minutes {args.max_minutes} reached"
-                    active[k] = False
+                for run in trained:
+                    run.stop_reason, run.active = f"--max-minutes {args.max_minutes} reached", False
+                due = [run for run in trained if run.last_eval_step != run.global_step]
             else:
-                update[trained] += 1
-                # Every expert in an update steps as many times, so they share one schedule position.
-                learning_rate = learning_rate_at(args, int(global_step[trained].max()))
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate
-
-                finished: list[list[EpisodeMetrics]] = [[] for _ in snippets]  # training episodes ended in this rollout
-                for step in range(args.num_steps):
-                    obs[:, step] = next_obs
-                    offsets[:, step] = next_offset
-                    valid[:, step] = torch.from_numpy(~resetting & active[:, None])
-                    with torch.no_grad():
-                        action, logprob, _, value = policy.action_and_value(next_obs, action_offset=next_offset)
-                    actions[:, step], logprobs[:, step], values[:, step] = action, logprob, value
-                    # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
-                    env_actions = action.clamp(-1.0, 1.0).numpy()
-                    for k in trained:
-                        observation, reward, terminated, truncated, info = envs[k].step(env_actions[k])
-                        done = np.logical_or(terminated, truncated)
-                        rewards[k, step] = torch.from_numpy(reward_normalizers[k](reward, done, ~resetting[k]))
-                        terminateds[k, step], dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
-                        global_step[k] += int((~resetting[k]).sum())
-                        finished[k].extend(trackers[k].on_step(reward, terminated, truncated, info))
-                        trackers[k].on_reset(info, mask=resetting[k])
-                        resetting[k] = done
-                        flat = flatten_observation(batched_observation(observation, args.num_envs), observation_keys)
-                        obs_normalizers[k].update(flat)
-                        next_obs[k] = torch.as_tensor(obs_normalizers[k](flat))
-                        if reference_actions[k] is not None:
-                            next_offset[k] = torch.as_tensor(reference_offset(reference_actions[k], time_column, flat))
-
-                # GAE. A truncated episode bootstraps from its final observation, which next-step autoreset
-                # returns as the following observation (obs[t + 1], or next_obs); a terminated one from 0.
-                with torch.no_grad():
-                    next_value = policy.value(next_obs)
-                    advantages = torch.zeros_like(rewards)
-                    last_gae = torch.zeros((num_experts, args.num_envs))
-                    for t in reversed(range(args.num_steps)):
-                        following_value = next_value if t == args.num_steps - 1 else values[:, t + 1]
-                        delta = rewards[:, t] + args.gamma * following_value * (1.0 - terminateds[:, t]) - values[:, t]
-                        last_gae = delta + args.gamma * args.gae_lambda * (1.0 - dones[:, t]) * last_gae
-                        advantages[:, t] = last_gae
-                    returns = advantages + values
-
-                # Flatten each expert's batch; steps that only reset stay in place, masked out of every mean.
-                b_obs = obs.reshape(num_experts, -1, observation_size)
-                b_actions = actions.reshape(num_experts, -1, action_size)
-                b_offsets = offsets.reshape(num_experts, -1, action_size)
-                b_logprobs, b_advantages = logprobs.reshape(num_experts, -1), advantages.reshape(num_experts, -1)
-                b_returns, b_values = returns.reshape(num_experts, -1), values.reshape(num_experts, -1)
-                b_valid = valid.reshape(num_experts, -1).float()
-
-                # Optimise every expert's policy and value networks on its own data.
-                batch_size = b_obs.shape[1]
-                clipfracs: list[torch.Tensor] = []
-                for _epoch in range(args.update_epochs):
-                    permutation = torch.from_numpy(np.random.permutation(batch_size))
-                    for start in range(0, batch_size, args.minibatch_size):
-                        mb = permutation[start : start + args.minibatch_size]
-                        mask = b_valid[:, mb]
-                        count = mask.sum(-1).clamp(min=1.0)
-                        _, new_logprob, entropy, new_value = policy.action_and_value(
-                            b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
-                        )
-                        log_ratio = new_logprob - b_logprobs[:, mb]
-                        ratio = log_ratio.exp()
-                        with torch.no_grad():
-                            old_approx_kl = masked_mean(-log_ratio, mask, count)
-                            approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
-                            clipfracs.append(masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count))
-
-                        # SB3 normalises advantages per minibatch: here per expert, over its real transitions.
-                        mb_advantages = b_advantages[:, mb]
-                        adv_mean = masked_mean(mb_advantages, mask, count).unsqueeze(1)
-                        adv_var = ((mb_advantages - adv_mean) ** 2 * mask).sum(-1) / (count - 1.0).clamp(min=1.0)
-                        mb_advantages = torch.where(
-                            (count > 1).unsqueeze(1),
-                            (mb_advantages - adv_mean) / (adv_var.sqrt().unsqueeze(1) + 1e-8),
-                            mb_advantages,
-                        )
-                        pg_loss1 = -mb_advantages * ratio
-                        pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                        pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
-                        v_loss = masked_mean((new_value - b_returns[:, mb]) ** 2, mask, count)
-                        entropy_loss = masked_mean(entropy, mask, count)
-                        # The experts share no parameter: the sum trains each on its own loss.
-                        loss = (pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss).sum()
-
-                        optimizer.zero_grad()
-                        loss.backward()
-                        policy.clip_grad_norm_(args.max_grad_norm)
-                        optimizer.step()
-                    if args.target_kl is not None and approx_kl[trained].max() > args.target_kl:
-                        break
-
-                clipfrac = torch.stack(clipfracs).mean(0)
-                elapsed = time.time() - start_time
-                for k in trained:
-                    y_pred, y_true = b_values[k][b_valid[k] > 0].numpy(), b_returns[k][b_valid[k] > 0].numpy()
-                    var_y = np.var(y_true)
-                    explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-                    step_k, writer = int(global_step[k]), writers[k]
-                    writer.add_scalar("charts/learning_rate", learning_rate, step_k)
-                    writer.add_scalar("charts/SPS", (global_step[k] - start_steps[k]) / elapsed, step_k)
-                    writer.add_scalar("losses/value_loss", v_loss[k].item(), step_k)
-                    writer.add_scalar("losses/policy_loss", pg_loss[k].item(), step_k)
-                    writer.add_scalar("losses/entropy", entropy_loss[k].item(), step_k)
-                    writer.add_scalar("losses/old_approx_kl", old_approx_kl[k].item(), step_k)
-                    writer.add_scalar("losses/approx_kl", approx_kl[k].item(), step_k)
-                    writer.add_scalar("losses/clipfrac", clipfrac[k].item(), step_k)
-                    writer.add_scalar("losses/explained_variance", explained_var, step_k)
-                    # Means over the rollout's finished episodes: one event per update, not per episode, keeps
-                    # TensorBoard's queue off the per-step path (its events took about 5% of a K = 8 cProfile).
-                    if finished[k]:
-                        summary = summarize(finished[k])
-                        writer.add_scalar("charts/episodes", summary["episodes"], step_k)
-                        for tag, metric in TRAINING_EPISODE_TAGS.items():
-                            writer.add_scalar(tag, summary[f"mean_{metric}"], step_k)
-                steps_per_second = (global_step - start_steps).sum() / elapsed
-                progress.update(int(np.minimum(global_step, args.total_timesteps).sum()) - progress.n)
-                label = snippets[0].id if num_experts == 1 else f"{int(active.sum())}/{num_experts} experts"
+                ppo_iteration(runs, trained, policy, optimizer, rollout, layout, args, lambda: time.time() - start_time)
+                steps_per_second = sum(run.global_step - run.start_step for run in runs) / (time.time() - start_time)
+                progress.update(sum(min(run.global_step, args.total_timesteps) for run in runs) - progress.n)
+                label = runs[0].snippet.id if len(runs) == 1 else f"{len(trained)}/{len(runs)} experts"
                 progress.set_description(f"{label} {steps_per_second:.0f} SPS")
+                due = [run for run in trained if run.global_step >= min(run.next_eval_step, args.total_timesteps)]
 
             # -- evaluations (MoCapAct's two) every eval_every_steps, at the budget and at --max-minutes ----------
-            if out_of_time:
-                due = [k for k in trained if last_eval_step[k] != global_step[k]]
-            else:
-                due = [k for k in trained if global_step[k] >= min(next_eval_step[k], args.total_timesteps)]
-            for k in due:
-                next_eval_step[k] = (global_step[k] // args.eval_every_steps + 1) * args.eval_every_steps
-                last_eval_step[k] = global_step[k]
-                expert = policy.expert(k)
-                act = functools.partial(
-                    deterministic_actions,
-                    expert=expert,
-                    obs_normalizer=obs_normalizers[k],
-                    observation_keys=observation_keys,
-                    reference_actions=reference_actions[k],
-                    time_column=time_column,
-                    num_envs=args.eval_num_envs,
-                )
-                minutes = float(training_seconds[k] + time.time() - start_time) / 60
-                record: dict[str, Any] = {"global_step": int(global_step[k]), "training_minutes": minutes}
-                for kind, episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
-                    if kind not in eval_envs[k]:
-                        eval_envs[k][kind] = make_eval_vec_env(
-                            snippets[k].id, kind, args.eval_num_envs, backend, args.vectorization_mode, **env_kwargs
-                        )
-                    eval_seed = args.seed + 1_000_003 * (len(evaluations[k]) + 1) + (kind == "eval_start")
-                    summary = summarize(run_episodes(eval_envs[k][kind], act, episodes, seed=eval_seed))
-                    for key, value in summary.items():
-                        writers[k].add_scalar(f"{kind}/{key}", value, global_step[k])
-                    writers[k].add_scalar(f"{kind}/training_minutes", minutes, global_step[k])
-                    if summary["mean_episode_return"] > best_return[k][kind]:  # each evaluation's best model
-                        best_return[k][kind] = summary["mean_episode_return"]
-                        save_expert(
-                            run_dirs[k] / kind / "model",
-                            expert,
-                            obs_normalizers[k],
-                            observation_keys,
-                            observation_sizes,
-                            reward_normalizers[k].return_rms,
-                            reward_normalizers[k].config(),
-                            metadata={
-                                **clip_infos[k],
-                                "ref_steps": [0],
-                                "global_step": int(global_step[k]),
-                                "evaluation": {kind: summary},
-                            },
-                            reference_actions=reference_actions[k],
-                        )
-                    record[kind] = summary
-                evaluations[k].append(record)
-                write_json(run_dirs[k] / "evaluations.json", evaluations[k])
-                latest_rsi[k] = record["eval_rsi"]
-                reason = update_early_stop(early_stop[k], record, args)
-                if reason is not None and not out_of_time:
-                    stop_reasons[k] = reason
-                    active[k] = False
-                elif global_step[k] >= args.total_timesteps:
-                    active[k] = False
+            evaluate_due(due, policy, layout, args, backend, time.time() - start_time, out_of_time)
             if due:
-                shown = [r for r in latest_rsi if r is not None]
+                shown = [run.evaluations[-1]["eval_rsi"] for run in runs if run.evaluations]
                 progress.set_postfix(
                     rsi_len=f"{np.mean([r['mean_norm_episode_length'] for r in shown]):.2f}",
                     rsi_ret=f"{np.mean([r['mean_norm_episode_return'] for r in shown]):.2f}",
@@ -1005,59 +1361,22 @@ def train_experts(
 
             # -- checkpoints: after an evaluation, at the end, and every checkpoint_every_seconds ------------------
             periodic = time.time() - last_checkpoint >= args.checkpoint_every_seconds
-            for k in trained:
-                if not (k in due or out_of_time or periodic):
-                    continue
-                state = {
-                    "global_step": int(global_step[k]),
-                    "update": int(update[k]),
-                    "training_seconds": float(training_seconds[k] + time.time() - start_time),
-                    "policy": policy.expert_state(k),
-                    "adam": adam_moments(optimizer, policy, k),
-                    "obs_rms": {n: torch.from_numpy(v) for n, v in obs_normalizers[k].rms.state_dict().items()},
-                    "return_rms": {
-                        n: torch.from_numpy(v) for n, v in reward_normalizers[k].return_rms.state_dict().items()
-                    },
-                    "rng": rng_state(),
-                    "best_return": best_return[k],
-                    "early_stop": early_stop[k],
-                    "evaluations": evaluations[k],
-                    "args": expert_args[k],
-                }
-                save_checkpoint(run_dirs[k], state)
-                checkpointed_step[k] = global_step[k]
-                if k in due and on_evaluation is not None:
-                    on_evaluation(k, evaluations[k][-1])
+            for run in trained:
+                if run in due or out_of_time or periodic:
+                    run.save_checkpoint(policy, optimizer, time.time() - start_time)
+                    if run in due and on_evaluation is not None:
+                        on_evaluation(run.k, run.evaluations[-1])
             if due or periodic:
                 last_checkpoint = time.time()
     except KeyboardInterrupt:
-        for k in range(num_experts):
-            stop_reasons[k] = (
-                f"interrupted at step {int(global_step[k]):,}; the next run resumes from the last checkpoint"
-            )
-        global_step = checkpointed_step
+        for run in runs:
+            run.stop_reason = f"interrupted at step {run.global_step:,}; the next run resumes from the last checkpoint"
+            run.global_step = run.checkpointed_step
     finally:
         progress.close()
-        for writer in writers:
-            writer.close()
-        for env in envs:
-            env.close()
-        for kinds in eval_envs:
-            for env in kinds.values():
-                env.close()
-
-    for k in range(num_experts):
-        if stop_reasons[k] == "nothing to do":
-            continue
-        print(f"{run_dirs[k]}: {stop_reasons[k]} at step {int(global_step[k]):,}.")
-        if evaluations[k]:
-            last = evaluations[k][-1]
-            for kind in EVAL_SETTINGS:
-                s = last[kind]
-                print(
-                    f"  {kind:10s} return {s['mean_episode_return']:8.2f}  length {s['mean_episode_length']:6.1f}  "
-                    f"norm return {s['mean_norm_episode_return']:.3f}  norm length {s['mean_norm_episode_length']:.3f}"
-                )
+        for run in runs:
+            run.close()
+    print_results(runs)
     return 0
 
 
