@@ -238,7 +238,9 @@ def mode_table(title: str, report: dict, labels: list[str]) -> Table:
     return table
 
 
-def main(args: Args) -> dict:
+def load_policies(args: Args) -> tuple[list[str], dict[str, MultiClipPolicy], tuple[int, ...]]:
+    """The policies' labels, the policies by label and the reference steps they all look at; raises ``ValueError``
+    naming a bad mode, label or mix of reference steps."""
     unknown = [mode for mode in args.modes if mode not in MULTICLIP_EVAL_MODES]
     if unknown:
         raise ValueError(f"unknown mode {unknown[0]!r}; choose from {', '.join(MULTICLIP_EVAL_MODES)}.")
@@ -253,7 +255,60 @@ def main(args: Args) -> dict:
     ref_steps = {policy.config.ref_steps for policy in policies.values()}
     if len(ref_steps) > 1:
         raise ValueError(f"the policies look at different reference steps {sorted(ref_steps)}; evaluate them apart.")
-    ref_steps = ref_steps.pop()
+    return labels, policies, ref_steps.pop()
+
+
+def mode_entry(
+    snippets: list[str], labels: list[str], policy_results: dict[str, dict], expert_results: dict[str, dict]
+) -> dict:
+    """One mode's part of the report: each policy's results, means and ratios to the snippets' experts."""
+    own_experts = {s: expert_results[s] for s in snippets if s in expert_results}
+    entry: dict = {"snippets": snippets, "policies": {}, "experts": {"snippets": own_experts}}
+    entry["experts"]["mean"] = mean_metrics(own_experts)
+    for label in labels:
+        results = {s: policy_results[label][s] for s in snippets}
+        ratios = length_ratios(results, own_experts)
+        mean_ratio = {k: float(np.mean([r[k] for r in ratios.values()])) for k in START_KINDS} if ratios else {}
+        ratio_of_means = {}
+        if ratios:
+            mean_ratio["rsi_fraction_at_target"] = float(
+                np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])
+            )
+            # The issue's measure: the share of the experts' mean normalized length the policy keeps on the
+            # snippets with an expert (mean_ratio is the mean of the per-snippet ratios).
+            with_expert_mean = mean_metrics({s: results[s] for s in ratios})
+            ratio_of_means = {
+                k: with_expert_mean[f"{k}_norm_episode_length"] / entry["experts"]["mean"][f"{k}_norm_episode_length"]
+                for k in START_KINDS
+            }
+        entry["policies"][label] = {
+            "snippets": results,
+            "mean": mean_metrics(results),
+            "ratios": ratios,
+            "mean_ratio": mean_ratio,
+            "ratio_of_means": ratio_of_means,
+        }
+    return entry
+
+
+def print_mode(console: Console, title: str, entry: dict, labels: list[str]) -> None:
+    """One mode's table and, for each policy with experts to compare to, its ratio summary."""
+    console.print(mode_table(title, entry, labels))
+    for label in labels:
+        ratio = entry["policies"][label]["mean_ratio"]
+        if ratio:
+            who = f"{label}: " if len(labels) > 1 else ""
+            of_means = entry["policies"][label]["ratio_of_means"]
+            console.print(
+                f"{who}{ratio['rsi_fraction_at_target']:.0%} of the {len(entry['policies'][label]['ratios'])} "
+                f"snippets with an expert keep >= {EXPERT_RATIO_TARGET:g} of its random-start normalized length; "
+                f"mean normalized length / the experts': {of_means['start']:.3f} from the snippet start, "
+                f"{of_means['rsi']:.3f} from random starts."
+            )
+
+
+def main(args: Args) -> dict:
+    labels, policies, ref_steps = load_policies(args)
     experts = expert_runs(args.experts) if args.experts else {}
 
     if args.snippets:
@@ -322,48 +377,9 @@ def main(args: Args) -> dict:
     expert_results = results.get(EXPERT_LABEL, {})
     console = Console()
     for mode, snippets in groups.items():
-        own_experts = {s: expert_results[s] for s in snippets if s in expert_results}
-        entry: dict = {"snippets": snippets, "policies": {}, "experts": {"snippets": own_experts}}
-        entry["experts"]["mean"] = mean_metrics(own_experts)
-        for label in labels:
-            results = {s: policy_results[label][s] for s in snippets}
-            ratios = length_ratios(results, own_experts)
-            mean_ratio = {k: float(np.mean([r[k] for r in ratios.values()])) for k in START_KINDS} if ratios else {}
-            if ratios:
-                mean_ratio["rsi_fraction_at_target"] = float(
-                    np.mean([r["rsi"] >= EXPERT_RATIO_TARGET for r in ratios.values()])
-                )
-            # The issue's measure: the share of the experts' mean normalized length the policy keeps on the
-            # snippets with an expert (mean_ratio is the mean of the per-snippet ratios).
-            ratio_of_means = {}
-            if ratios:
-                with_expert_mean = mean_metrics({s: results[s] for s in ratios})
-                ratio_of_means = {
-                    k: with_expert_mean[f"{k}_norm_episode_length"]
-                    / entry["experts"]["mean"][f"{k}_norm_episode_length"]
-                    for k in START_KINDS
-                }
-            entry["policies"][label] = {
-                "snippets": results,
-                "mean": mean_metrics(results),
-                "ratios": ratios,
-                "mean_ratio": mean_ratio,
-                "ratio_of_means": ratio_of_means,
-            }
-        report["modes"][mode] = entry
+        entry = report["modes"][mode] = mode_entry(snippets, labels, policy_results, expert_results)
         title = f"{mode}: {MODE_TITLES[mode]}, {len(snippets)} snippets, {args.episodes} episodes per snippet and start"
-        console.print(mode_table(title, entry, labels))
-        for label in labels:
-            ratio = entry["policies"][label]["mean_ratio"]
-            if ratio:
-                who = f"{label}: " if len(labels) > 1 else ""
-                of_means = entry["policies"][label]["ratio_of_means"]
-                console.print(
-                    f"{who}{ratio['rsi_fraction_at_target']:.0%} of the {len(entry['policies'][label]['ratios'])} "
-                    f"snippets with an expert keep >= {EXPERT_RATIO_TARGET:g} of its random-start normalized length; "
-                    f"mean normalized length / the experts': {of_means['start']:.3f} from the snippet start, "
-                    f"{of_means['rsi']:.3f} from random starts."
-                )
+        print_mode(console, title, entry, labels)
     if args.output_json:
         write_json(args.output_json, report)
         print(f"metrics: {args.output_json}")
