@@ -21,6 +21,7 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import EzPickle
 
 from mocapact_envs.policies.saving import SavedInDirectory
+from mocapact_envs.tasks.checks import check_integer, check_non_negative, describe
 
 DEFAULT_CAMERA = "walker/side"
 
@@ -52,10 +53,24 @@ class SerializableEnv(EzPickle):
         self.__dict__["_spec"] = spec
 
 
-def check_act_noise(act_noise: float) -> None:
-    """Raises ``ValueError`` naming an action-noise std that is negative or NaN."""
-    if not act_noise >= 0:  # NaN fails too
-        raise ValueError(f"act_noise must be >= 0, got {act_noise!r}.")
+def check_act_noise(act_noise: float) -> float:
+    """The action-noise std; an error naming it when it is no finite number >= 0."""
+    return check_non_negative("act_noise", act_noise)
+
+
+def check_reset_options(env: Any, options: Any, valid: Sequence[str] = ()) -> None:
+    """Raises naming the keys of ``reset(options=...)`` that ``env`` does not read (``valid`` lists those it does):
+    an option it would ignore silently is most likely a typo or meant for another environment."""
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{type(env).__name__}.reset() options must be None or a dict, got {describe(options)}.")
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        allowed = f"its options are {', '.join(map(repr, valid))}" if valid else "it takes no options (None or {})"
+        raise ValueError(
+            f"{type(env).__name__}.reset() got unknown option(s) {', '.join(map(repr, unknown))}; {allowed}."
+        )
 
 
 def json_ready(value: Any) -> Any:
@@ -105,11 +120,9 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose None or 'rgb_array'.")
-        check_act_noise(act_noise)
+        self.act_noise = check_act_noise(act_noise)
         for name, size in (("width", width), ("height", height)):
-            if isinstance(size, bool) or int(size) != size or size < 1:
-                raise ValueError(f"{name} must be a positive number of pixels, got {size!r}.")
-        self.act_noise = float(act_noise)
+            check_integer(name, size, 1, "a positive number of pixels")
         self.render_mode = render_mode
         self.width, self.height, self.camera = width, height, camera
         self._dm_env = None
@@ -137,6 +150,7 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self._dm_env.random_state
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_reset_options(self, options)
         super().reset(seed=seed)
         if seed is not None:
             self._dm_env.random_state.seed(seed)

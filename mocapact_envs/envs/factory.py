@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.tasks.checks import check_integer
 
 GENERIC_TRACKING_ID = "mocapact/MocapTracking-v0"
 VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
@@ -61,8 +62,7 @@ def clamp_min_steps(snippet: Snippet, min_steps: int, ref_steps: Sequence[int] =
     ``end - max(ref_steps)``, so ``env_min_steps = min_steps - 1`` leaves ``min_steps`` steps; a snippet too
     short for that lowers it to what the snippet has.
     """
-    if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 1:
-        raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}.")
+    min_steps = check_integer("min_steps", min_steps, 1)
     trackable = snippet.end - snippet.start - max(ref_steps)  # type: ignore[operator]
     if trackable < 1:
         raise ValueError(
@@ -70,6 +70,11 @@ def clamp_min_steps(snippet: Snippet, min_steps: int, ref_steps: Sequence[int] =
             f"{max(ref_steps)} steps ahead (ref_steps={tuple(ref_steps)})."
         )
     return min(int(min_steps), trackable) - 1
+
+
+def check_num_envs(num_envs: object) -> int:
+    """``num_envs`` as an int, when it is a positive integer (numpy's messages would name neither it nor the rule)."""
+    return check_integer("num_envs", num_envs, 1, "a positive integer (the number of worlds)")
 
 
 def resolve_vectorization_mode(vectorization_mode: str | None, backend: str) -> str:
@@ -116,8 +121,7 @@ def make_tracking_vec_env(
     The result autoresets in Gymnasium's default next-step mode: the step after an
     episode ends returns the reset observation with reward 0.
     """
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    num_envs = check_num_envs(num_envs)
     from mocapact_envs.envs.dm_control_adapter import json_ready
 
     backend = check_backend(backend)

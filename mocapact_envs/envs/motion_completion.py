@@ -9,9 +9,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv, check_reset_options
 from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.checks import check_arena_size, check_integer
 from mocapact_envs.tasks.motion_completion import MotionCompletion
 from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation, resolve_observables
 from mocapact_envs.tasks.tracking import build_tracking_environment
@@ -79,7 +80,8 @@ class MotionCompletionEnv(DmControlEnv):
           changes since keep the id and the task (dynamics, reward, episode ends):
           ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
-          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
+          ``metadata["reference_source"]``,
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
@@ -106,8 +108,11 @@ class MotionCompletionEnv(DmControlEnv):
 
         if prompt_experts is None:
             prompt_experts = SHIPPED_EXPERTS
-        if not 1 <= prompt_steps < max_steps:
-            raise ValueError(f"prompt_steps must be in [1, max_steps={max_steps}), got {prompt_steps}.")
+        max_steps = check_integer("max_steps", max_steps, 2)
+        check_integer("prompt_steps", prompt_steps, 1, f"an integer in [1, max_steps={max_steps})")
+        if prompt_steps >= max_steps:
+            raise ValueError(f"prompt_steps must be an integer in [1, max_steps={max_steps}), got {prompt_steps}.")
+        arena_size = check_arena_size(arena_size)
         self.clip_set: ClipSet = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips)
         clip_ids = sorted({s.clip_id for s in self.clip_set.snippets})
         self.expert_runs = find_experts([prompt_experts], clip_ids).runs_by_clip
@@ -173,6 +178,7 @@ class MotionCompletionEnv(DmControlEnv):
         return np.asarray(action, np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_reset_options(self, options)
         gym.Env.reset(self, seed=seed)
         if seed is not None:
             self._dm_env.random_state.seed(seed)

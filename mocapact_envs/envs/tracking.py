@@ -118,9 +118,10 @@ class MocapTrackingEnv(DmControlEnv):
           task (dynamics, reward, episode ends): ``backend="fast"`` (the default, equal to
           dm_control step for step), ``reference_digest``; ``step()`` with no episode running
           raises ``RuntimeError`` (it raised ``TypeError`` or stepped a new episode), NaN actions
-          raise ``ValueError`` naming them and end the episode, bad arguments raise errors naming
-          them, ``metadata["reference_source"]``, pickling and ``copy.deepcopy``,
-          ``spec.to_json()`` with path arguments.
+          raise ``ValueError`` naming them and end the episode, bad arguments (``ref_steps=5`` too:
+          pass ``(5,)``) and unknown ``reset()`` options raise errors naming them,
+          ``metadata["reference_source"]``, pickling and ``copy.deepcopy``, ``spec.to_json()`` with
+          path arguments.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}

@@ -16,10 +16,13 @@ from mocapact_envs.envs.dm_control_adapter import (
     SerializableEnv,
     action_space_from_spec,
     check_act_noise,
+    check_reset_options,
     invalid_action_error,
     observation_space_from_spec,
 )
+from mocapact_envs.envs.factory import check_num_envs
 from mocapact_envs.envs.tracking import reference_source
+from mocapact_envs.tasks.checks import check_integer
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
@@ -69,7 +72,8 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
 
     Version history:
         * v0: as :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` v0; ``step()`` before ``reset()`` or
-          after a step that raised raises ``RuntimeError``, and NaN actions name their worlds.
+          after a step that raised raises ``RuntimeError``, NaN actions name their worlds, and ``reset()`` options
+          other than ``reset_mask`` are refused by name.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -103,9 +107,9 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             )
         if render_mode is not None:
             raise ValueError(f"the native vector env does not render (render_mode={render_mode!r}); choose None.")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-        check_act_noise(act_noise)
+        num_envs = check_num_envs(num_envs)
+        num_threads = check_integer("num_threads", num_threads, 1)
+        act_noise = check_act_noise(act_noise)
         self.settings = TrackingSettings(
             ref_steps=ref_steps,
             random_start=random_start,
@@ -118,7 +122,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         self.clip_set = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips, strict=strict)
         observable_keys = resolve_observables(observables)
         self.num_envs = num_envs
-        self.act_noise = float(act_noise)
+        self.act_noise = act_noise
         self.render_mode = None
         self._worlds = TrackingWorlds(
             self.clip_set, observable_keys, self.settings, num_worlds=num_envs, num_threads=num_threads
@@ -151,6 +155,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Resets every world, or those of ``options["reset_mask"]`` (a boolean array)."""
+        check_reset_options(self, options, valid=("reset_mask",))
         super().reset(seed=seed if isinstance(seed, int) else None)
         if seed is not None:
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)

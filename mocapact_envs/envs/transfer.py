@@ -11,6 +11,7 @@ import gymnasium as gym
 from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
 from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.mocap.source import get_source
+from mocapact_envs.tasks.checks import check_arena_size, check_integer, check_positive
 from mocapact_envs.tasks.go_to_target import TARGET_OBSERVABLE, build_go_to_target_environment
 from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.standing_start import (
@@ -33,14 +34,9 @@ VELOCITY_CONTROL_EPISODE_STEPS = 2000
 
 
 def _check_common(episode_steps: int, arena_size: Sequence[float], physics_timestep: float) -> tuple[float, float]:
-    if int(episode_steps) != episode_steps or episode_steps < 1:
-        raise ValueError(f"episode_steps must be a positive integer, got {episode_steps!r}.")
-    if not physics_timestep > 0:
-        raise ValueError(f"physics_timestep must be > 0 seconds, got {physics_timestep!r}.")
-    size = tuple(float(s) for s in arena_size)
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"arena_size must be two positive lengths (x, y) in metres, got {arena_size!r}.")
-    return size  # type: ignore[return-value]
+    check_integer("episode_steps", episode_steps, 1, "a positive integer")
+    check_positive("physics_timestep", physics_timestep, "> 0 seconds")
+    return check_arena_size(arena_size)
 
 
 def _standing_pose_source(clip_id: str, mocap_path: str | Path | None) -> dict:
@@ -123,7 +119,8 @@ class GoToTargetEnv(DmControlEnv):
           changes since keep the id and the task (dynamics, reward, episode ends):
           ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
-          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
+          ``metadata["reference_source"]``,
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
@@ -151,12 +148,10 @@ class GoToTargetEnv(DmControlEnv):
     ):
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
         arena_size = _check_common(episode_steps, arena_size, physics_timestep)
-        if steps_before_moving_target < 1:
-            raise ValueError(f"steps_before_moving_target must be >= 1, got {steps_before_moving_target}.")
-        if not distance_tolerance > 0:
-            raise ValueError(f"distance_tolerance must be > 0, got {distance_tolerance}.")
+        check_integer("steps_before_moving_target", steps_before_moving_target, 1)
+        check_positive("distance_tolerance", distance_tolerance)
         self.episode_steps = int(episode_steps)
-        observable_keys = resolve_observables(proprioception) + (TARGET_OBSERVABLE,)
+        observable_keys = resolve_observables(proprioception, "proprioception") + (TARGET_OBSERVABLE,)
         self._dm_env = build_go_to_target_environment(
             load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
             observable_keys,
@@ -234,7 +229,8 @@ class VelocityControlEnv(DmControlEnv):
           changes since keep the id and the task (dynamics, reward, episode ends):
           ``step()`` with no episode running raises ``RuntimeError`` (it raised ``TypeError``
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
-          episode, bad arguments raise errors naming them, ``metadata["reference_source"]``,
+          episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
+          ``metadata["reference_source"]``,
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
@@ -265,7 +261,9 @@ class VelocityControlEnv(DmControlEnv):
         arena_size = _check_common(episode_steps, arena_size, physics_timestep)
         self.episode_steps = int(episode_steps)
         observable_keys = (
-            resolve_observables(proprioception) + TORSO_VELOCITY_OBSERVABLES + (VELOCITY_COMMAND_OBSERVABLE,)
+            resolve_observables(proprioception, "proprioception")
+            + TORSO_VELOCITY_OBSERVABLES
+            + (VELOCITY_COMMAND_OBSERVABLE,)
         )
         self._dm_env = build_velocity_control_environment(
             load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),

@@ -93,20 +93,28 @@ OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def resolve_observables(observables: str | Sequence[str]) -> tuple[str, ...]:
-    """A set name from :data:`OBSERVATION_SETS`, or explicit keys, as sorted keys."""
+def resolve_observables(observables: str | Sequence[str], name: str = "observables") -> tuple[str, ...]:
+    """A set name from :data:`OBSERVATION_SETS`, or explicit keys, as sorted keys.
+
+    Anything else (an unknown name or key, no key at all, a value that is neither) raises naming ``name``.
+    """
+    choices = (
+        f"choose one of {', '.join(OBSERVATION_SETS)} or pass a list of observable keys such as 'walker/joints_pos'"
+    )
     if isinstance(observables, str):
         if observables not in OBSERVATION_SETS:
-            raise ValueError(
-                f"unknown observation set {observables!r}; choose one of {', '.join(OBSERVATION_SETS)} "
-                "or pass a list of observable keys such as 'walker/joints_pos'."
-            )
+            raise ValueError(f"unknown observation set {observables!r} ({name}); {choices}.")
         return tuple(sorted(OBSERVATION_SETS[observables]))
+    if not isinstance(observables, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be an observation set name or a list of keys, got {observables!r}; {choices}.")
     keys = tuple(observables)
+    if not keys:
+        # Gymnasium refuses an empty Dict space with a bare AssertionError.
+        raise ValueError(f"{name} must name at least one observable, got {observables!r}; {choices}.")
     known = set(ALL_PROPRIOCEPTIVE) | set(MULTI_CLIP)
-    unknown = [k for k in keys if k not in known]
+    unknown = [k for k in keys if not isinstance(k, str) or k not in known]
     if unknown:
-        raise ValueError(f"unknown observable(s) {unknown}; known keys: {', '.join(sorted(known))}.")
+        raise ValueError(f"unknown observable(s) {unknown} ({name}); known keys: {', '.join(sorted(known))}.")
     return tuple(sorted(set(keys)))
 
 

@@ -13,10 +13,12 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mocapact_envs.mocap.source import ClipSet, get_source
+from mocapact_envs.tasks.checks import check_integer, check_number, check_positive, describe, is_integer, is_number
 
 #: Reward names of dm_control's ``reference_pose.rewards``.
 REWARD_TYPES = ("comic", "termination_reward", "multi_term_pose_reward")
@@ -51,21 +53,16 @@ class TrackingSettings:
     def __post_init__(self) -> None:
         if self.reward_type not in REWARD_TYPES:
             raise ValueError(f"unknown reward_type {self.reward_type!r}; choose one of {', '.join(REWARD_TYPES)}.")
-        ref_steps = tuple(int(s) for s in self.ref_steps)
-        if not ref_steps or min(ref_steps) < 0:
-            raise ValueError(f"ref_steps must be non-negative step offsets, got {ref_steps}.")
-        object.__setattr__(self, "ref_steps", ref_steps)
-        if not self.termination_error_threshold > 0:  # NaN fails too
-            raise ValueError(
-                "termination_error_threshold must be > 0 (float('inf') never terminates), got "
-                f"{self.termination_error_threshold!r}."
-            )
-        if not self.physics_timestep > 0:
-            raise ValueError(f"physics_timestep must be > 0 seconds, got {self.physics_timestep!r}.")
-        min_steps = self.min_steps
-        if isinstance(min_steps, bool) or int(min_steps) != min_steps or min_steps < 0:
-            raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}.")
-        object.__setattr__(self, "min_steps", int(min_steps))
+        object.__setattr__(self, "ref_steps", check_ref_steps(self.ref_steps))
+        check_number(
+            "termination_error_threshold",
+            self.termination_error_threshold,
+            "> 0 (float('inf') never terminates)",
+            lambda v: v > 0,
+        )
+        check_positive("physics_timestep", self.physics_timestep, "> 0 seconds")
+        check_positive("control_timestep", self.control_timestep, "> 0 seconds")
+        object.__setattr__(self, "min_steps", check_integer("min_steps", self.min_steps, 0))
         random_start = np.asarray(self.random_start)
         if random_start.dtype != bool or random_start.ndim > 1 or random_start.size == 0:
             raise ValueError(
@@ -114,6 +111,21 @@ class TrackingSettings:
                 f"last trackable step, and the longest snippet, {longest.id}, allows at most min_steps={allowed} "
                 f"with ref_steps={self.ref_steps}."
             )
+
+
+def check_ref_steps(ref_steps: Any) -> tuple[int, ...]:
+    """``ref_steps`` as a tuple of ints, when it is a non-empty sequence of integer step offsets >= 0."""
+    rule = "a non-empty sequence of integer step offsets >= 0, such as (0,) or (1, 2, 3, 4, 5)"
+    # A bare int is refused rather than guessed at: 5 could mean (5,) or MoCapAct's (1, 2, 3, 4, 5).
+    if isinstance(ref_steps, (str, bytes)) or not isinstance(ref_steps, (Sequence, np.ndarray)):
+        hint = f"; for step {ref_steps} alone pass ({ref_steps},)" if is_integer(ref_steps) else ""
+        raise TypeError(f"ref_steps must be {rule}, got {describe(ref_steps)}{hint}.")
+    steps = tuple(ref_steps)
+    if not all(is_number(s) for s in steps):
+        raise TypeError(f"ref_steps must be {rule}, got {ref_steps!r}.")
+    if not steps or not all(is_integer(s) and s >= 0 for s in steps):
+        raise ValueError(f"ref_steps must be {rule}, got {ref_steps!r}.")
+    return tuple(int(s) for s in steps)
 
 
 def load_clip_set(

@@ -21,6 +21,7 @@ import numpy as np
 from dm_control import composer
 from dm_control.composer.observation import observable
 
+from mocapact_envs.tasks.checks import check_integer, check_non_negative, check_positive
 from mocapact_envs.tasks.falling import NonFootGroundContact
 from mocapact_envs.tasks.standing_start import standing_start_environment, standing_walker
 
@@ -46,14 +47,11 @@ class VelocityControl(composer.Task):
         physics_timestep: float = 0.005,
         control_timestep: float = 0.03,
     ):
-        if max_speed < 0:
-            raise ValueError(f"max_speed must be >= 0, got {max_speed}.")
-        if reward_margin <= 0:
-            raise ValueError(f"reward_margin must be > 0, got {reward_margin}.")
-        if direction_exponent < 0:
-            raise ValueError(f"direction_exponent must be >= 0, got {direction_exponent}.")
-        if steps_before_changing_velocity < 1:
-            raise ValueError(f"steps_before_changing_velocity must be >= 1, got {steps_before_changing_velocity}.")
+        # Checked here, when the task is made: NaN would otherwise pass and fail at the first reset.
+        check_non_negative("max_speed", max_speed, ">= 0 m/s, finite")
+        check_positive("reward_margin", reward_margin, "> 0 m/s, finite")
+        check_non_negative("direction_exponent", direction_exponent, ">= 0, finite")
+        check_integer("steps_before_changing_velocity", steps_before_changing_velocity, 1)
         self._walker = walker
         self._arena = arena
         self._walker.create_root_joints(self._arena.attach(self._walker))

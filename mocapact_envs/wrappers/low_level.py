@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mocapact_envs.policies.low_level import LowLevelPolicy, as_low_level_policy
+from mocapact_envs.tasks.checks import check_positive
 
 #: MoCapAct bounds each latent dimension to [-3, 3] for the high-level policy.
 DEFAULT_MAX_LATENT = 3.0
@@ -47,8 +48,7 @@ class LowLevelActionWrapper(gym.Wrapper):
         self, env: gym.Env, policy_or_path: LowLevelPolicy | str | Path, max_latent: float = DEFAULT_MAX_LATENT
     ):
         super().__init__(env)
-        if not max_latent > 0:
-            raise ValueError(f"max_latent must be > 0, got {max_latent}.")
+        check_positive("max_latent", max_latent)
         self.policy = as_low_level_policy(policy_or_path)
         config = self.policy.config
         observation_space = env.observation_space
