@@ -22,7 +22,6 @@ dataset-wide ones.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mocapact_envs.files import replace_atomically
 from mocapact_envs.mocap.ids import SNIPPET_ID_PATTERN
 
 METRIC_NAMES = ("episode_returns", "episode_lengths", "norm_episode_returns", "norm_episode_lengths")
@@ -76,16 +76,6 @@ def _moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows.sum(0), np.square(rows).sum(0)
 
 
-TEMPORARY_SUFFIX = ".tmp"
-
-
-def remove_stale_temporaries(path: str | Path) -> None:
-    """Deletes the temporary files that killed writers of the clip file ``path`` left behind."""
-    path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"):
-        stale.unlink(missing_ok=True)
-
-
 def write_clip_file(
     path: str | Path,
     snippets: Iterable[SnippetRollouts],
@@ -104,13 +94,11 @@ def write_clip_file(
     ``snippets`` may be a generator: each snippet is written as it is produced, so
     only one snippet's episodes need to be in memory.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
-    sums = {"proprio": 0.0, "act": 0.0, "mean_act": 0.0}
-    squares = dict(sums)
-    count = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        sums = {"proprio": 0.0, "act": 0.0, "mean_act": 0.0}
+        squares = dict(sums)
+        count = 0
         with h5py.File(tmp, "w") as h5:
             h5.attrs.update(dict(attributes or {}))
             h5["n_start_rollouts"] = n_start_rollouts
@@ -146,9 +134,8 @@ def write_clip_file(
                 h5[f"stats/{key}_mean"] = mean.astype(np.float32)
                 h5[f"stats/{key}_var"] = np.maximum(squares[key] / count - mean**2, 0).astype(np.float32)
             h5["stats/count"] = count
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(path, write)
 
 
 #: File attributes naming the reference the rollouts tracked: where it was read, and the clip's
@@ -182,6 +169,34 @@ def read_rollout_file(path: str | Path) -> Iterator[h5py.File]:
             raise RolloutFileError(
                 f"rollout file {path} is damaged or not in the rollout layout: {error!r} while reading it."
             ) from error
+
+
+def read_episode(path: str | Path, h5: h5py.File, group: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The datasets ``keys`` of episode ``group`` (``<snippet id>/<episode>``) of the open rollout file ``path``.
+
+    A missing episode or dataset, or one whose rows do not line up (``observations/...`` has one row
+    more than the actions), raises :class:`RolloutFileError` naming the file, the episode and the key,
+    instead of h5py's ``KeyError`` that names neither.
+    """
+    if group not in h5:
+        raise RolloutFileError(f"rollout file {path} has no episode {group}: the file is damaged or incomplete.")
+    episode = h5[group]
+    arrays = {}
+    for key in keys:
+        if key not in episode:
+            raise RolloutFileError(
+                f"rollout file {path}: episode {group} has no {key!r} (it has {', '.join(sorted(episode))}); "
+                "the file is damaged or not in the rollout layout."
+            )
+        arrays[key] = np.asarray(episode[key][...])
+    steps = {key: len(a) - (1 if key.startswith("observations/") else 0) for key, a in arrays.items()}
+    if len(set(steps.values())) > 1:
+        rows = ", ".join(f"{key} {len(arrays[key])}" for key in arrays)
+        raise RolloutFileError(
+            f"rollout file {path}: the rows of episode {group} do not line up ({rows}; observations need one "
+            "row more than the rest): the file is damaged."
+        )
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -344,8 +359,5 @@ def write_dataset_metrics(paths: Sequence[str | Path], output: str | Path) -> di
     metrics = dict(files.stats)
     metrics["snippet_ids"] = np.array(list(files.snippet_norm_returns), dtype=str)
     metrics["snippet_returns"] = np.array(list(files.snippet_norm_returns.values()), dtype=np.float64)
-    output = Path(output)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **metrics)
-    os.replace(tmp, output)
+    replace_atomically(output, lambda tmp: np.savez(tmp, **metrics))
     return metrics
