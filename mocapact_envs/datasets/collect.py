@@ -24,7 +24,11 @@ driver is recorded in the file's ``driver_policy`` attribute.
 Each snippet's randomness (random starts, action noise, a driver's sampling) derives from
 ``(--seed, snippet id)`` only, so the files do not depend on the number of workers
 or the order clips are done in. A finished clip file is skipped on a rerun, so an
-interrupted collection resumes where it stopped.
+interrupted collection resumes where it stopped, but only when what the file records
+(its ``collection`` attribute: the rollout settings, the backend, a digest of each
+snippet expert's files and of the driver's, and the reference clip's digest) matches
+this run; a file that differs is refused, naming each difference, and collected again
+only with ``--overwrite``.
 
 Camera images (``--log-cameras``): after the reset and after every step the
 collector renders the walker's egocentric camera a second time, offscreen, at
@@ -48,6 +52,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
+import math
 import multiprocessing
 import os
 import queue
@@ -69,10 +75,10 @@ from mocapact_envs.datasets.rollouts import (
     clip_files,
     generalized_advantages,
     read_rollout_file,
-    remove_stale_temporaries,
     write_clip_file,
     write_dataset_metrics,
 )
+from mocapact_envs.files import check_writable_folder, remove_stale_temporaries, tree_digest
 from mocapact_envs.policies.run_layout import ExpertRun, find_experts
 from mocapact_envs.training.ray_cluster import check_ray_address, own_ray_at_full_priority
 
@@ -120,10 +126,17 @@ class RolloutSettings:
                 f"rollout counts must be >= 0 and not both 0, got n_start_rollouts={self.n_start_rollouts}, "
                 f"n_rsi_rollouts={self.n_rsi_rollouts}."
             )
-        if self.act_noise < 0:
-            raise ValueError(f"act_noise must be >= 0, got {self.act_noise}.")
+        if not 0 <= self.act_noise < math.inf:  # NaN fails too
+            raise ValueError(f"act_noise (--act-noise) must be a finite number >= 0, got {self.act_noise!r}.")
         if self.min_steps < 1:
             raise ValueError(f"min_steps must be >= 1, got {self.min_steps}.")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}.")
+        from mocapact_envs.tasks.tracking_settings import TrackingSettings
+
+        # The tracking task's own checks, now rather than in each clip's worker after other clips were done.
+        TrackingSettings(ref_steps=self.ref_steps, termination_error_threshold=self.termination_error_threshold)
         if self.camera_size < 1:
             raise ValueError(f"camera_size must be >= 1, got {self.camera_size}.")
         if self.driver_policy is not None and not Path(self.driver_policy).is_dir():
@@ -290,22 +303,70 @@ def clip_file_path(output_dir: str | Path, clip_id: str) -> Path:
     return Path(output_dir) / f"{clip_id}.hdf5"
 
 
+#: File attribute: JSON of what shaped the file's data (:func:`recorded_collection`), checked before a
+#: finished file is reused.
+COLLECTION_ATTRIBUTE = "collection"
+
+
+def recorded_collection(runs: Sequence[ExpertRun], settings: RolloutSettings) -> dict:
+    """What a clip file's data depends on, as JSON values: the rollout settings (the reference clips'
+    digest is recorded apart, :data:`REFERENCE_DIGEST_ATTRIBUTE`), the backend, each snippet expert's
+    files' digest and the driver's (``None``: the experts drove)."""
+    from mocapact_envs.envs.factory import check_backend
+
+    recorded = {
+        field.name: getattr(settings, field.name)
+        for field in dataclasses.fields(settings)
+        # Paths differ between machines and spellings: the reference's and the driver's digests stand for them.
+        if field.name not in ("mocap_path", "driver_policy")
+    }
+    recorded.update(
+        ref_steps=list(settings.ref_steps),
+        backend=check_backend(settings.backend),
+        driver_digest=None if settings.driver_policy is None else tree_digest(settings.driver_policy),
+        experts={run.snippet.id: tree_digest(run.model_dir) for run in runs},
+    )
+    return json.loads(json.dumps(recorded))  # as it reads back (lists, not tuples)
+
+
 def finished_clip_matches(path: Path, runs: Sequence[ExpertRun], settings: RolloutSettings) -> str | None:
-    """``None`` when an existing clip file holds exactly what this run would write, else why not."""
+    """``None`` when an existing clip file holds exactly what this run would write, else every difference,
+    each naming the setting with the file's value and this run's."""
+    from mocapact_envs.mocap.source import get_source
+
     with read_rollout_file(path) as h5:
         snippets = sorted(k for k in h5.keys() if k.startswith("CMU_"))
-        counts = (int(h5["n_start_rollouts"][...]), int(h5["n_rsi_rollouts"][...]))
-        driver = str(h5.attrs.get(DRIVER_POLICY_ATTRIBUTE, "the experts"))
+        recorded_text = h5.attrs.get(COLLECTION_ATTRIBUTE)
+        reference_digest = h5.attrs.get(REFERENCE_DIGEST_ATTRIBUTE)
     wanted = sorted(run.snippet.id for run in runs)
     if snippets != wanted:
         return f"it holds snippets {snippets}, the experts found track {wanted}"
-    wanted_counts = (settings.n_start_rollouts, settings.n_rsi_rollouts)
-    if counts != wanted_counts:
-        return f"it holds {counts[0]} + {counts[1]} rollouts per snippet, not {wanted_counts[0]} + {wanted_counts[1]}"
-    wanted_driver = rollout_driver(settings)
-    if driver != wanted_driver:
-        return f"its rollouts were driven by {driver}, not {wanted_driver}"
-    return None
+    if recorded_text is None:
+        return (
+            f"it does not record the settings it was collected with (no {COLLECTION_ATTRIBUTE!r} attribute: "
+            "written by an older mocapact-collect or by MoCapAct), so it cannot be checked against this run"
+        )
+    recorded = json.loads(recorded_text)
+    this_run = recorded_collection(runs, settings)
+    differences = []
+    for name, value in this_run.items():
+        if name == "experts":
+            for snippet_id, digest in value.items():
+                if recorded.get(name, {}).get(snippet_id) != digest:
+                    run = next(r for r in runs if r.snippet.id == snippet_id)
+                    differences.append(
+                        f"the expert of {snippet_id} differs (the file's {recorded.get(name, {}).get(snippet_id)}, "
+                        f"{run.model_dir}: {digest})"
+                    )
+        elif recorded.get(name) != value:
+            differences.append(f"{name} is {recorded.get(name)!r} in the file, {value!r} in this run")
+    clip_id = path.stem
+    current = get_source(settings.mocap_path).clip_set(clip_id).clip_digests()[clip_id]
+    if reference_digest != current:
+        differences.append(
+            f"it tracked other reference motion (clip digest {reference_digest}, the mocap source's now {current})"
+        )
+    return "; ".join(differences) or None
 
 
 def collect_clip(
@@ -335,6 +396,7 @@ def collect_clip(
         }
         if settings.driver_policy is not None:
             reference[DRIVER_POLICY_ATTRIBUTE] = rollout_driver(settings)
+        reference[COLLECTION_ATTRIBUTE] = json.dumps(recorded_collection(runs, settings), sort_keys=True)
         write_clip_file(
             path,
             (rollout.collect(on_episode) for rollout in rollouts),
@@ -391,8 +453,7 @@ def collect(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_writable_folder(output_dir, "output folder (--output-dir)")
     progress = progress or (lambda n: None)
     on_clip = on_clip or (lambda clip_id, status: None)
     todo = {}
@@ -553,7 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="with each snippet id, seeds that snippet's rollouts")
     parser.add_argument("--backend", choices=available_backends(), help="tracking env backend (default: fastest)")
     parser.add_argument("--mocap-path", help="reference clips (default: $MOCAPACT_MOCAP_PATH)")
-    parser.add_argument("--overwrite", action="store_true", help="collect clips again even if their file exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="collect clips again even if their file exists (also one made with other settings or experts)",
+    )
     return parser
 
 
@@ -597,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         if settings.backend is None:
             settings = dataclasses.replace(settings, backend=default_backend())
+        check_writable_folder(args.output_dir, "output folder (--output-dir)")
         if args.address:
             check_ray_address(args.address)
         from mocapact_envs.policies.run_layout import expert_folder_argument
