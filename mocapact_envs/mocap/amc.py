@@ -19,6 +19,7 @@ durations, slightly different poses.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import tempfile
@@ -76,23 +77,101 @@ class ConvertedClip:
 FRAME_NUMBER_LINE = re.compile(r"\s*\d+\s*")
 
 
+class AMCFileError(ValueError):
+    """An AMC file that cannot be converted; the message names the file, the line and the frame."""
+
+
+@functools.cache
+def amc_bone_layout() -> tuple[tuple[str, int], ...]:
+    """``(bone, channels)`` in the order every AMC frame must list them.
+
+    ``parse_amc`` concatenates a frame's values by position onto its 62-entry
+    ``_CMU_MOCAP_JOINT_ORDER`` (``root0`` .. ``root5``, ``lowerbackrx``, ...), so a frame
+    with a bone missing, repeated or out of order would shift every later channel.
+    """
+    from dm_control.suite.utils import parse_amc
+
+    layout: list[list] = []
+    for channel in parse_amc._CMU_MOCAP_JOINT_ORDER:
+        bone = re.sub(r"(r[xyz]|\d)$", "", channel)
+        if layout and layout[-1][0] == bone:
+            layout[-1][1] += 1
+        else:
+            layout.append([bone, 1])
+    return tuple((bone, count) for bone, count in layout)
+
+
 def _renumbered_amc_text(path: Path) -> str:
-    """AMC text with frames renumbered from 1.
+    """AMC text with frames renumbered from 1, checked line by line.
 
     ``parse_amc`` expects the first frame to be numbered 1; files cropped by
-    redistributors keep their original numbers (16_22.amc starts at frame 10).
+    redistributors keep their original numbers (16_22.amc starts at frame 10), so the
+    first number may be higher, but numbers must then rise by one: a gap is deleted
+    frames, which would silently speed the motion up. Every frame must list the bones of
+    :func:`amc_bone_layout` with finite values; anything else raises :class:`AMCFileError`
+    naming the file, line and frame, instead of failing (or not) deep inside dm_control.
     """
-    lines = path.read_text(errors="replace").splitlines()
-    out = []
-    frame = 0
-    for line in lines:
+    layout = amc_bone_layout()
+    out: list[str] = []
+    frames = 0  # frames read so far
+    number = None  # the current frame's number in the file
+    bone_index = 0  # bones of the current frame read so far
+    lineno = 0
+
+    def fail(lineno: int, problem: str) -> None:
+        where = f"line {lineno}" + (f" (frame {number})" if number is not None else "")
+        raise AMCFileError(f"{path}, {where}: {problem}")
+
+    def check_frame_complete(lineno: int, ending: str) -> None:
+        if number is not None and bone_index < len(layout):
+            fail(
+                lineno,
+                f"frame {number} {ending} after {bone_index} of its {len(layout)} bones (next: {layout[bone_index][0]}).",
+            )
+
+    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue  # parse_amc stops reading at a blank line: drop them
         if FRAME_NUMBER_LINE.fullmatch(line):
-            frame += 1
-            out.append(str(frame))
-        else:
-            out.append(line.strip())
-    if frame == 0:
-        raise ValueError(f"{path} holds no AMC frames (no line with a frame number).")
+            check_frame_complete(lineno, "ends")
+            new_number = int(line)
+            if number is not None and new_number != number + 1:
+                if new_number > number + 1:
+                    fail(
+                        lineno,
+                        f"frames {number + 1} to {new_number - 1} are missing: frame {number} is followed by {line}.",
+                    )
+                fail(lineno, f"frame number {line} follows frame {number}; frame numbers must rise by one.")
+            number, bone_index, frames = new_number, 0, frames + 1
+            out.append(str(frames))
+            continue
+        shown = line if len(line) <= 60 else f"{line[:57]}..."
+        if number is None:
+            if not line.startswith(("#", ":")):
+                fail(lineno, f"{shown!r} before the first frame is neither a comment (#) nor a keyword (:DEGREES).")
+            out.append(line)
+            continue
+        if bone_index == len(layout):
+            fail(lineno, f"{shown!r} after the frame's {len(layout)} bones: expected the next frame number.")
+        bone, count = layout[bone_index]
+        tokens = line.split()
+        if tokens[0] != bone:
+            fail(lineno, f"expected bone {bone!r} with {count} value(s), found {shown!r}.")
+        if len(tokens) - 1 != count:
+            fail(lineno, f"bone {bone} needs {count} value(s), found {len(tokens) - 1}: {shown!r}.")
+        for token in tokens[1:]:
+            try:
+                value = float(token)
+            except ValueError:
+                fail(lineno, f"bone {bone} has {token!r}, which is not a number.")
+            if not math.isfinite(value):
+                fail(lineno, f"bone {bone} has the non-finite value {token!r}.")
+        out.append(line)
+        bone_index += 1
+    if number is None:
+        raise AMCFileError(f"{path} holds no AMC frames (no line with a frame number).")
+    check_frame_complete(lineno, "stops at the end of the file (truncated?)")
     return "\n".join(out) + "\n"
 
 

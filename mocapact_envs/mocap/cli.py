@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from mocapact_envs.files import write_json
+from mocapact_envs.files import OutputWriteError, check_writable_folder, write_json
+from mocapact_envs.mocap.amc import AMCFileError
 from mocapact_envs.mocap.retarget import PENETRATION_REPORT_DEPTH, ClipQuality, describe_steps
 from mocapact_envs.mocap.source import AMCFolderSource, MocapSourceError, atomic_h5_write
 
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [c for c in clip_ids if c not in source.files]
         if unknown:
             raise MocapSourceError(f"{source.description} lacks {', '.join(unknown)}.")
-    except MocapSourceError as error:
+        # Before converting anything: an unwritable destination would otherwise fail at the end.
+        for output in (args.output, args.report_json):
+            if output is not None:
+                check_writable_folder(output.parent, f"the folder of {output}")
+    except (MocapSourceError, OutputWriteError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
 
@@ -101,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     paths, qualities = {}, {}
     for clip_id in track(clip_ids, description="Converting", console=console):
-        paths[clip_id] = source.convert(clip_id)
+        try:
+            paths[clip_id] = source.convert(clip_id)
+        except AMCFileError as error:
+            console.print(f"[red]error:[/red] {error}")
+            return 2
         with h5py.File(paths[clip_id], "r") as h5:
             group = h5[clip_id]
             steps, dt = int(group.attrs["num_steps"]), float(group.attrs["dt"])
