@@ -37,8 +37,13 @@ so ``dataset.recover_environment()`` observes exactly the stored space.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import os
+import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +61,17 @@ from mocapact_envs.datasets.rollouts import (
     RolloutFiles,
     expand_rollout_paths,
     open_rollout_file,
+    read_episode,
     read_rollout_file,
 )
 from mocapact_envs.envs.factory import clamp_min_steps
+from mocapact_envs.files import (
+    check_free_space,
+    check_writable_folder,
+    replace_directory,
+    restore_replaced_directory,
+    writing,
+)
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.mocap.source import combine_clip_digests
 from mocapact_envs.tasks.observables import OBSERVATION_SETS
@@ -75,10 +88,20 @@ DEFAULT_AUTHOR = "mocapact-envs"
 ALGORITHM_NAME = "MoCapAct clip experts (PPO) rolled out with N(0, 0.1) action noise"
 
 
+def check_version(version: int) -> int:
+    """A dataset version: an integer >= 0, as Minari ids end in ``-v<N>`` (``-v-1`` breaks Minari's listing)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"dataset version (--version) must be an integer >= 0 (ids end in -v<N>), got {version!r}.")
+    return version
+
+
 def minari_dataset_id(name: str, version: int = 0) -> str:
     """``mocapact/<name>/expert-v<version>``; ``name`` is a clip id or a collection name."""
-    if not name or "/" in name or "-" in name:
-        raise ValueError(f"dataset name {name!r} must be non-empty without '/' or '-' (e.g. CMU_016_22 or walk).")
+    check_version(version)
+    if not name or not re.fullmatch(r"\w+", name):
+        raise ValueError(
+            f"dataset name {name!r} must be letters, digits and '_' only, non-empty (e.g. CMU_016_22 or walk)."
+        )
     return f"{NAMESPACE}/{name}/{DATASET_NAME}-v{version}"
 
 
@@ -86,6 +109,7 @@ def zoo_dataset_id(variant: str, version: int = 0) -> str:
     """``mocapact/zoo/<variant>-v<version>``: the expert zoo's small or large rollouts."""
     from mocapact_envs.datasets.collect import PRESETS
 
+    check_version(version)
     if variant not in PRESETS:
         raise ValueError(f"unknown zoo variant {variant!r}; choose one of {', '.join(PRESETS)}.")
     return f"{NAMESPACE}/zoo/{variant}-v{version}"
@@ -231,16 +255,19 @@ def _episode_buffers(
         for episode_id, ref in enumerate(files.episodes):
             if ref.file_index not in handles:
                 handles[ref.file_index] = open_rollout_file(files.paths[ref.file_index])
-            group = handles[ref.file_index][ref.group]
-            proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
+            path, h5 = files.paths[ref.file_index], handles[ref.file_index]
+            camera = f"observations/{CAMERA_OBSERVATION_KEY}"
+            if include_cameras and camera not in h5[ref.group]:
+                raise ValueError(
+                    f"{path}:{ref.group} has no camera frames; "
+                    "collect with --log-cameras or export without --include-cameras."
+                )
+            keys = ("observations/proprioceptive", action_key, "rewards", *INFO_KEYS)
+            episode = read_episode(path, h5, ref.group, (*keys, camera) if include_cameras else keys)
+            proprio = episode["observations/proprioceptive"].astype(np.float32)
             flat = {key: proprio[:, columns] for key, columns in files.observable_indices.items()}
             if include_cameras:
-                if f"observations/{CAMERA_OBSERVATION_KEY}" not in group:
-                    raise ValueError(
-                        f"{files.paths[ref.file_index]}:{ref.group} has no camera frames; "
-                        "collect with --log-cameras or export without --include-cameras."
-                    )
-                flat[CAMERA_OBSERVATION_KEY] = np.asarray(group[f"observations/{CAMERA_OBSERVATION_KEY}"][...])
+                flat[CAMERA_OBSERVATION_KEY] = episode[camera]
             steps = len(proprio) - 1
             terminations = np.zeros(steps, dtype=bool)
             truncations = np.zeros(steps, dtype=bool)
@@ -248,14 +275,14 @@ def _episode_buffers(
             truncations[-1] = not ref.early_termination
             infos = {}
             for key in INFO_KEYS:
-                values = np.asarray(group[key][...], dtype=np.float32)
+                values = episode[key].astype(np.float32)
                 padding = np.full((1, *values.shape[1:]), np.nan, dtype=np.float32)
                 infos[key] = np.concatenate([values, padding])
             buffer = EpisodeBuffer(
                 id=episode_id,
                 observations=nest(flat, space),
-                actions=np.asarray(group[action_key][...], dtype=np.float32),
-                rewards=np.asarray(group["rewards"][...], dtype=np.float64),
+                actions=episode[action_key].astype(np.float32),
+                rewards=episode["rewards"].astype(np.float64),
                 terminations=terminations,
                 truncations=truncations,
                 infos=infos,
@@ -284,6 +311,90 @@ def _check_consistent(paths: Sequence[Path], files: RolloutFiles) -> None:
             )
 
 
+def check_export_options(action_key: str, data_format: str, ref_min_episodes: int) -> None:
+    """Refuses export options no dataset can be written with, before anything is read or written."""
+    if action_key not in ACTION_KEYS:
+        raise ValueError(f"unknown action_key {action_key!r}; choose one of {', '.join(ACTION_KEYS)}.")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"unknown data_format {data_format!r}; choose one of {', '.join(DATA_FORMATS)}.")
+    # ref_min_score is the mean return of these episodes: none would make it NaN.
+    if isinstance(ref_min_episodes, bool) or not isinstance(ref_min_episodes, int) or ref_min_episodes < 1:
+        raise ValueError(f"ref_min_episodes (--ref-min-episodes) must be an integer >= 1, got {ref_min_episodes!r}.")
+
+
+def dataset_folder(dataset_id: str = "") -> Path:
+    """Where Minari keeps ``dataset_id``, by Minari's rule: under ``MINARI_DATASETS_PATH``, else
+    ``~/.minari/datasets`` (its own ``get_dataset_path`` also creates the root, which must first be
+    checked for being writable). Without an id, the datasets root."""
+    root = os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets"
+    return Path(root) / dataset_id
+
+
+def check_can_write(dataset_id: str, overwrite: bool) -> None:
+    """A dataset already under ``dataset_id`` is replaced only with ``overwrite``."""
+    if dataset_folder(dataset_id).exists() and not overwrite:
+        raise ValueError(f"Minari dataset {dataset_id} already exists; pass --overwrite to replace it.")
+
+
+#: Hidden folders in the datasets root (Minari's listing skips them) where exports are written first.
+STAGING_PREFIX = ".mocapact-export-"
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Deletes what exports that were killed left in their staging folders (their process is gone)."""
+    for folder in root.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path) -> Iterator[None]:
+    """Makes ``root`` Minari's datasets root (``MINARI_DATASETS_PATH``, which Minari reads on every call)."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+@contextlib.contextmanager
+def _staged_datasets_root(root: Path) -> Iterator[Path]:
+    """A fresh staging folder in ``root``, Minari's datasets root while the context runs, then deleted.
+
+    On the same file system as ``root``, so the finished dataset is renamed into place, not copied.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
+    try:
+        with _minari_root(staging):
+            yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def stored_bytes(files: RolloutFiles, include_cameras: bool, camera_size: int | None) -> int:
+    """The bytes of data the export stores (HDF5 adds its own overhead on top): observations and infos
+    have ``T + 1`` rows, actions, rewards and the end flags ``T``."""
+    row_floats = sum(len(columns) for columns in files.observable_indices.values()) + 56 + 2  # + infos
+    row_bytes = 4 * row_floats + (3 * camera_size**2 if include_cameras else 0)
+    steps = sum(ref.length for ref in files.episodes)
+    return (steps + len(files.episodes)) * row_bytes + steps * (4 * 56 + 8 + 2)
+
+
 def export_to_minari(
     paths: Sequence[str | Path],
     dataset_id: str,
@@ -301,21 +412,21 @@ def export_to_minari(
 ):
     """Writes the rollout files' episodes as one Minari dataset; returns the ``MinariDataset``.
 
-    ``progress(n)`` is called as episodes are written.
+    The dataset is written in a hidden staging folder of the datasets root and moved to its id only
+    once complete: an export that fails, or is killed, leaves the dataset it would replace
+    (``overwrite``) as it was. ``progress(n)`` is called as episodes are written.
     """
     import minari
+    from minari.namespace import create_namespace, list_local_namespaces
 
-    if action_key not in ACTION_KEYS:
-        raise ValueError(f"unknown action_key {action_key!r}; choose one of {', '.join(ACTION_KEYS)}.")
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"unknown data_format {data_format!r}; choose one of {', '.join(DATA_FORMATS)}.")
+    check_export_options(action_key, data_format, ref_min_episodes)
     paths = [Path(p) for p in paths]
     files = RolloutFiles(paths)
     _check_consistent(paths, files)
-    if dataset_id in minari.list_local_datasets():
-        if not overwrite:
-            raise ValueError(f"Minari dataset {dataset_id} already exists; pass --overwrite to replace it.")
-        minari.delete_dataset(dataset_id)
+    target, root = dataset_folder(dataset_id), check_writable_folder(dataset_folder(), "Minari datasets folder")
+    restore_replaced_directory(target)  # an earlier export killed between its two renames
+    check_can_write(dataset_id, overwrite)
+    _remove_stale_staging(root)
 
     camera_size = None
     flat_spaces = {
@@ -330,30 +441,34 @@ def export_to_minari(
     observation_space = nested_space(flat_spaces)
     env_spec = tracking_env_spec(files, camera_size)
     action_space = gym.spaces.Box(-1.0, 1.0, (56,), np.float32)
+    # Refused now, not by Minari's writer midway (h5py then prints a traceback per open object).
+    check_free_space(root, stored_bytes(files, include_cameras, camera_size))
+    ref_min_score = zero_action_return(env_spec, ref_min_episodes)
+    ref_max_score = dataset_mean_return(files)
 
     progress = progress or (lambda n: None)
-    episodes = _episode_buffers(files, observation_space, action_key, include_cameras)
-    first_buffer, first_metadata = next(episodes)
     version = importlib.metadata.version("mocapact-envs")
-    dataset = minari.create_dataset_from_buffers(
-        dataset_id,
-        [first_buffer],
-        env=env_spec,
-        eval_env=env_spec,
-        algorithm_name=ALGORITHM_NAME,
-        author=author,
-        author_email=author_email,
-        code_permalink=code_permalink or f"mocapact-envs {version}: mocapact_envs/datasets/collect.py",
-        action_space=action_space,
-        observation_space=observation_space,
-        ref_min_score=zero_action_return(env_spec, ref_min_episodes),
-        ref_max_score=dataset_mean_return(files),
-        description=describe(files, action_key, include_cameras),
-        data_format=data_format,
-        requirements=[f"mocapact-envs>={version}"],
-        jpeg_encoding=jpeg_encoding,
-    )
-    try:
+    with writing(root), _staged_datasets_root(root) as staging:
+        episodes = _episode_buffers(files, observation_space, action_key, include_cameras)
+        first_buffer, first_metadata = next(episodes)
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id,
+            [first_buffer],
+            env=env_spec,
+            eval_env=env_spec,
+            algorithm_name=ALGORITHM_NAME,
+            author=author,
+            author_email=author_email,
+            code_permalink=code_permalink or f"mocapact-envs {version}: mocapact_envs/datasets/collect.py",
+            action_space=action_space,
+            observation_space=observation_space,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+            description=describe(files, action_key, include_cameras),
+            data_format=data_format,
+            requirements=[f"mocapact-envs>={version}"],
+            jpeg_encoding=jpeg_encoding,
+        )
         metadata = [first_metadata]
         progress(1)
         batch: list = []
@@ -371,10 +486,14 @@ def export_to_minari(
         sources, digest = recorded_reference(files)
         if digest is not None:
             dataset.storage.update_metadata({"reference_source": "; ".join(sources), "reference_digest": digest})
-    except BaseException:
-        minari.delete_dataset(dataset_id)  # no half-written dataset under the id
-        raise
-    return dataset
+        del dataset  # its storage points into the staging folder
+        namespace = dataset_id.rsplit("/", 1)[0]
+        # As Minari's create_dataset would have done in the datasets root itself (outside the staging context).
+        with _minari_root(root):
+            if namespace not in list_local_namespaces():
+                create_namespace(namespace)
+        replace_directory(staging / dataset_id, target)
+    return minari.load_dataset(dataset_id)
 
 
 # -- command line ---------------------------------------------------------------------
@@ -393,13 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--zoo", choices=("small", "large"), help="one dataset mocapact/zoo/<variant>-vN of the expert zoo's rollouts"
     )
-    parser.add_argument("--version", type=int, default=0, help="the datasets' version number")
+    parser.add_argument("--version", type=int, default=0, help="the datasets' version number (>= 0)")
     parser.add_argument("--action-key", choices=ACTION_KEYS, default="actions", help="which actions to store")
     parser.add_argument("--include-cameras", action="store_true", help="store egocentric camera frames too")
     parser.add_argument("--author", default=DEFAULT_AUTHOR)
     parser.add_argument("--author-email")
     parser.add_argument("--code-permalink", help="link to the code that made the rollouts")
-    parser.add_argument("--ref-min-episodes", type=int, default=10, help="zero-action episodes for ref_min_score")
+    parser.add_argument(
+        "--ref-min-episodes", type=int, default=10, help="zero-action episodes for ref_min_score (>= 1)"
+    )
     parser.add_argument("--data-format", choices=DATA_FORMATS, default="hdf5", help="Minari storage format")
     parser.add_argument("--jpeg", action="store_true", help="JPEG-encode camera frames (lossy, smaller)")
     parser.add_argument("--overwrite", action="store_true", help="replace datasets that already exist")
@@ -417,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        check_export_options(args.action_key, args.data_format, args.ref_min_episodes)
+        check_version(args.version)
         paths = expand_rollout_paths(args.rollouts)
         if args.zoo and args.collection:
             raise ValueError("--zoo and --collection each name the dataset; pass one of them.")
@@ -427,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [(minari_dataset_id(args.collection, args.version), paths)]
         else:
             jobs = [(minari_dataset_id(path.stem, args.version), [path]) for path in paths]
+        # Every refusal before the first dataset is written, not after some of them.
+        check_writable_folder(dataset_folder(), "Minari datasets folder")
+        for name, _ in jobs:
+            check_can_write(name, args.overwrite)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 2
