@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 
-from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
+from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file, read_episode
 from mocapact_envs.tasks.observables import resolve_observables
 
 D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -71,8 +71,14 @@ class D4RLDataset(torch.utils.data.IterableDataset):
             for ref in episodes:
                 if ref.file_index not in handles:
                     handles[ref.file_index] = open_rollout_file(self.files.paths[ref.file_index])
-                group = handles[ref.file_index][ref.group]
-                proprio = np.asarray(group["observations/proprioceptive"][...], dtype=np.float32)
+                path = self.files.paths[ref.file_index]
+                episode = read_episode(
+                    path,
+                    handles[ref.file_index],
+                    ref.group,
+                    ("observations/proprioceptive", self.action_key, "rewards"),
+                )
+                proprio = episode["observations/proprioceptive"].astype(np.float32)
                 proprio = np.ascontiguousarray(proprio[:, self._columns])  # column picks come out column-major
                 if self.normalize_obs:
                     proprio = (proprio - self.obs_mean) / self.obs_std
@@ -83,8 +89,8 @@ class D4RLDataset(torch.utils.data.IterableDataset):
                 timeouts[-1] = not ref.early_termination
                 yield {
                     "observations": proprio[:-1],
-                    "actions": np.asarray(group[self.action_key][...], dtype=np.float32),
-                    "rewards": np.asarray(group["rewards"][...], dtype=np.float32),
+                    "actions": episode[self.action_key].astype(np.float32),
+                    "rewards": episode["rewards"].astype(np.float32),
                     "next_observations": proprio[1:],
                     "terminals": terminals,
                     "timeouts": timeouts,

@@ -7,6 +7,7 @@ with one fancy-indexing gather, which torch's ``DataLoader`` uses when present.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file
+from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file, read_episode
 from mocapact_envs.tasks.observables import resolve_observables
 
 #: Weighting schemes: what the energy x is and its default temperature.
@@ -92,6 +93,11 @@ class ExpertDataset(torch.utils.data.Dataset):
             raise ValueError(f"unknown action_key {action_key!r}; choose 'mean_actions' or 'actions'.")
         if seq_steps < 1:
             raise ValueError(f"seq_steps must be at least 1, got {seq_steps}.")
+        # exp(x / T): T = 0 divides by zero and T < 0 rewards the worst steps most; NaN weights follow.
+        if temperature is not None and not 0 < float(temperature) < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        if not max_weight > 0:  # NaN too
+            raise ValueError(f"max_weight must be > 0 (float('inf') clips nothing), got {max_weight!r}.")
         self.files = RolloutFiles(paths, snippet_ids, n_start_rollouts, n_rsi_rollouts, exclude_clips)
         self.observable_keys = resolve_observables(observables)
         self.seq_steps = seq_steps
@@ -113,15 +119,16 @@ class ExpertDataset(torch.utils.data.Dataset):
         obs_offsets, act_offsets, snippet_of_episode = [], [], []
         obs_rows = act_rows = 0
         handles = [open_rollout_file(p) for p in self.files.paths]
+        keys = ("observations/proprioceptive", action_key, "values", "advantages")
         try:
             for ref in self.files.episodes:
-                group = handles[ref.file_index][ref.group]
-                proprio = group["observations/proprioceptive"]
+                path = self.files.paths[ref.file_index]
+                episode = read_episode(path, handles[ref.file_index], ref.group, keys)
                 # Reading whole rows then picking columns is faster than h5py's column selection.
-                observations.append(np.asarray(proprio[...], dtype=np.float32)[:, columns])
-                actions.append(np.asarray(group[action_key][...], dtype=np.float32))
-                values.append(np.asarray(group["values"][...], dtype=np.float64))
-                advantages.append(np.asarray(group["advantages"][...], dtype=np.float64))
+                observations.append(episode["observations/proprioceptive"].astype(np.float32)[:, columns])
+                actions.append(episode[action_key].astype(np.float32))
+                values.append(episode["values"].astype(np.float64))
+                advantages.append(episode["advantages"].astype(np.float64))
                 obs_offsets.append(obs_rows)
                 act_offsets.append(act_rows)
                 obs_rows += len(observations[-1])

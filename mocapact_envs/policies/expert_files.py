@@ -206,6 +206,61 @@ class Expert:
         return float(value[0]) if single else value
 
 
+#: What a config.json of our format must hold to be loaded (``obs_normalization`` with its settings).
+REQUIRED_CONFIG_KEYS = ("network", "observation_keys", "observation_sizes", "obs_normalization")
+REQUIRED_NORMALIZATION_KEYS = ("clip", "epsilon", "enabled")
+
+
+def check_config(config: Mapping[str, Any], path: Path) -> None:
+    """Names the file and the keys an expert config lacks, instead of a bare ``KeyError``."""
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    normalization = config.get("obs_normalization")
+    if isinstance(normalization, Mapping):
+        missing += [f"obs_normalization.{k}" for k in REQUIRED_NORMALIZATION_KEYS if k not in normalization]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(repr(k) for k in missing)}: an expert config holds "
+            f"{', '.join(REQUIRED_CONFIG_KEYS)}; the file is incomplete or not an expert's (mocapact_envs "
+            "writes it with save_expert)."
+        )
+
+
+def check_finite(arrays: Mapping[str, Any], path: Path) -> None:
+    """Refuses weights or statistics holding NaN or infinity: the expert would act NaN (a diverged run,
+    or a damaged file), which the environment only reports steps later."""
+    for name, array in arrays.items():
+        values = np.asarray(array.float() if hasattr(array, "float") else array, dtype=np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"{path}: {name!r} holds NaN or infinity at {bad} of its {values.size} entries; the expert is "
+                "corrupt (a training run that diverged, or a damaged file)."
+            )
+
+
+def check_device(device: str) -> str:
+    """A torch device this machine has, else a ``ValueError`` naming it and the choices (not a corrupt file)."""
+    import torch
+
+    choices = ["cpu"]
+    if torch.cuda.is_available():
+        choices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        choices.append("mps")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(choices)}.") from error
+    available = (
+        parsed.type == "cpu"
+        or (parsed.type == "cuda" and torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count())
+        or (parsed.type == "mps" and torch.backends.mps.is_available())
+    )
+    if not available:
+        raise ValueError(f"device {device!r} is not available here; choose one of {', '.join(choices)}.")
+    return device
+
+
 def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert | RelayExpert:
     from mocapact_envs.policies.expert_networks import ExpertActorCritic, ObservationNormalizer
 
@@ -219,13 +274,17 @@ def load_our_expert(model_dir: Path, device: str = "cpu") -> Expert | RelayExper
             f"{model_dir / CONFIG_FILE} is not a {FORMAT_NAME} v{FORMAT_VERSION} expert "
             f"(format {config.get('format')!r}, version {config.get('format_version')!r})."
         )
+    check_config(config, model_dir / CONFIG_FILE)
     policy = ExpertActorCritic.from_config(config["network"])
-    policy.load_state_dict(expand_weights(read_tensors(model_dir / WEIGHTS_FILE, device=device)))
+    weights = expand_weights(read_tensors(model_dir / WEIGHTS_FILE, device=device))
+    check_finite(weights, model_dir / WEIGHTS_FILE)
+    policy.load_state_dict(weights)
     norm_config = config["obs_normalization"]
     obs_normalizer = ObservationNormalizer(
         sum(config["observation_sizes"]), norm_config["clip"], norm_config["epsilon"], norm_config["enabled"]
     )
     stats = read_arrays(model_dir / NORMALIZER_FILE)
+    check_finite(stats, model_dir / NORMALIZER_FILE)
     obs_normalizer.rms.load_state_dict({k: stats[f"obs_{k}"] for k in ("mean", "var", "count")})
     reward_config = config.get("reward_normalization", {})
     value_scale = 1.0
@@ -376,6 +435,7 @@ def load_sb3_expert(model_dir: Path, device: str = "cpu") -> SB3Expert:
         clip_range=0.0,
     )
     model = PPO.load(zip_path, device=device, custom_objects=custom_objects)
+    check_finite(dict(model.policy.state_dict()), zip_path)
     return SB3Expert(model, vec_normalize, model_dir)
 
 
@@ -412,6 +472,7 @@ def load_expert(
     The result has ``predict(observation, deterministic=True) -> (action, state)``
     for one Dict observation or a batch of them, and ``value(observation)``.
     """
+    check_device(device)  # before any file is read: a bad device is not a corrupt file
     if snippet_id is not None:
         path = find_zoo_expert(path, snippet_id).run_dir
     model_dir = find_model_dir(path)
