@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from mocapact_envs.datasets import ExpertDataset
 from mocapact_envs.evaluation.protocol import evaluate_snippets, mean_metrics
-from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import held_out_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
+from mocapact_envs.tasks.tracking_settings import load_clip_set
+from mocapact_envs.training.flag_checks import FlagRule, check_flags, non_negative, positive, unit_interval
 from mocapact_envs.training.run_folder import (
     StopOnSignal,
     args_json,
@@ -115,8 +116,39 @@ class Args:
     """Threads torch may use."""
 
 
+#: Each numeric flag's rule once the preset is resolved, checked before anything is read or written.
+ARG_RULES: dict[str, FlagRule] = {
+    "latent_size": (positive, "a positive size"),
+    "hidden_size": (positive, "a positive width"),
+    "batch_size": (positive, "a positive number of windows"),
+    "seq_steps": (positive, "a positive number of steps"),
+    "total_steps": (positive, "a positive number of gradient steps"),
+    "eval_every": (positive, "a positive number of gradient steps"),
+    "eval_episodes": (positive, "a positive number of episodes"),
+    "eval_snippets": (positive, "a positive number of snippets"),
+    "checkpoint_every": (positive, "a positive number of gradient steps"),
+    "learning_rate": (positive, "a positive, finite rate"),
+    "kl_weight": (non_negative, "0 or more, finite"),
+    "max_grad_norm": (positive, "a positive, finite norm"),
+    "prior_alpha": (unit_interval, "in [0, 1]"),
+    "temperature": (lambda v: v is None or positive(v), "unset (the scheme's default) or a positive temperature"),
+    "torch_threads": (positive, "a positive number of threads"),
+}
+
+
+def held_out_snippet_ids(val_snippets: list[str]) -> list[str]:
+    """``--val-snippets`` resolved against the reference source: an id it lacks fails now, not at the first
+    evaluation."""
+    try:
+        return [snippet.id for snippet in load_clip_set(val_snippets).snippets]
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"--val-snippets {' '.join(val_snippets)}: {error}") from error
+
+
 def main(args: Args) -> int:
     args = apply_preset(args, PRESETS[args.preset])
+    check_flags(args, ARG_RULES)
+    val_snippets = held_out_snippet_ids(args.val_snippets) if args.val_snippets else None
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
 
@@ -133,7 +165,7 @@ def main(args: Args) -> int:
     left_out = dataset.files.excluded_snippets
     if left_out:
         print(f"left out {len(left_out)} snippets on MoCapAct's validation clips (held out): {', '.join(left_out)}")
-    val_snippets = [s.id for s in resolve_snippets(args.val_snippets)] if args.val_snippets else left_out
+    val_snippets = val_snippets if val_snippets is not None else left_out
     ref_steps = dataset.files.ref_steps
 
     if checkpoint is not None:
@@ -236,7 +268,13 @@ def main(args: Args) -> int:
     if args.policy == "npmp":
         policy.export_low_level_policy(args.run_dir / "final" / "low_level_policy")
     writer.close()
-    print(f"done: best policy in {args.run_dir / 'best'}")
+    best = args.run_dir / "best"
+    # A resumed run may have had no evaluation that scored: then only the last policy is there.
+    print(
+        f"done: best policy in {best}"
+        if best.is_dir()
+        else f"done: no best policy; the last is in {best.parent / 'final'}"
+    )
     return 0
 
 

@@ -29,10 +29,12 @@ import torch
 from tqdm import tqdm
 
 from mocapact_envs.datasets import ExpertDataset
-from mocapact_envs.envs.motion_completion import run_completion
-from mocapact_envs.mocap.splits import held_out_clips, resolve_clips
+from mocapact_envs.envs.motion_completion import DEFAULT_PROMPT_STEPS, run_completion
+from mocapact_envs.mocap.ids import suggest
+from mocapact_envs.mocap.splits import ZOO_CLIP_SETS, held_out_clips, resolve_clips
 from mocapact_envs.policies.gpt import GPTConfig, GPTPolicy
 from mocapact_envs.policies.run_layout import expert_folder_argument, find_experts
+from mocapact_envs.training.flag_checks import FlagRule, check_flags, non_negative, positive, unit_interval
 from mocapact_envs.training.run_folder import (
     StopOnSignal,
     args_json,
@@ -123,8 +125,61 @@ def default_eval_clips(clips: list[str]) -> list[str]:
     return [clips[i] for i in np.linspace(0, len(clips) - 1, DEFAULT_EVAL_CLIPS).round().astype(int)]
 
 
+#: Each numeric flag's rule once the preset is resolved, checked before anything is read or written.
+ARG_RULES: dict[str, FlagRule] = {
+    "context": (positive, "a positive number of steps"),
+    "layers": (positive, "a positive number of blocks"),
+    "heads": (positive, "a positive number of heads"),
+    "width": (positive, "a positive width"),
+    "dropout": (lambda v: unit_interval(v) and v < 1, "in [0, 1)"),
+    "learning_rate": (positive, "a positive, finite rate"),
+    "weight_decay": (non_negative, "0 or more, finite"),
+    "batch_size": (positive, "a positive number of windows"),
+    "total_steps": (positive, "a positive number of gradient steps"),
+    "max_grad_norm": (positive, "a positive, finite norm"),
+    "eval_every": (positive, "a positive number of gradient steps"),
+    "eval_episodes": (positive, "a positive number of episodes"),
+    "eval_max_steps": (
+        lambda v: positive(v) and v > DEFAULT_PROMPT_STEPS,
+        f"more than the {DEFAULT_PROMPT_STEPS}-step prompt",
+    ),
+    "checkpoint_every": (positive, "a positive number of gradient steps"),
+    "torch_threads": (positive, "a positive number of threads"),
+}
+
+
+def check_eval_clips(clips: list[str], prompt_experts: Path, given: str = "--eval-clips") -> None:
+    """Raises ``ValueError`` naming the first evaluation clip no expert under ``prompt_experts`` tracks, with the
+    clips they do track: motion completion needs one to prompt it. ``given`` says where the clips came from."""
+    tracked = sorted(find_experts([prompt_experts]).runs_by_clip)
+    lacking = [clip for clip in clips if clip not in tracked]
+    if lacking:
+        shown = ", ".join(tracked[:8]) + (f" and {len(tracked) - 8} more" if len(tracked) > 8 else "")
+        raise ValueError(
+            f"{given} {lacking[0]}: no expert under {prompt_experts} tracks it.{suggest(lacking[0], tracked)} "
+            f"The experts there track {len(tracked)} clip(s): {shown or 'none'} (`mocapact-zoo list --zoo "
+            f"{prompt_experts}` lists a zoo's experts); or pass a clip set: {', '.join(ZOO_CLIP_SETS)}."
+        )
+
+
 def main(args: Args) -> int:
     args = apply_preset(args, PRESETS[args.preset])
+    check_flags(args, ARG_RULES)
+    # The evaluation's clips and experts fail now, not after the data is read or at the first evaluation.
+    prompt_experts = eval_clips = None
+    if args.eval_clips and args.prompt_experts is None:
+        raise ValueError(
+            f"--eval-clips {' '.join(args.eval_clips)}: motion completion is evaluated only with --prompt-experts "
+            "(the expert runs that prompt it; zoo: the project's zoo); pass it, or drop --eval-clips."
+        )
+    if args.prompt_experts is not None:
+        prompt_experts = expert_folder_argument(args.prompt_experts)
+        if args.eval_clips:
+            try:
+                eval_clips = resolve_clips(args.eval_clips, args.clip_lists)
+            except ValueError as error:
+                raise ValueError(f"--eval-clips {' '.join(args.eval_clips)}: {error}") from error
+            check_eval_clips(eval_clips, prompt_experts)
     torch.set_num_threads(args.torch_threads)
     checkpoint = resume_state(args.run_dir, args.resume)
     dataset = ExpertDataset(
@@ -142,14 +197,10 @@ def main(args: Args) -> int:
         f"training on {len(dataset.files.paths)} rollout files: {len(dataset.files.snippet_norm_returns)} snippets "
         f"of {len(clips)} clips, {len(dataset.files.episodes)} episodes, {len(dataset)} windows"
     )
-    prompt_experts = eval_clips = None
-    if args.prompt_experts is not None:
-        prompt_experts = expert_folder_argument(args.prompt_experts)
-        eval_clips = resolve_clips(args.eval_clips, args.clip_lists) if args.eval_clips else default_eval_clips(clips)
-        # A missing folder or expert fails now, not at the first evaluation.
-        lacking = sorted(set(eval_clips) - set(find_experts([prompt_experts], eval_clips).runs_by_clip))
-        if lacking:
-            raise ValueError(f"no expert under {args.prompt_experts} tracks the evaluation clips {', '.join(lacking)}.")
+    if prompt_experts is not None:
+        if eval_clips is None:
+            eval_clips = default_eval_clips(clips)
+            check_eval_clips(eval_clips, prompt_experts, "the default --eval-clips (of the rollouts' clips)")
         print(f"evaluating motion completion on {len(eval_clips)} clips: {', '.join(eval_clips)}")
 
     if checkpoint is not None:

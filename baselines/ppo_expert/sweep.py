@@ -41,7 +41,13 @@ from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError  # noqa: E402
 from mocapact_envs.mocap.trainable import PlannedSnippet, plan_snippets  # noqa: E402
 from mocapact_envs.policies.run_layout import zoo_experts
-from mocapact_envs.training.ray_cluster import check_ray_address, own_ray_at_full_priority  # noqa: E402
+from mocapact_envs.training.flag_checks import FlagRule, check_flags, non_negative, positive  # noqa: E402
+from mocapact_envs.training.ray_cluster import (  # noqa: E402
+    check_cpus_per_trial,
+    check_ray_address,
+    local_cpus,
+    own_ray_at_full_priority,
+)
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
 FINAL_EVALUATION_FILE = "final_evaluation.json"
@@ -266,21 +272,35 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
         save_figure(figure, folder / "results.png", title=f"{len(done)} experts")
 
 
+#: Each numeric flag's rule, checked before anything is planned, started or written.
+ARG_RULES: dict[str, FlagRule] = {
+    "experts_per_trial": (positive, "a positive number of snippets"),
+    "cpus_per_trial": (positive, "a positive number of CPUs (fractions share a CPU)"),
+    "max_concurrent": (lambda v: v is None or positive(v), "unset (as many as the CPUs allow) or a positive number"),
+    "max_failures": (lambda v: v == -1 or non_negative(v), "0 or more retries (-1: retry forever)"),
+    "final_rsi_episodes": (non_negative, "0 or more episodes"),
+    "final_start_episodes": (non_negative, "0 or more episodes"),
+    "final_num_envs": (positive, "a positive number of environments"),
+}
+
+
 def main(args: Args) -> int:
     try:
+        check_flags(args, ARG_RULES)
+        if args.final_rsi_episodes + args.final_start_episodes == 0:
+            raise ValueError("--final-rsi-episodes and --final-start-episodes are both 0: nothing would evaluate.")
+        if args.address in (None, "local"):
+            check_cpus_per_trial(args.cpus_per_trial, local_cpus(), "this machine")
+        else:
+            check_ray_address(args.address)
         planned = plan_snippets(read_snippet_ids(args), crop=args.crop_uncovered)
         if args.skip_zoo:
             in_zoo = {(e.listed_id, e.seed) for e in zoo_experts(args.skip_zoo)}
             skipped = [p for p in planned if (p.requested, str(args.seed)) in in_zoo]
             planned = [p for p in planned if p not in skipped]
             print(f"{len(skipped)} snippet(s) already have an expert in {args.skip_zoo}: not trained.")
-        if args.address:
-            check_ray_address(args.address)
     except (ValueError, FileNotFoundError, MocapSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.experts_per_trial < 1:
-        print(f"error: --experts-per-trial must be >= 1, got {args.experts_per_trial}.", file=sys.stderr)
         return 2
 
     import ray
@@ -300,14 +320,26 @@ def main(args: Args) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
         own_ray_at_full_priority(args.address)
-        ray.init(
-            address=args.address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"], "RAY_CHDIR_TO_TRIAL_DIR": "0"}},
-        )
         try:
+            ray.init(
+                address=args.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"], "RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+            )
+        except ConnectionError as error:
+            print(f"error: Ray could not connect to --address {args.address}: {error}", file=sys.stderr)
+            return 2
+        try:
+            if args.address not in (None, "local"):
+                # A trial's CPUs must fit on one node, or Ray leaves it PENDING forever.
+                nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+                try:
+                    check_cpus_per_trial(args.cpus_per_trial, max(nodes, default=0), "the cluster's largest node")
+                except ValueError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    return 2
             resources = ray.cluster_resources().get("CPU", 1)
             max_concurrent = args.max_concurrent or max(1, math.floor(resources / args.cpus_per_trial))
             trainable = tune.with_resources(train_trial, {"cpu": args.cpus_per_trial})
