@@ -53,7 +53,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import queue
@@ -80,6 +79,7 @@ from mocapact_envs.datasets.rollouts import (
 )
 from mocapact_envs.files import check_writable_folder, remove_stale_temporaries, tree_digest
 from mocapact_envs.policies.run_layout import ExpertRun, find_experts
+from mocapact_envs.tasks.checks import check_non_negative, check_number
 from mocapact_envs.training.ray_cluster import check_ray_address, own_ray_at_full_priority
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
@@ -126,13 +126,11 @@ class RolloutSettings:
                 f"rollout counts must be >= 0 and not both 0, got n_start_rollouts={self.n_start_rollouts}, "
                 f"n_rsi_rollouts={self.n_rsi_rollouts}."
             )
-        if not 0 <= self.act_noise < math.inf:  # NaN fails too
-            raise ValueError(f"act_noise (--act-noise) must be a finite number >= 0, got {self.act_noise!r}.")
+        check_non_negative("act_noise (--act-noise)", self.act_noise, "a finite number >= 0")
         if self.min_steps < 1:
             raise ValueError(f"min_steps must be >= 1, got {self.min_steps}.")
         for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}.")
+            check_number(name, getattr(self, name), "in [0, 1]", lambda v: 0 <= v <= 1)
         from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
         # The tracking task's own checks, now rather than in each clip's worker after other clips were done.

@@ -7,7 +7,6 @@ with one fancy-indexing gather, which torch's ``DataLoader`` uses when present.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from scipy.special import logsumexp
 
 from mocapact_envs.datasets.rollouts import RolloutFiles, open_rollout_file, read_episode
+from mocapact_envs.tasks.checks import check_number, check_positive
 from mocapact_envs.tasks.observables import resolve_observables
 
 #: Weighting schemes: what the energy x is and its default temperature.
@@ -94,10 +94,9 @@ class ExpertDataset(torch.utils.data.Dataset):
         if seq_steps < 1:
             raise ValueError(f"seq_steps must be at least 1, got {seq_steps}.")
         # exp(x / T): T = 0 divides by zero and T < 0 rewards the worst steps most; NaN weights follow.
-        if temperature is not None and not 0 < float(temperature) < math.inf:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-        if not max_weight > 0:  # NaN too
-            raise ValueError(f"max_weight must be > 0 (float('inf') clips nothing), got {max_weight!r}.")
+        if temperature is not None:
+            check_positive("temperature", temperature, "a finite number > 0")
+        check_number("max_weight", max_weight, "> 0 (float('inf') clips nothing)", lambda v: v > 0)
         self.files = RolloutFiles(paths, snippet_ids, n_start_rollouts, n_rsi_rollouts, exclude_clips)
         self.observable_keys = resolve_observables(observables)
         self.seq_steps = seq_steps

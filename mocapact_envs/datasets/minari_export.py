@@ -74,6 +74,7 @@ from mocapact_envs.files import (
 )
 from mocapact_envs.mocap.ids import parse_snippet
 from mocapact_envs.mocap.source import combine_clip_digests
+from mocapact_envs.tasks.checks import check_integer
 from mocapact_envs.tasks.observables import OBSERVATION_SETS
 
 NAMESPACE = "mocapact"
@@ -90,14 +91,12 @@ ALGORITHM_NAME = "MoCapAct clip experts (PPO) rolled out with N(0, 0.1) action n
 
 def check_version(version: int) -> int:
     """A dataset version: an integer >= 0, as Minari ids end in ``-v<N>`` (``-v-1`` breaks Minari's listing)."""
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"dataset version (--version) must be an integer >= 0 (ids end in -v<N>), got {version!r}.")
-    return version
+    return check_integer("dataset version (--version)", version, 0, "an integer >= 0 (ids end in -v<N>)")
 
 
 def minari_dataset_id(name: str, version: int = 0) -> str:
     """``mocapact/<name>/expert-v<version>``; ``name`` is a clip id or a collection name."""
-    check_version(version)
+    version = check_version(version)
     if not name or not re.fullmatch(r"\w+", name):
         raise ValueError(
             f"dataset name {name!r} must be letters, digits and '_' only, non-empty (e.g. CMU_016_22 or walk)."
@@ -109,7 +108,7 @@ def zoo_dataset_id(variant: str, version: int = 0) -> str:
     """``mocapact/zoo/<variant>-v<version>``: the expert zoo's small or large rollouts."""
     from mocapact_envs.datasets.collect import PRESETS
 
-    check_version(version)
+    version = check_version(version)
     if variant not in PRESETS:
         raise ValueError(f"unknown zoo variant {variant!r}; choose one of {', '.join(PRESETS)}.")
     return f"{NAMESPACE}/zoo/{variant}-v{version}"
@@ -318,8 +317,7 @@ def check_export_options(action_key: str, data_format: str, ref_min_episodes: in
     if data_format not in DATA_FORMATS:
         raise ValueError(f"unknown data_format {data_format!r}; choose one of {', '.join(DATA_FORMATS)}.")
     # ref_min_score is the mean return of these episodes: none would make it NaN.
-    if isinstance(ref_min_episodes, bool) or not isinstance(ref_min_episodes, int) or ref_min_episodes < 1:
-        raise ValueError(f"ref_min_episodes (--ref-min-episodes) must be an integer >= 1, got {ref_min_episodes!r}.")
+    check_integer("ref_min_episodes (--ref-min-episodes)", ref_min_episodes, 1)
 
 
 def dataset_folder(dataset_id: str = "") -> Path:
