@@ -38,7 +38,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 demo: install
-	$(BIN)/python -m mocapact_envs.demo --out-dir demo_output
+	$(BIN)/python -m mocapact_envs.tools.demo --out-dir demo_output
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests

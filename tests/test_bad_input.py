@@ -190,7 +190,7 @@ def test_other_bad_values_are_named():
         gym.make("mocapact/GoToTarget-v0", physics_timestep=0)
     # The demo CLI says what is wrong instead of printing a traceback.
     result = subprocess.run(
-        [sys.executable, "-m", "mocapact_envs.demo", "--clip", "CMU_999_99", "--out-dir", "unused"],
+        [sys.executable, "-m", "mocapact_envs.tools.demo", "--clip", "CMU_999_99", "--out-dir", "unused"],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "1000"},

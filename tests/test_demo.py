@@ -7,13 +7,13 @@ import sys
 
 from rich.console import Console
 
-from mocapact_envs.demo import SHIPPED_EXPERTS, choose_policy, run_episode
 from mocapact_envs.envs.tracking import MocapTrackingEnv
+from mocapact_envs.tools.demo import SHIPPED_EXPERTS, choose_policy, run_episode
 
 
 def test_demo_writes_videos(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mocapact_envs.demo", "--out-dir", str(tmp_path), "--episodes", "1"],
+        [sys.executable, "-m", "mocapact_envs.tools.demo", "--out-dir", str(tmp_path), "--episodes", "1"],
         capture_output=True,
         text=True,
         timeout=300,

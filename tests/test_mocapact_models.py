@@ -20,18 +20,17 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 import mocapact_envs  # noqa: F401  (registers the ids)
 from mocapact_envs.envs.tracking import MocapTrackingEnv
-from mocapact_envs.hub import main as download_main
 from mocapact_envs.policies.gpt import GPTPolicy
 from mocapact_envs.policies.low_level import LowLevelPolicy
 from mocapact_envs.policies.mocapact_checkpoints import (
     ConversionError,
-    main,
     policy_from_checkpoint,
     read_lightning_checkpoint,
     read_sb3_zip,
-    sb3_policy_from_mocapact,
 )
 from mocapact_envs.policies.multiclip import MultiClipPolicy
+from mocapact_envs.tools.convert_models import main, sb3_policy_from_mocapact
+from mocapact_envs.tools.download import main as download_main
 from mocapact_envs.training.transfer import load_task_policy
 
 FIXTURES = Path(__file__).parent / "data" / "mocapact"
@@ -190,6 +189,15 @@ def test_truncated_or_foreign_files_give_errors_naming_the_file(tmp_path):
     with pytest.raises(ConversionError, match=r"best_model\.zip is not a readable stable-baselines3 zip"):
         read_sb3_zip(tmp_path / "best_model.zip")
     assert main([str(truncated), "--output", str(tmp_path / "out")]) == 1
+
+
+def test_a_folder_with_nothing_to_convert_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    (tmp_path / "empty" / "notes" / "readme.txt").write_text("no models here\n")
+    assert main([str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'empty'} holds nothing to convert" in error and "best_model.zip" in error
+    assert not (tmp_path / "out").exists()
 
 
 # -- MoCapAct's published full-size architectures ----------------------------------------------

@@ -136,7 +136,7 @@ def test_a_relay_is_one_expert_to_searches_evaluation_and_collection(relay_run, 
 
 
 def test_a_relay_exports_into_a_zoo_compactly_and_loads_from_it(relay_run, tmp_path):
-    from mocapact_envs.policies.zoo import export_expert
+    from mocapact_envs.tools.zoo import export_expert
 
     exported = export_expert(relay_run, tmp_path / "zoo")
     assert exported.storage["actor_mean"] in ("float16", "float32") and exported.max_action_deviation <= 1e-3

@@ -312,7 +312,7 @@ def test_hub_download_offline_from_cache(rollouts, tmp_path):
     env = environment(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
     local = tmp_path / "downloads"
 
-    run("-m", "mocapact_envs.hub", "rollouts-sample-small", "gpt", "--local-dir", local, env=env)
+    run("-m", "mocapact_envs.tools.download", "rollouts-sample-small", "gpt", "--local-dir", local, env=env)
     assert (local / "small" / "CMU_016_22.hdf5").read_bytes() == rollout_bytes
     assert (local / "gpt.ckpt").read_bytes() == b"checkpoint bytes"
     with h5py.File(local / "small" / "CMU_016_22.hdf5", "r") as h5:
@@ -322,17 +322,17 @@ def test_hub_download_offline_from_cache(rollouts, tmp_path):
 
     # A rerun skips what is unpacked: an extracted file changed since stays as it is.
     (local / "small" / "CMU_016_22.hdf5").write_bytes(b"edited")
-    again = run("-m", "mocapact_envs.hub", "rollouts-sample-small", "--local-dir", local, env=env)
+    again = run("-m", "mocapact_envs.tools.download", "rollouts-sample-small", "--local-dir", local, env=env)
     assert "already unpacked, skipped" in again.stdout
     assert (local / "small" / "CMU_016_22.hdf5").read_bytes() == b"edited"
 
     missing = run(
-        "-m", "mocapact_envs.hub", "rollouts-small", "--parts", "2", "--local-dir", local, env=env, check=False
+        "-m", "mocapact_envs.tools.download", "rollouts-small", "--parts", "2", "--local-dir", local, env=env, check=False
     )
     assert missing.returncode == 2
     for expected in ("microsoft/mocapact-data", "all/small/small_2.tar.gz", "HF_HUB_OFFLINE"):
         assert expected in missing.stderr
-    unknown = run("-m", "mocapact_envs.hub", "experts-everything", "--local-dir", local, env=env, check=False)
+    unknown = run("-m", "mocapact_envs.tools.download", "experts-everything", "--local-dir", local, env=env, check=False)
     assert unknown.returncode == 2 and "experts-all" in unknown.stderr
 
 

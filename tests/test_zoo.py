@@ -18,7 +18,7 @@ import mocapact_envs
 from mocapact_envs.datasets.rollouts import read_rollout_file
 from mocapact_envs.mocap import splits
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
-from mocapact_envs.policies import zoo
+from mocapact_envs.tools import zoo
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, zoo_root
 
 #: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
@@ -38,7 +38,7 @@ def zoo_folder(tmp_path_factory) -> Path:
     sweep.final_evaluation(args, [EVALUATED])
     (root / "listed.txt").write_text("\n".join(TRAINED_ON) + "\n")
     result = run(
-        "-m", "mocapact_envs.policies.zoo", "export", "--runs", root / "runs", "--zoo", root / "zoo",
+        "-m", "mocapact_envs.tools.zoo", "export", "--runs", root / "runs", "--zoo", root / "zoo",
         "--snippet-list", root / "listed.txt", "--include-unevaluated",
     )  # fmt: skip
     assert "2 experts exported" in result.stdout and "(cropped: trained on CMU_016_22-0-60)" in result.stdout
@@ -118,7 +118,7 @@ def test_zoo_experts_roll_out_with_collect_and_evaluate(zoo_folder, zoo_rollouts
 def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     clip_lists = mocap_folder / "clip_lists"
     shutil.copy(REPO_ROOT / "zoo" / "README.md", zoo_folder / "README.md")
-    run("-m", "mocapact_envs.policies.zoo", "table", "--zoo", zoo_folder, "--clip-lists", clip_lists)
+    run("-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_folder, "--clip-lists", clip_lists)
     readme = (zoo_folder / "README.md").read_text()
     assert "`mocapact-zoo table` writes the table here" not in readme and "## Commands" in readme
     rows = {row["snippet"]: row for row in json.loads((zoo_folder / "table.json").read_text())}
@@ -210,7 +210,7 @@ def test_collect_on_ray_writes_what_worker_processes_write(zoo_folder, tmp_path)
 
 def test_trained_snippets_find_the_listed_snippet_that_holds_them():
     from mocapact_envs.mocap.ids import parse_snippet
-    from mocapact_envs.policies.zoo import listed_ids_by_trained
+    from mocapact_envs.tools.zoo import listed_ids_by_trained
 
     listed = ["CMU_009_10-0-33", "CMU_032_02-0-117", "CMU_016_22-0-82", "CMU_009_12-0-210", "CMU_009_12-177-387"]
     trained = ["CMU_009_10-2-33", "CMU_032_02-0-87", "CMU_016_22-0-82", "CMU_009_12-180-300", "CMU_009_12-180-209"]

@@ -28,7 +28,6 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from mocapact_envs.demo import write_video
 from mocapact_envs.envs.factory import resolve_snippet
 from mocapact_envs.evaluation.plotting import plot_length_ratios
 from mocapact_envs.evaluation.protocol import (
@@ -41,6 +40,7 @@ from mocapact_envs.evaluation.protocol import (
     mean_metrics,
     record_episode,
 )
+from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import (

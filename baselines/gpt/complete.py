@@ -31,7 +31,6 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 
-from mocapact_envs.demo import write_video
 from mocapact_envs.envs.motion_completion import (
     BASELINES,
     DEFAULT_PROMPT_STEPS,
@@ -42,6 +41,7 @@ from mocapact_envs.envs.motion_completion import (
     spread_episodes,
 )
 from mocapact_envs.evaluation.plotting import plot_episode_survival
+from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.splits import resolve_clips
 from mocapact_envs.policies.gpt import GPTPolicy

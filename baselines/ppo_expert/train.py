@@ -519,6 +519,7 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_every_steps",
         "eval_num_envs",
         "relay_curve_steps",
+        "relay_warm_start",  # only how a window's weights begin, which a resume does not repeat
     }
 )
 

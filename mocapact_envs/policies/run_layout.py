@@ -2,7 +2,7 @@
 
 A run folder is ``<root>/<snippet>/<seed>/`` with ``clip_info.json`` (the snippet) and
 ``eval_rsi/model/`` (the expert, :mod:`mocapact_envs.policies.expert_files`); a zoo is a folder
-whose ``experts/<listed snippet>/<seed>/`` are such runs (:mod:`mocapact_envs.policies.zoo` writes
+whose ``experts/<listed snippet>/<seed>/`` are such runs (:mod:`mocapact_envs.tools.zoo` writes
 them). Nothing here loads a network.
 """
 
@@ -19,6 +19,10 @@ from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR
 
 #: The file that names the snippet of an expert run (MoCapAct's layout).
 CLIP_INFO_FILE = "clip_info.json"
+#: A run's evaluations during training (``baselines/ppo_expert/train.py``).
+EVALUATIONS_FILE = "evaluations.json"
+#: MoCapAct's evaluation of a finished run (1,000 random starts, 100 snippet starts; the sweep writes it).
+FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Experts trained with baselines/ppo_expert and shipped with the package (MoCapAct's layout).
 SHIPPED_EXPERTS = Path(__file__).parents[1] / "pretrained" / "experts"
 

@@ -6,7 +6,7 @@ reference ghost), and prints MoCapAct's per-episode tracking metrics. The policy
 is the clip expert shipped in ``mocapact_envs/pretrained/experts`` when there is
 one (CMU_016_22), else zero actions.
 
-    python -m mocapact_envs.demo --clip CMU_016_22-0-82 --out-dir demo_output
+    python -m mocapact_envs.tools.demo --clip CMU_016_22-0-82 --out-dir demo_output
 """
 
 from __future__ import annotations
@@ -15,23 +15,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker
-from mocapact_envs.files import replace_atomically
+from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
 VIDEO_SIZE = (640, 480)
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """Writes an mp4 under a temporary name, then renames it into place."""
-    replace_atomically(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=8))
 
 
 def reference_replay(env: MocapTrackingEnv, camera: str) -> list[np.ndarray]:
