@@ -62,8 +62,10 @@ from mocapact_envs.policies.expert_networks import (
     RewardNormalizer,
 )
 from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_relay, save_relay
+from mocapact_envs.tasks.checks import is_number
 from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
+from mocapact_envs.training.flag_checks import FlagRule, check_flags, flag, non_negative, positive, unit_interval
 from mocapact_envs.training.relay_handover import handover_states
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -425,69 +427,54 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
 # -- argument checks: every bad value is named before any work starts ------------------------------------------------
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
-
-
-def _non_negative(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
-
-
 #: Each field's rule once the preset is resolved: (holds, what is allowed). Fields not named take any value of
 #: their type.
-ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "total_timesteps": (_positive, "a positive number of env steps"),
-    "num_envs": (_positive, "a positive number of worlds"),
-    "num_steps": (_positive, "a positive number of steps per update"),
-    "minibatch_size": (_positive, "a positive number of transitions, at most num_envs * num_steps"),
-    "update_epochs": (_positive, "a positive number of passes"),
-    "min_steps": (_positive, "a positive number of steps"),
-    "learning_rate": (_positive, "a positive, finite rate"),
-    "gamma": (lambda v: _positive(v) and v <= 1, "in (0, 1]"),
-    "gae_lambda": (lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
-    "clip_coef": (_positive, "a positive ratio range"),
-    "ent_coef": (_non_negative, "0 or more, finite"),
-    "vf_coef": (_positive, "a positive, finite weight"),
-    "max_grad_norm": (_positive, "a positive, finite norm"),
-    "target_kl": (lambda v: v is None or _positive(v), "unset or a positive KL"),
-    "log_std_init": (lambda v: isinstance(v, int | float) and math.isfinite(v), "a finite log std"),
-    "act_noise": (_non_negative, "0 or more, finite"),
-    "termination_error_threshold": (_positive, "a positive, finite error"),
-    "time_features": (_non_negative, "0 or more sin/cos pairs"),
-    "policy_hidden_sizes": (lambda v: len(v) > 0 and all(_positive(n) for n in v), "one or more positive sizes"),
-    "value_hidden_sizes": (lambda v: len(v) > 0 and all(_positive(n) for n in v), "one or more positive sizes"),
-    "eval_every_steps": (_positive, "a positive number of env steps"),
-    "eval_rsi_episodes": (_positive, "a positive number of episodes"),
-    "eval_start_episodes": (_positive, "a positive number of episodes"),
-    "eval_num_envs": (_positive, "a positive number of worlds"),
-    "early_stop_full_length_evals": (_non_negative, "0 (off) or more evaluations"),
-    "early_stop_patience": (_non_negative, "0 or more evaluations"),
-    "max_minutes": (lambda v: v is None or _positive(v), "unset or a positive number of minutes"),
-    "checkpoint_every_seconds": (_non_negative, "0 or more seconds"),
-    "torch_threads": (_positive, "a positive number of threads"),
-    "relay_window_steps": (_non_negative, "0 (no relay) or a window length in steps"),
-    "relay_overlap_steps": (_non_negative, "0 or more steps, fewer than --relay-window-steps"),
-    "relay_handover_probability": (lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
+ARG_RULES: dict[str, FlagRule] = {
+    "total_timesteps": (positive, "a positive number of env steps"),
+    "num_envs": (positive, "a positive number of worlds"),
+    "num_steps": (positive, "a positive number of steps per update"),
+    "minibatch_size": (positive, "a positive number of transitions, at most num_envs * num_steps"),
+    "update_epochs": (positive, "a positive number of passes"),
+    "min_steps": (positive, "a positive number of steps"),
+    "learning_rate": (positive, "a positive, finite rate"),
+    "gamma": (lambda v: positive(v) and v <= 1, "in (0, 1]"),
+    "gae_lambda": (unit_interval, "in [0, 1]"),
+    "clip_coef": (positive, "a positive ratio range"),
+    "ent_coef": (non_negative, "0 or more, finite"),
+    "vf_coef": (positive, "a positive, finite weight"),
+    "max_grad_norm": (positive, "a positive, finite norm"),
+    "target_kl": (lambda v: v is None or positive(v), "unset or a positive KL"),
+    "log_std_init": (lambda v: is_number(v) and math.isfinite(v), "a finite log std"),
+    "act_noise": (non_negative, "0 or more, finite"),
+    "termination_error_threshold": (positive, "a positive, finite error"),
+    "time_features": (non_negative, "0 or more sin/cos pairs"),
+    "policy_hidden_sizes": (lambda v: len(v) > 0 and all(positive(n) for n in v), "one or more positive sizes"),
+    "value_hidden_sizes": (lambda v: len(v) > 0 and all(positive(n) for n in v), "one or more positive sizes"),
+    "eval_every_steps": (positive, "a positive number of env steps"),
+    "eval_rsi_episodes": (positive, "a positive number of episodes"),
+    "eval_start_episodes": (positive, "a positive number of episodes"),
+    "eval_num_envs": (positive, "a positive number of worlds"),
+    "early_stop_full_length_evals": (non_negative, "0 (off) or more evaluations"),
+    "early_stop_patience": (non_negative, "0 or more evaluations"),
+    "max_minutes": (lambda v: v is None or positive(v), "unset or a positive number of minutes"),
+    "checkpoint_every_seconds": (non_negative, "0 or more seconds"),
+    "torch_threads": (positive, "a positive number of threads"),
+    "relay_window_steps": (non_negative, "0 (no relay) or a window length in steps"),
+    "relay_overlap_steps": (non_negative, "0 or more steps, fewer than --relay-window-steps"),
+    "relay_handover_probability": (unit_interval, "in [0, 1]"),
 }
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def check_args(args: Args) -> None:
     """Raises ``ValueError`` naming every flag of ``args`` (preset resolved) whose value is not allowed."""
-    errors = [
-        f"{flag(name)} {getattr(args, name)!r}: must be {allowed}"
-        for name, (holds, allowed) in ARG_RULES.items()
-        if not holds(getattr(args, name))
-    ]
-    if not errors and args.minibatch_size > args.num_envs * args.num_steps:
+    check_flags(args, ARG_RULES)
+    errors = []
+    if args.minibatch_size > args.num_envs * args.num_steps:
         errors.append(
             f"--minibatch-size {args.minibatch_size}: must be at most one update's transitions, "
             f"--num-envs * --num-steps = {args.num_envs * args.num_steps}"
         )
-    if not errors and not 0 <= args.snippet_start_envs <= args.num_envs:
+    if not 0 <= args.snippet_start_envs <= args.num_envs:
         errors.append(
             f"--snippet-start-envs {args.snippet_start_envs}: must be between 0 and --num-envs ({args.num_envs})"
         )
@@ -496,7 +483,7 @@ def check_args(args: Args) -> None:
             f"--relay-overlap-steps {args.relay_overlap_steps}: must be fewer than --relay-window-steps "
             f"({args.relay_window_steps})"
         )
-    if any(not _positive(m) for m in args.relay_curve_steps):
+    if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
     if errors:
         raise ValueError("; ".join(errors) + ".")
