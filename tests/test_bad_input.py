@@ -212,7 +212,7 @@ def test_corrupt_shipped_expert_rollouts_is_named(shipped_expert_rollouts, tmp_p
         RolloutFiles([not_hdf5.parent])
     # The CLI that reads rollouts says the same, without a traceback.
     result = subprocess.run(
-        [sys.executable, "-m", "mocapact_envs.datasets.minari_export", str(truncated)],
+        [sys.executable, "-m", "mocapact_envs.tools.minari_export", str(truncated)],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "1000"},

@@ -136,7 +136,7 @@ def test_truncated_amc_file_through_the_converter_cli(clip_lines, tmp_path, moca
     subject.mkdir(parents=True)
     text = "\n".join(clip_lines)
     (subject / "16_22.amc").write_text(text[: text.index("\n50\n") + 60])  # cut inside frame 50's third line
-    error = refused(run_module("mocapact_envs.mocap.cli", tmp_path / "clips", MOCAPACT_CACHE_DIR=str(tmp_path / "c")))
+    error = refused(run_module("mocapact_envs.tools.convert_clips", tmp_path / "clips", MOCAPACT_CACHE_DIR=str(tmp_path / "c")))
     assert f"{subject / '16_22.amc'}, line " in error and "(frame 50)" in error
 
 
@@ -266,7 +266,7 @@ def test_minari_export_refuses_bad_flags_before_writing(flags, message, shipped_
     root = tmp_path / "minari"
     error = refused(
         run_module(
-            "mocapact_envs.datasets.minari_export", shipped_expert_rollouts, *flags, MINARI_DATASETS_PATH=str(root)
+            "mocapact_envs.tools.minari_export", shipped_expert_rollouts, *flags, MINARI_DATASETS_PATH=str(root)
         )
     )
     assert message in error
@@ -274,11 +274,11 @@ def test_minari_export_refuses_bad_flags_before_writing(flags, message, shipped_
 
 
 def test_collect_refuses_nan_noise_and_a_file_as_output(tmp_path):
-    error = refused(run_module("mocapact_envs.datasets.collect", SHIPPED_EXPERTS, "--output-dir", tmp_path,
+    error = refused(run_module("mocapact_envs.tools.collect", SHIPPED_EXPERTS, "--output-dir", tmp_path,
                                "--act-noise", "nan"))  # fmt: skip
     assert "act_noise (--act-noise) must be a finite number >= 0, got nan." in error
     a_file = tmp_path / "rollouts.hdf5"
     a_file.write_text("")
     for output in (a_file, a_file / "sub"):
-        error = refused(run_module("mocapact_envs.datasets.collect", SHIPPED_EXPERTS, "--output-dir", output))
+        error = refused(run_module("mocapact_envs.tools.collect", SHIPPED_EXPERTS, "--output-dir", output))
         assert f"output folder (--output-dir) {output} cannot be a folder: {a_file} is a file" in error

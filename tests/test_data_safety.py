@@ -27,8 +27,8 @@ from mocapact_envs.files import read_tensors, write_tensors
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPORT = ["-m", "mocapact_envs.datasets.minari_export", "--ref-min-episodes", "1"]
-COLLECT = ["-m", "mocapact_envs.datasets.collect", "--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]
+EXPORT = ["-m", "mocapact_envs.tools.minari_export", "--ref-min-episodes", "1"]
+COLLECT = ["-m", "mocapact_envs.tools.collect", "--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]
 DATASET_ID = "mocapact/CMU_016_22/expert-v0"
 
 
@@ -285,7 +285,7 @@ def test_convert_output_into_a_read_only_folder_is_named(mocap_folder, tmp_path)
     folder = tmp_path / "read-only"
     prefix = read_only_prefix(folder)
     error = refused(
-        run("-m", "mocapact_envs.mocap.cli", mocap_folder, "--clips", "CMU_016_22", "--output", folder / "clips.h5",
+        run("-m", "mocapact_envs.tools.convert_clips", mocap_folder, "--clips", "CMU_016_22", "--output", folder / "clips.h5",
             prefix=prefix)
     )  # fmt: skip
     assert f"cannot write in {folder}: the folder {folder} is not writable" in error

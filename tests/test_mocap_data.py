@@ -157,7 +157,7 @@ def test_hdf5_source_reads_converted_file(mocap_folder, tmp_path):
         [
             sys.executable,
             "-m",
-            "mocapact_envs.mocap.cli",
+            "mocapact_envs.tools.convert_clips",
             str(mocap_folder),
             "--clips",
             "CMU_016_22",

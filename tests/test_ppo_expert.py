@@ -221,6 +221,28 @@ def test_resume_with_other_learning_settings_is_refused_by_name(first_run, tmp_p
     assert checkpoint(resumed)["global_step"] == before["global_step"]  # nothing trained over it
 
 
+class PlantedPayload:
+    """Unpickled, it would run a shell command: what a tampered checkpoint could carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_payload_in_a_resume_checkpoint_does_not_run(first_run, tmp_path):
+    # The checkpoint every trainer of baselines/ resumes from (training/run_folder.py), planted with a payload.
+    shutil.copytree(first_run.parents[1], tmp_path / "runs")
+    state_path = tmp_path / "runs" / first_run.relative_to(first_run.parents[1]) / "checkpoint" / "state.pt"
+    state = torch.load(state_path, weights_only=True)
+    marker = tmp_path / "payload_ran"
+    torch.save({**state, "global_step": PlantedPayload(marker)}, state_path)
+    result = run(TRAIN, *TINY, "--log-root", tmp_path / "runs", "--total-timesteps", "1024", check=False)
+    assert result.returncode == 2 and f"{state_path} is not a readable checkpoint" in result.stderr
+    assert not marker.exists()
+
+
 def test_run_episodes_matches_single_env_episodes():
     """Next-step autoreset: the step that only resets is neither counted nor rewarded."""
     zero = np.zeros(56, np.float32)
@@ -360,7 +382,7 @@ def test_experts_trained_together_load_and_roll_out(tmp_path):
         assert json.loads((run_dir / "args.json").read_text())["total_timesteps"] == 200
         assert 200 <= checkpoint(run_dir)["global_step"] <= 256  # one update of 256 (autoreset steps not counted)
     collect = [
-        "-m", "mocapact_envs.datasets.collect", tmp_path / "experts", "--output-dir", tmp_path / "rollouts",
+        "-m", "mocapact_envs.tools.collect", tmp_path / "experts", "--output-dir", tmp_path / "rollouts",
         "--n-start-rollouts", "1", "--n-rsi-rollouts", "1", "--workers", "1",
     ]  # fmt: skip
     run(*collect)

@@ -129,7 +129,7 @@ def test_a_relay_is_one_expert_to_searches_evaluation_and_collection(relay_run, 
     assert SNIPPET in json.dumps(evaluation)
     output = tmp_path / "rollouts"
     args = ["--n-start-rollouts", "1", "--n-rsi-rollouts", "1", "--output-dir", output, "--workers", "1"]
-    run("-m", "mocapact_envs.datasets.collect", relay_run.parents[1], *args)
+    run("-m", "mocapact_envs.tools.collect", relay_run.parents[1], *args)
     with h5py.File(output / "CMU_009_12.hdf5", "r") as h5:
         assert h5[f"{SNIPPET}/0/actions"].shape[1] == 56
         assert np.isfinite(h5[f"{SNIPPET}/0/values"][...]).all()

@@ -219,9 +219,9 @@ def minari_root(rollouts, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("minari")
     env = environment(MINARI_DATASETS_PATH=str(root))
     run(
-        "-m", "mocapact_envs.datasets.minari_export", rollouts, "--collection", "tiny", "--ref-min-episodes", 2, env=env
+        "-m", "mocapact_envs.tools.minari_export", rollouts, "--collection", "tiny", "--ref-min-episodes", 2, env=env
     )
-    run("-m", "mocapact_envs.datasets.minari_export", rollouts / "CMU_016_22.hdf5", "--ref-min-episodes", 2, env=env)
+    run("-m", "mocapact_envs.tools.minari_export", rollouts / "CMU_016_22.hdf5", "--ref-min-episodes", 2, env=env)
     return root
 
 

@@ -50,7 +50,7 @@ def zoo_rollouts(zoo_folder, tmp_path_factory) -> Path:
     """The zoo's small dataset of both snippets, collected by two worker processes."""
     output = tmp_path_factory.mktemp("zoo_rollouts")
     result = run(
-        "-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", *TRAINED_ON, "--small",
+        "-m", "mocapact_envs.tools.collect", zoo_folder, "--snippets", *TRAINED_ON, "--small",
         "--output-dir", output, "--workers", "2",
     )  # fmt: skip
     assert "2 clip files" in result.stderr
@@ -99,7 +99,7 @@ def test_zoo_experts_roll_out_with_collect_and_evaluate(zoo_folder, zoo_rollouts
     assert (zoo_rollouts / "CMU_009_01.hdf5").is_file()
 
     bad = run(
-        "-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", "CMU_016_22-0-8", "--output-dir", tmp_path,
+        "-m", "mocapact_envs.tools.collect", zoo_folder, "--snippets", "CMU_016_22-0-8", "--output-dir", tmp_path,
         check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "No expert for CMU_016_22-0-8." in bad.stderr and "CMU_016_22-0-82" in bad.stderr
@@ -150,7 +150,7 @@ def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts,
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     result = run(
-        "-m", "mocapact_envs.datasets.minari_export", zoo_rollouts, "--zoo", "small", "--ref-min-episodes", "2",
+        "-m", "mocapact_envs.tools.minari_export", zoo_rollouts, "--zoo", "small", "--ref-min-episodes", "2",
         env=environment(MINARI_DATASETS_PATH=str(tmp_path / "minari")),
     )  # fmt: skip
     assert "mocapact/zoo/small-v0: 40 episodes" in result.stderr
@@ -171,7 +171,7 @@ def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts,
     env.close()
 
     mismatch = run(
-        "-m", "mocapact_envs.datasets.minari_export", zoo_rollouts, "--zoo", "large",
+        "-m", "mocapact_envs.tools.minari_export", zoo_rollouts, "--zoo", "large",
         env=environment(MINARI_DATASETS_PATH=str(tmp_path / "minari")), check=False,
     )  # fmt: skip
     assert mismatch.returncode == 2 and "not the large preset's 100 + 100" in mismatch.stderr
@@ -195,7 +195,7 @@ def test_shipped_expert_stored_compactly_acts_as_its_float32_original(tmp_path):
 
 
 def test_collect_on_ray_writes_what_worker_processes_write(zoo_folder, tmp_path):
-    collect = ["-m", "mocapact_envs.datasets.collect", zoo_folder, "--snippets", EVALUATED]
+    collect = ["-m", "mocapact_envs.tools.collect", zoo_folder, "--snippets", EVALUATED]
     collect += ["--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]
     on_ray = run(*collect, "--output-dir", tmp_path / "ray", "--address", "local")
     assert "Ray tasks (local)" in on_ray.stderr and "1 clip files" in on_ray.stderr

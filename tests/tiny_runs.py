@@ -24,7 +24,7 @@ TINY_TRAINING = [
     "--eval-num-envs", "1", "--no-progress-bar",
 ]  # fmt: skip
 N_START, N_RSI, SEED = 2, 2, 7
-COLLECT = ["-m", "mocapact_envs.datasets.collect", "--n-start-rollouts", str(N_START), "--n-rsi-rollouts", str(N_RSI)]
+COLLECT = ["-m", "mocapact_envs.tools.collect", "--n-start-rollouts", str(N_START), "--n-rsi-rollouts", str(N_RSI)]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -83,6 +83,6 @@ def shipped_expert_rollouts(tmp_path_factory) -> Path:
     from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
     output = tmp_path_factory.mktemp("shipped_rollouts")
-    run("-m", "mocapact_envs.datasets.collect", SHIPPED_EXPERTS, "--output-dir", output,
+    run("-m", "mocapact_envs.tools.collect", SHIPPED_EXPERTS, "--output-dir", output,
         "--n-start-rollouts", 1, "--n-rsi-rollouts", 1)  # fmt: skip
     return output / "CMU_016_22.hdf5"
