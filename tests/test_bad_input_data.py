@@ -136,7 +136,9 @@ def test_truncated_amc_file_through_the_converter_cli(clip_lines, tmp_path, moca
     subject.mkdir(parents=True)
     text = "\n".join(clip_lines)
     (subject / "16_22.amc").write_text(text[: text.index("\n50\n") + 60])  # cut inside frame 50's third line
-    error = refused(run_module("mocapact_envs.tools.convert_clips", tmp_path / "clips", MOCAPACT_CACHE_DIR=str(tmp_path / "c")))
+    error = refused(
+        run_module("mocapact_envs.tools.convert_clips", tmp_path / "clips", MOCAPACT_CACHE_DIR=str(tmp_path / "c"))
+    )
     assert f"{subject / '16_22.amc'}, line " in error and "(frame 50)" in error
 
 
@@ -265,9 +267,7 @@ def test_awr_weights_are_finite(shipped_expert_rollouts):
 def test_minari_export_refuses_bad_flags_before_writing(flags, message, shipped_expert_rollouts, tmp_path):
     root = tmp_path / "minari"
     error = refused(
-        run_module(
-            "mocapact_envs.tools.minari_export", shipped_expert_rollouts, *flags, MINARI_DATASETS_PATH=str(root)
-        )
+        run_module("mocapact_envs.tools.minari_export", shipped_expert_rollouts, *flags, MINARI_DATASETS_PATH=str(root))
     )
     assert message in error
     assert not root.exists(), "nothing is written for refused flags"

@@ -159,7 +159,15 @@ def test_report_fields_in_cache_and_cli(mocap_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("MOCAPACT_CACHE_DIR", str(tmp_path / "cache"))
     report_path = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "mocapact_envs.tools.convert_clips", str(mocap_folder), "--clips", "CMU_016_22", "CMU_141_01"]
+        [
+            sys.executable,
+            "-m",
+            "mocapact_envs.tools.convert_clips",
+            str(mocap_folder),
+            "--clips",
+            "CMU_016_22",
+            "CMU_141_01",
+        ]
         + ["--report-json", str(report_path)],
         capture_output=True,
         text=True,

@@ -218,9 +218,7 @@ def minari_root(rollouts, tmp_path_factory) -> Path:
     """Two exports: all clips as one collection, and one clip on its own."""
     root = tmp_path_factory.mktemp("minari")
     env = environment(MINARI_DATASETS_PATH=str(root))
-    run(
-        "-m", "mocapact_envs.tools.minari_export", rollouts, "--collection", "tiny", "--ref-min-episodes", 2, env=env
-    )
+    run("-m", "mocapact_envs.tools.minari_export", rollouts, "--collection", "tiny", "--ref-min-episodes", 2, env=env)
     run("-m", "mocapact_envs.tools.minari_export", rollouts / "CMU_016_22.hdf5", "--ref-min-episodes", 2, env=env)
     return root
 
@@ -327,12 +325,22 @@ def test_hub_download_offline_from_cache(rollouts, tmp_path):
     assert (local / "small" / "CMU_016_22.hdf5").read_bytes() == b"edited"
 
     missing = run(
-        "-m", "mocapact_envs.tools.download", "rollouts-small", "--parts", "2", "--local-dir", local, env=env, check=False
+        "-m",
+        "mocapact_envs.tools.download",
+        "rollouts-small",
+        "--parts",
+        "2",
+        "--local-dir",
+        local,
+        env=env,
+        check=False,
     )
     assert missing.returncode == 2
     for expected in ("microsoft/mocapact-data", "all/small/small_2.tar.gz", "HF_HUB_OFFLINE"):
         assert expected in missing.stderr
-    unknown = run("-m", "mocapact_envs.tools.download", "experts-everything", "--local-dir", local, env=env, check=False)
+    unknown = run(
+        "-m", "mocapact_envs.tools.download", "experts-everything", "--local-dir", local, env=env, check=False
+    )
     assert unknown.returncode == 2 and "experts-all" in unknown.stderr
 
 

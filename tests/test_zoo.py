@@ -18,8 +18,8 @@ import mocapact_envs
 from mocapact_envs.datasets.rollouts import read_rollout_file
 from mocapact_envs.mocap import splits
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
-from mocapact_envs.tools import zoo
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, zoo_root
+from mocapact_envs.tools import zoo
 
 #: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
 TRAINED_ON = {"CMU_016_22-0-82": "CMU_016_22-0-60", "CMU_009_01-0-40": "CMU_009_01-0-40"}

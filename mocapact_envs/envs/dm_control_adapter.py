@@ -22,6 +22,7 @@ from gymnasium.utils import EzPickle
 
 from mocapact_envs.policies.saving import SavedInDirectory
 from mocapact_envs.tasks.checks import check_integer, check_non_negative, describe
+from mocapact_envs.tasks.dm_env_steps import episode_end_flags, flat_observation
 
 DEFAULT_CAMERA = "walker/side"
 
@@ -221,18 +222,6 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _info(self) -> dict[str, Any]:
         return {"physics_state": self.physics.get_state().copy()}
-
-
-def flat_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """A dm_control observation as Gymnasium's: each of ``keys`` a flat float32 array."""
-    return {key: np.asarray(observation[key], dtype=np.float32).reshape(-1) for key in keys}
-
-
-def episode_end_flags(timestep) -> tuple[bool, bool]:
-    """Gymnasium's ``terminated`` and ``truncated`` of a ``dm_env.TimeStep``: dm_control's discount 0 at the last
-    step is ``terminated``; another last step is ``truncated``."""
-    terminated = bool(timestep.last() and timestep.discount == 0.0)
-    return terminated, bool(timestep.last() and not terminated)
 
 
 def reset_needed_error(env: gym.Env) -> RuntimeError:

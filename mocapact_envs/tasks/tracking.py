@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mocapact_envs.envs.dm_control_adapter import episode_end_flags, flat_observation
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.dm_env_steps import episode_end_flags, flat_observation
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: Where the reference ghost is drawn, relative to the reference pose. MoCapAct

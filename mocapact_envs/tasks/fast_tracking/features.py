@@ -5,13 +5,9 @@ what one evaluation of every world reads (dm_control's ``reference_pose.utils.ge
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 
 
 def constant(value: float) -> np.ndarray:
@@ -262,14 +258,30 @@ class Frame:
     first use.
     """
 
-    def __init__(self, worlds: TrackingWorlds):
-        self.worlds = worlds
-        self.layout = worlds.layout
-        self.batch = batch = worlds.num_worlds
-        features = worlds.walker_features
-        self.source = source = worlds.gather.source()
+    def __init__(
+        self,
+        layout: WalkerLayout,
+        features: WalkerFeatures,
+        source: np.ndarray,
+        reference: tuple[np.ndarray, np.ndarray],
+        columns: dict[str, slice],
+        compared_columns: slice,
+        previous_pose: np.ndarray,
+        control_timestep: float,
+        clip_index: np.ndarray,
+        time_in_clip: Callable[[], np.ndarray],
+    ):
+        """``source``: the worlds' gathered state (flat); ``reference``: the reference rows at each world's step and
+        ``ref_steps`` ahead; ``columns``: where each feature stands in a reference row; ``previous_pose``: each
+        world's pose one control step ago (the control observables' finite differences); ``clip_index`` and
+        ``time_in_clip`` (computed only if an observable asks): each world's clip and normalised time in it."""
+        self.layout, self.features, self.columns = layout, features, columns
+        self.previous_pose, self.control_timestep = previous_pose, control_timestep
+        self.clip_index, self.time_in_clip = clip_index, time_in_clip
+        self.source = source
         self.walker = walker = source[features.index]
-        self.current, self.future = worlds.reference_rows()
+        self.batch = batch = len(walker)
+        self.current, self.future = reference
         slices = features.slices
         # Free joint then mocap joints: the pose the control observables compare between steps.
         self.pose = walker[:, slices["pose"]]
@@ -278,15 +290,15 @@ class Frame:
         relative = walker[:, slices["appendage_xpos"]] - walker[:, slices["appendage_root_xpos"]]
         walker[:, slices["appendages"]] = np.matmul(relative.reshape(batch, -1, 3), self.root_xmat).reshape(batch, -1)
         # Walker minus reference over the block the tracking error and the reward compare.
-        self.difference = walker[:, features.compared] - self.current[:, worlds.compared_columns]
+        self.difference = walker[:, features.compared] - self.current[:, compared_columns]
 
     def feature(self, name: str) -> np.ndarray:
         """A walker feature of every world, flat: (B, dim)."""
-        return self.walker[:, self.worlds.walker_features.slices[name]]
+        return self.walker[:, self.features.slices[name]]
 
     def future_reference(self, name: str) -> np.ndarray:
         """The reference feature ``ref_steps`` ahead: (B, K, dim)."""
-        return self.future[:, :, self.worlds.columns[name]]
+        return self.future[:, :, self.columns[name]]
 
     def egocentric(self, vectors: np.ndarray) -> np.ndarray:
         """World-frame vectors (B, ..., 3) in the root frame, as ``transform_vec_to_egocentric_frame``."""

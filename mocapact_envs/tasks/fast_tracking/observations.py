@@ -98,21 +98,18 @@ def _computed_observables() -> dict[str, Any]:
     """Observables computed from a :class:`_Frame`, each (B, ...) with B the leading axis."""
 
     def velocimeter_control(frame):
-        worlds = frame.worlds
-        rotation_previous = _quat_to_rotation(worlds.previous_pose[:, 3:7])
-        velocity = (frame.position - worlds.previous_pose[:, :3]) / worlds.control_timestep
+        rotation_previous = _quat_to_rotation(frame.previous_pose[:, 3:7])
+        velocity = (frame.position - frame.previous_pose[:, :3]) / frame.control_timestep
         return np.einsum("bi,bij->bj", velocity, rotation_previous)
 
     def gyro_control(frame):
-        worlds = frame.worlds
-        difference = _quat_diff(worlds.previous_pose[:, 3:7], frame.quaternion)
+        difference = _quat_diff(frame.previous_pose[:, 3:7], frame.quaternion)
         difference /= np.linalg.norm(difference, axis=1, keepdims=True)
-        return _quat_to_axisangle(difference) / worlds.control_timestep
+        return _quat_to_axisangle(difference) / frame.control_timestep
 
     def joints_vel_control(frame):
-        worlds = frame.worlds
-        difference = frame.joints - worlds.previous_pose[:, 7:]
-        return difference[:, frame.layout.mocap_to_observable] / worlds.control_timestep
+        difference = frame.joints - frame.previous_pose[:, 7:]
+        return difference[:, frame.layout.mocap_to_observable] / frame.control_timestep
 
     def reference_rel_joints(frame):
         difference = frame.future_reference("joints") - frame.joints[:, None]
@@ -127,8 +124,8 @@ def _computed_observables() -> dict[str, Any]:
         "sensors_torque": lambda f: np.tanh(f.feature("torque") * _TORQUE_SCALE),
         "sensors_touch": lambda f: f.feature("touch") > _TOUCH_THRESHOLD,
         "appendages_pos": lambda f: f.feature("appendages"),
-        "time_in_clip": lambda f: f.worlds.time_in_clip(),
-        "clip_id": lambda f: f.worlds.clip_index,
+        "time_in_clip": lambda f: f.time_in_clip(),
+        "clip_id": lambda f: f.clip_index,
         "velocimeter_control": velocimeter_control,
         "gyro_control": gyro_control,
         "joints_vel_control": joints_vel_control,

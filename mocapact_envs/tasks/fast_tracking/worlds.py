@@ -269,7 +269,19 @@ class TrackingWorlds:
         Observations are float32 views of one new buffer: (B, dim) per key, or (dim,) for one world.
         """
         self._time_in_clip = None  # The worlds have changed since it was computed.
-        frame = Frame(self)
+        source = self.gather.source()
+        frame = Frame(
+            self.layout,
+            self.walker_features,
+            source,
+            self.reference_rows(),
+            self.columns,
+            self.compared_columns,
+            self.previous_pose,
+            self.control_timestep,
+            self.clip_index,
+            self.time_in_clip,
+        )
         error = self.rewards.tracking_error(frame)
         observations = self.observation_layout.fill(frame)
         # After the observations: as in dm_control, the reward sees the same walker features.
