@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from tiny_runs import refused_by_baseline
 
 import mocapact_envs
 from mocapact_envs.datasets import RolloutFiles
@@ -253,32 +254,17 @@ BAD_PATHS = {
 }
 
 
-def run_baseline(script: str, *arguments) -> str:
-    """Runs a script of baselines/ that must refuse its input: its one error line (exit status 2, no traceback)."""
-    result = subprocess.run(
-        [sys.executable, BASELINES / script, *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
-    )
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
-    return errors[0]
-
-
 @pytest.mark.parametrize("case", BAD_PATHS)
 def test_baseline_scripts_name_a_missing_path(case):
     arguments, message = BAD_PATHS[case]
-    assert message in run_baseline(*arguments)
+    assert message in refused_by_baseline(*arguments)
 
 
 def test_trainer_names_a_corrupt_checkpoint(tmp_path):
     checkpoint = tmp_path / "run" / "checkpoint" / "state.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"\x80\x02 truncated")
-    error = run_baseline("gpt/train.py", "--rollouts", MISSING, "--run-dir", tmp_path / "run")
+    error = refused_by_baseline("gpt/train.py", "--rollouts", MISSING, "--run-dir", tmp_path / "run")
     assert f"{checkpoint} is not a readable checkpoint" in error
 
 

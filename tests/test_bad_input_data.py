@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from tiny_runs import refused
 
 from mocapact_envs.datasets import D4RLDataset, ExpertDataset
 from mocapact_envs.datasets.rollouts import RolloutFileError
@@ -37,14 +38,6 @@ def run_module(module: str, *arguments, **env: str) -> subprocess.CompletedProce
         env={**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1", **env},
         timeout=300,
     )
-
-
-def refused(result: subprocess.CompletedProcess) -> str:
-    """The one error line of a command that refused its input (exit status 2, no traceback)."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in output, output
-    (error,) = [line for line in output.splitlines() if line.startswith("error:")]
-    return error
 
 
 # -- corrupt AMC clips ---------------------------------------------------------------------

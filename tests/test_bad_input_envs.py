@@ -1,16 +1,13 @@
 """Bad arguments to the environments, and bad flags to the distillation, GPT and sweep scripts (issue 37):
 each is refused before any work starts, by an error naming the value and what is allowed."""
 
-import os
 import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from tiny_runs import refused_by_baseline
 
 import mocapact_envs  # noqa: F401  (registers the environments)
 
@@ -151,36 +148,19 @@ def test_vector_env_reset_options_name_the_valid_key():
 
 # -- the distillation, GPT and sweep scripts: bad flags refused before data is read or a folder written ---------------
 
-BASELINES = Path(__file__).resolve().parents[1] / "baselines"
-
-
-def refused(script: str, *arguments) -> str:
-    """Runs a script of baselines/ as a user does; it must refuse its input: its one ``error:`` line (exit status 2)."""
-    result = subprocess.run(
-        [sys.executable, BASELINES / script, *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
-    return errors[0]
-
 
 def test_distill_refuses_bad_flags_before_training(shipped_expert_rollouts, tmp_path):
     run_dir = tmp_path / "run"
-    error = refused("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--batch-size", 0, "--total-steps", -5, "--learning-rate", "nan")  # fmt: skip
     assert "--batch-size 0: must be a positive number of windows" in error
     assert "--total-steps -5: must be a positive number of gradient steps" in error
     assert "--learning-rate nan: must be a positive, finite rate" in error
     # A held-out id the reference source lacks: named now, not at the first evaluation.
-    error = refused("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--val-snippets", "CMU_016_22-0-40", "CMU_999_99")  # fmt: skip
     assert "--val-snippets CMU_016_22-0-40 CMU_999_99: unknown clip id 'CMU_999_99'" in error
-    error = refused("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("distill/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--val-snippets", "CMU_016_22-0-9999")  # fmt: skip
     assert "--val-snippets CMU_016_22-0-9999: snippet CMU_016_22-0-9999 is outside clip CMU_016_22" in error
     assert not run_dir.exists()
@@ -190,15 +170,15 @@ def test_gpt_refuses_unknown_eval_clips_before_training(shipped_expert_rollouts,
     from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 
     run_dir = tmp_path / "run"
-    error = refused("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--prompt-experts", SHIPPED_EXPERTS, "--eval-clips", "CMU_016_22", "CMU_016_21")  # fmt: skip
     assert f"--eval-clips CMU_016_21: no expert under {SHIPPED_EXPERTS} tracks it. Did you mean CMU_016_22?" in error
     assert f"track 1 clip(s): CMU_016_22 (`mocapact-zoo list --zoo {SHIPPED_EXPERTS}` lists" in error
     # Without experts to prompt there is no evaluation: the clips would be ignored.
-    error = refused("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--eval-clips", "CMU_016_22")  # fmt: skip
     assert "--eval-clips CMU_016_22: motion completion is evaluated only with --prompt-experts" in error
-    error = refused("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
+    error = refused_by_baseline("gpt/train.py", "--rollouts", shipped_expert_rollouts, "--run-dir", run_dir,
                     "--batch-size", 0, "--eval-max-steps", 32)  # fmt: skip
     assert "--batch-size 0: must be a positive number of windows" in error
     assert "--eval-max-steps 32: must be more than the 32-step prompt" in error
@@ -217,7 +197,7 @@ def test_gpt_refuses_unknown_eval_clips_before_training(shipped_expert_rollouts,
 def test_sweep_refuses_bad_resources_and_addresses_before_starting(tmp_path, flags, message):
     from mocapact_envs.training.ray_cluster import local_cpus
 
-    error = refused("ppo_expert/sweep.py", "--snippets", "CMU_016_22-0-82", "--storage-path", tmp_path / "sweeps",
+    error = refused_by_baseline("ppo_expert/sweep.py", "--snippets", "CMU_016_22-0-82", "--storage-path", tmp_path / "sweeps",
                     "--log-root", tmp_path / "experts", *flags)  # fmt: skip
     assert message.format(cpus=local_cpus()) in error
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "experts").exists()
@@ -263,11 +243,13 @@ def test_ray_addresses_that_cannot_be_a_cluster_are_refused(address, message):
 def test_a_port_that_is_not_ray_is_refused_in_seconds():
     from mocapact_envs.training.ray_cluster import check_ray_address
 
-    # Nothing listens: refused at once.
-    closed, server = listener(None)
-    server.close()
-    with pytest.raises(ValueError, match=rf"no Ray cluster answers at --address {closed} \(.*refused"):
-        check_ray_address(closed)
+    # Nothing listens: refused at once. (A port held bound but not listening: closing a listener whose accept()
+    # blocks in another thread does not reliably stop it listening.)
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{bound.getsockname()[1]}"
+        with pytest.raises(ValueError, match=rf"no Ray cluster answers at --address {closed} \(.*refused"):
+            check_ray_address(closed)
     # A web server answers, but not gRPC (ray.init waited on such a port for over 200 s).
     web, server = listener(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(ValueError, match=rf"--address {web} answers, but not as a Ray cluster \(no gRPC handshake\)"):

@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from tiny_runs import refused
 
 from mocapact_envs.datasets.collect import COLLECTION_ATTRIBUTE
 from mocapact_envs.files import read_tensors, write_tensors
@@ -45,14 +46,6 @@ def run(*arguments, prefix=(), **env: str) -> subprocess.CompletedProcess:
         env=environment(**env),
         timeout=300,
     )
-
-
-def refused(result: subprocess.CompletedProcess) -> str:
-    """The one error line of a command that refused (exit status 2, no traceback)."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in output, output
-    (error,) = [line for line in output.splitlines() if line.startswith("error:")]
-    return error
 
 
 def load(root: Path, dataset_id: str = DATASET_ID):

@@ -31,6 +31,21 @@ def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl", **extra}
 
 
+def refused(result: subprocess.CompletedProcess) -> str:
+    """The one error line of a command that refused its input (exit status 2, no traceback)."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output
+    (error,) = [line for line in output.splitlines() if line.startswith("error:")]
+    return error
+
+
+def refused_by_baseline(script: str, *arguments) -> str:
+    """Runs a script of baselines/ as a user does; it must refuse its input: its one error line."""
+    command = [sys.executable, REPO_ROOT / "baselines" / script, *map(str, arguments)]
+    env = {**os.environ, "COLUMNS": "1000", "HF_HUB_OFFLINE": "1"}
+    return refused(subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600))
+
+
 def run(*args, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, *map(str, args)],
