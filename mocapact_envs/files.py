@@ -41,9 +41,10 @@ _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 def _errno_of(error: Exception) -> int | None:
     if getattr(error, "errno", None) is not None:
         return error.errno
-    # h5py (HDF5) gives the C library's errno only inside its message: "... errno = 28, ...".
-    match = re.search(r"errno = (\d+)", str(error))
-    return int(match.group(1)) if match else None
+    # h5py (HDF5) and safetensors (Rust) give the C library's errno only inside their messages:
+    # "... errno = 28, ..." and "... (os error 28)".
+    match = re.search(r"errno = (\d+)|\(os error (\d+)\)", str(error))
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 def explain_write_error(path: str | Path, error: Exception) -> Exception:
@@ -69,12 +70,13 @@ def explain_write_error(path: str | Path, error: Exception) -> Exception:
 def writing(path: str | Path) -> Iterator[None]:
     """Turns an error of a full disk or an unwritable folder, raised while writing ``path``, into an
     :class:`OutputWriteError` naming it (tracebacks such as h5py's ``unexpected pos`` name neither).
-    h5py closing a file on a full disk raises ``RuntimeError``, so those are looked at too."""
+    h5py closing a file on a full disk raises ``RuntimeError`` and safetensors its own error type, so every
+    error is looked at: one without an errno of these passes unchanged."""
     try:
         yield
     except OutputWriteError:
         raise
-    except (OSError, RuntimeError) as error:
+    except Exception as error:
         explained = explain_write_error(path, error)
         if explained is error:
             raise

@@ -274,6 +274,24 @@ set -e
     assert "loaded 2" in output
 
 
+def test_expert_trainer_into_a_read_only_folder_is_refused_first(tmp_path):
+    folder = tmp_path / "read-only"
+    train = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
+    error = refused(run(train, "--clips", "CMU_016_22-0-82", "--log-root", folder, prefix=read_only_prefix(folder)))
+    assert f"cannot write in {folder}: the folder {folder} is not writable" in error
+
+
+@needs_namespace
+def test_expert_trainer_onto_a_full_disk_names_it(tmp_path):
+    folder = tmp_path / "full"
+    tiny = ["--num-envs", "1", "--num-steps", "64", "--minibatch-size", "64", "--total-timesteps", "64"]
+    train = REPO_ROOT / "baselines" / "ppo_expert" / "train.py"
+    # 200k holds the run folder's first files but not the first evaluation's models (about 2 MB).
+    result = run(train, "--clips", "CMU_016_22-0-40", "--log-root", folder, *tiny, "--eval-rsi-episodes", "1",
+                 "--eval-start-episodes", "1", "--no-progress-bar", prefix=on_tmpfs(folder, "size=200k"))  # fmt: skip
+    assert "the disk holding" in refused(result) and "is full" in refused(result)
+
+
 def test_convert_output_into_a_read_only_folder_is_named(mocap_folder, tmp_path):
     folder = tmp_path / "read-only"
     prefix = read_only_prefix(folder)

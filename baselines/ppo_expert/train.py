@@ -51,7 +51,7 @@ from mocapact_envs.envs.factory import (
 )
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, make_eval_vec_env, run_episodes
-from mocapact_envs.files import write_json
+from mocapact_envs.files import OutputWriteError, check_writable_folder, write_json
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import load_expert, save_expert
@@ -419,9 +419,13 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.relay_window_steps:
-        return train_relays(args, on_evaluation)
-    return train_experts(args, on_evaluation)
+    try:
+        if args.relay_window_steps:
+            return train_relays(args, on_evaluation)
+        return train_experts(args, on_evaluation)
+    except OutputWriteError as error:  # the disk filled or the folder became read-only while training
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 # -- argument checks: every bad value is named before any work starts ------------------------------------------------
@@ -1196,6 +1200,7 @@ def plan_training(args: Args) -> tuple[list[Snippet], str, list[dict[str, Any] |
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise ValueError(f"snippet(s) {repeated} given more than once.")
+    check_writable_folder(args.log_root, "--log-root")  # a read-only or full disk is named before any work
     run_dirs = [Path(args.log_root) / s.id / str(args.seed) for s in snippets]
     checkpoints = [resume_state(run_dir, args.resume) for run_dir in run_dirs]
     for run_dir, state in zip(run_dirs, checkpoints, strict=True):
