@@ -152,6 +152,15 @@ def test_episode_steps_override(cls):
     assert flags == [(False, False)] * 4 + [(False, True)]
 
 
+@pytest.mark.parametrize("cls", [GoToTargetEnv, VelocityControlEnv])
+def test_render_fps_follows_the_control_timestep(cls):
+    assert cls.metadata["render_fps"] == pytest.approx(1 / 0.03)
+    env = cls(control_timestep=0.06, episode_steps=5)
+    assert env.metadata["render_fps"] == pytest.approx(1 / 0.06)
+    assert cls.metadata["render_fps"] == pytest.approx(1 / 0.03)  # the instance's is a copy
+    env.close()
+
+
 @pytest.mark.parametrize("env_id", TASK_IDS)
 def test_walker_falls_with_zero_actions_and_episode_terminates(env_id):
     env = gym.make(env_id).unwrapped

@@ -124,8 +124,6 @@ class MocapTrackingEnv(DmControlEnv):
           path arguments.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
-
     def __init__(
         self,
         clips: str | Sequence[str] = "CMU_016_22",

@@ -25,7 +25,7 @@ from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.tasks.checks import check_integer
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 from mocapact_envs.tasks.observables import resolve_observables
-from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
+from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set, render_fps
 
 
 class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
@@ -131,7 +131,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)
         self.metadata = {
             **self.metadata,
-            "render_fps": 1.0 / dm_env.control_timestep(),
+            "render_fps": render_fps(dm_env.control_timestep()),
             "reference_source": self.reference_source,
         }
         self.single_action_space = action_space_from_spec(dm_env.action_spec())

@@ -19,6 +19,7 @@ from mocapact_envs.tasks.standing_start import (
     DEFAULT_STANDING_POSE_STEP,
     load_standing_qpos,
 )
+from mocapact_envs.tasks.tracking_settings import TrackingSettings
 from mocapact_envs.tasks.velocity_control import (
     TORSO_VELOCITY_OBSERVABLES,
     VELOCITY_COMMAND_OBSERVABLE,
@@ -33,28 +34,85 @@ GO_TO_TARGET_EPISODE_STEPS = 833
 VELOCITY_CONTROL_EPISODE_STEPS = 2000
 
 
-def _check_common(episode_steps: int, arena_size: Sequence[float], physics_timestep: float) -> tuple[float, float]:
-    check_integer("episode_steps", episode_steps, 1, "a positive integer")
-    check_positive("physics_timestep", physics_timestep, "> 0 seconds")
-    return check_arena_size(arena_size)
-
-
 def _standing_pose_source(clip_id: str, mocap_path: str | Path | None) -> dict:
     """``metadata["reference_source"]``: where the standing pose's clip was read and its content digest."""
     return reference_source(get_source(mocap_path).clip_set(clip_id), mocap_path)
 
 
-def _finish_setup(
-    env: DmControlEnv, observable_keys: Sequence[str], standing_pose_clip: str, mocap_path: str | Path | None
-) -> None:
-    """What both transfer envs do once their composer environment is built: spaces and reference source."""
-    env._task = env._dm_env.task
-    env._setup_spaces(observable_keys)
-    env.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
-    env.metadata = {**env.metadata, "reference_source": env.reference_source}
+class TransferEnv(DmControlEnv):
+    """What MoCapAct's transfer tasks share: the walker standing up from a clip's pose on a floor.
+
+    The constructor arguments every transfer env takes, their defaults and checks are here, once;
+    a subclass adds its task's arguments, names its task's observables in
+    :attr:`task_observables` and builds the composer environment in :meth:`_build_dm_env`.
+
+    Args:
+        mocap_path: where the standing pose's clip is read; defaults to
+            ``$MOCAPACT_MOCAP_PATH``, then to dm_control's official file.
+        standing_pose_clip: the clip the standing start pose comes from (MoCapAct
+            used ``"CMU_040_12"``, which the offline clips lack).
+        standing_pose_step: the step of that clip.
+        proprioception: an observation set name (``"cmu_humanoid"``, ``"base"``, ...)
+            or walker observable keys; the task's observables are always added.
+        arena_size: the floor's x and y extent in metres.
+        episode_steps: steps before the episode is truncated.
+        act_noise: standard deviation of Gaussian action noise.
+        physics_timestep: MuJoCo's step in seconds.
+        control_timestep: seconds per environment step, a multiple of ``physics_timestep``;
+            ``metadata["render_fps"]`` is one frame a step.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width, height, camera: the rendered image and the camera's name or id.
+    """
+
+    #: The task's observable keys, added to ``proprioception``'s.
+    task_observables: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        mocap_path: str | Path | None = None,
+        standing_pose_clip: str = DEFAULT_STANDING_POSE_CLIP,
+        standing_pose_step: int = DEFAULT_STANDING_POSE_STEP,
+        proprioception: str | Sequence[str] = "cmu_humanoid",
+        arena_size: tuple[float, float] = (8.0, 8.0),
+        episode_steps: int,
+        act_noise: float = 0.0,
+        physics_timestep: float = TrackingSettings.physics_timestep,
+        control_timestep: float = TrackingSettings.control_timestep,
+        render_mode: str | None = None,
+        width: int = 640,
+        height: int = 480,
+        camera: str | int = DEFAULT_CAMERA,
+    ):
+        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
+        check_integer("episode_steps", episode_steps, 1, "a positive integer")
+        check_positive("physics_timestep", physics_timestep, "> 0 seconds")
+        arena_size = check_arena_size(arena_size)
+        self._check_task_arguments()
+        self.episode_steps = int(episode_steps)
+        observable_keys = resolve_observables(proprioception, "proprioception") + self.task_observables
+        self._dm_env = self._build_dm_env(
+            load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
+            observable_keys,
+            arena_size=arena_size,
+            episode_steps=self.episode_steps,
+            physics_timestep=physics_timestep,
+            control_timestep=control_timestep,
+        )
+        self._task = self._dm_env.task
+        self._setup_spaces(observable_keys)
+        self.reference_source = _standing_pose_source(standing_pose_clip, mocap_path)
+        self.metadata = {**self.metadata, "reference_source": self.reference_source}
+
+    def _check_task_arguments(self) -> None:
+        """Raises naming a bad task argument (after the shared ones are checked, before anything is built)."""
+
+    def _build_dm_env(self, standing_qpos: Any, observable_keys: tuple[str, ...], **settings: Any):
+        """The task's composer environment; ``settings``: ``arena_size``, ``episode_steps`` and the timesteps."""
+        raise NotImplementedError
 
 
-class GoToTargetEnv(DmControlEnv):
+class GoToTargetEnv(TransferEnv):
     """Walk to a target that moves once reached, as in MoCapAct's transfer tasks.
 
     dm_control's ``GoToTarget`` task with ``moving_target=True`` and MoCapAct's
@@ -93,23 +151,15 @@ class GoToTargetEnv(DmControlEnv):
         (MuJoCo's ``qpos, qvel, act``, copied).
 
     Args:
-        mocap_path: where the standing pose's clip is read; defaults to
-            ``$MOCAPACT_MOCAP_PATH``, then to dm_control's official file.
-        standing_pose_clip: the clip the standing start pose comes from (MoCapAct
-            used ``"CMU_040_12"``, which the offline clips lack).
-        standing_pose_step: the step of that clip.
-        proprioception: an observation set name (``"cmu_humanoid"``, ``"base"``, ...)
-            or walker observable keys; the task's observable is always added.
-        arena_size: the floor's x and y extent in metres; spawn positions are uniform on it.
         moving_target: respawn the target after it has been reached.
         steps_before_moving_target: rewarded steps before the target respawns.
         distance_tolerance: the root-to-target distance (m) that earns reward.
         episode_steps: steps before the episode is truncated.
-        act_noise: standard deviation of Gaussian action noise.
-        physics_timestep: MuJoCo's step in seconds.
-        control_timestep: seconds per environment step, a multiple of ``physics_timestep``.
-        render_mode: ``None`` or ``"rgb_array"``.
-        width, height, camera: the rendered image and the camera's name or id.
+        **kwargs: the arguments every transfer env takes, with their defaults, as in
+            :class:`TransferEnv`: ``mocap_path``, ``standing_pose_clip``, ``standing_pose_step``,
+            ``proprioception``, ``arena_size`` (spawn positions are uniform on it), ``act_noise``,
+            ``physics_timestep`` (0.005), ``control_timestep`` (0.03), ``render_mode``, ``width``,
+            ``height`` and ``camera``.
 
     Version history:
         * v0: MoCapAct's go-to-target task (mocapact-envs 0.1). The registered spec's
@@ -124,46 +174,30 @@ class GoToTargetEnv(DmControlEnv):
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+    task_observables = (TARGET_OBSERVABLE,)
 
     def __init__(
         self,
         *,
-        mocap_path: str | Path | None = None,
-        standing_pose_clip: str = DEFAULT_STANDING_POSE_CLIP,
-        standing_pose_step: int = DEFAULT_STANDING_POSE_STEP,
-        proprioception: str | Sequence[str] = "cmu_humanoid",
-        arena_size: tuple[float, float] = (8.0, 8.0),
         moving_target: bool = True,
         steps_before_moving_target: int = 10,
         distance_tolerance: float = 1.0,
         episode_steps: int = GO_TO_TARGET_EPISODE_STEPS,
-        act_noise: float = 0.0,
-        physics_timestep: float = 0.005,
-        control_timestep: float = 0.03,
-        render_mode: str | None = None,
-        width: int = 640,
-        height: int = 480,
-        camera: str | int = DEFAULT_CAMERA,
+        **kwargs: Any,
     ):
-        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        arena_size = _check_common(episode_steps, arena_size, physics_timestep)
-        check_integer("steps_before_moving_target", steps_before_moving_target, 1)
-        check_positive("distance_tolerance", distance_tolerance)
-        self.episode_steps = int(episode_steps)
-        observable_keys = resolve_observables(proprioception, "proprioception") + (TARGET_OBSERVABLE,)
-        self._dm_env = build_go_to_target_environment(
-            load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
-            observable_keys,
-            arena_size=arena_size,
+        self._task_arguments = dict(
             moving_target=moving_target,
             steps_before_moving_target=steps_before_moving_target,
             distance_tolerance=distance_tolerance,
-            episode_steps=self.episode_steps,
-            physics_timestep=physics_timestep,
-            control_timestep=control_timestep,
         )
-        _finish_setup(self, observable_keys, standing_pose_clip, mocap_path)
+        super().__init__(episode_steps=episode_steps, **kwargs)
+
+    def _check_task_arguments(self) -> None:
+        check_integer("steps_before_moving_target", self._task_arguments["steps_before_moving_target"], 1)
+        check_positive("distance_tolerance", self._task_arguments["distance_tolerance"])
+
+    def _build_dm_env(self, standing_qpos: Any, observable_keys: tuple[str, ...], **settings: Any):
+        return build_go_to_target_environment(standing_qpos, observable_keys, **self._task_arguments, **settings)
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics
@@ -174,7 +208,7 @@ class GoToTargetEnv(DmControlEnv):
         }
 
 
-class VelocityControlEnv(DmControlEnv):
+class VelocityControlEnv(TransferEnv):
     """Move at a commanded speed and heading that change every 10 s, as in MoCapAct's transfer tasks.
 
     MoCapAct's walker, ``CMUHumanoidPositionControlledV2020``, starts at rest in a
@@ -210,18 +244,16 @@ class VelocityControlEnv(DmControlEnv):
         for the next step, ``torso_velocity`` (x, y) and ``physics_state`` (MuJoCo's ``qpos, qvel, act``, copied).
 
     Args:
-        mocap_path, standing_pose_clip, standing_pose_step, proprioception: as in
-            :class:`GoToTargetEnv`.
-        arena_size: the floor's rendered x and y extent in metres (the floor plane
-            itself is unbounded for contacts).
         max_speed: the largest commanded speed in m/s.
         reward_margin: the speed error (m/s) at which the speed term is exp(-1).
         direction_exponent: the power of the direction term (MoCapAct published 7;
             its code's default was 1).
         steps_before_changing_velocity: steps between command draws (MoCapAct
             published 333, 10 s; its code's default was 166).
-        episode_steps, act_noise, physics_timestep, control_timestep, render_mode,
-            width, height, camera: as in :class:`GoToTargetEnv`.
+        episode_steps: steps before the episode is truncated.
+        **kwargs: the arguments every transfer env takes, as in :class:`TransferEnv`;
+            ``arena_size`` here is the floor's rendered x and y extent in metres (the floor
+            plane itself is unbounded for contacts).
 
     Version history:
         * v0: MoCapAct's velocity-control task (mocapact-envs 0.1). The registered spec's
@@ -234,50 +266,28 @@ class VelocityControlEnv(DmControlEnv):
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+    task_observables = TORSO_VELOCITY_OBSERVABLES + (VELOCITY_COMMAND_OBSERVABLE,)
 
     def __init__(
         self,
         *,
-        mocap_path: str | Path | None = None,
-        standing_pose_clip: str = DEFAULT_STANDING_POSE_CLIP,
-        standing_pose_step: int = DEFAULT_STANDING_POSE_STEP,
-        proprioception: str | Sequence[str] = "cmu_humanoid",
-        arena_size: tuple[float, float] = (8.0, 8.0),
         max_speed: float = 4.5,
         reward_margin: float = 0.75,
         direction_exponent: float = 7.0,
         steps_before_changing_velocity: int = 333,
         episode_steps: int = VELOCITY_CONTROL_EPISODE_STEPS,
-        act_noise: float = 0.0,
-        physics_timestep: float = 0.005,
-        control_timestep: float = 0.03,
-        render_mode: str | None = None,
-        width: int = 640,
-        height: int = 480,
-        camera: str | int = DEFAULT_CAMERA,
+        **kwargs: Any,
     ):
-        super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
-        arena_size = _check_common(episode_steps, arena_size, physics_timestep)
-        self.episode_steps = int(episode_steps)
-        observable_keys = (
-            resolve_observables(proprioception, "proprioception")
-            + TORSO_VELOCITY_OBSERVABLES
-            + (VELOCITY_COMMAND_OBSERVABLE,)
-        )
-        self._dm_env = build_velocity_control_environment(
-            load_standing_qpos(standing_pose_clip, standing_pose_step, mocap_path),
-            observable_keys,
-            arena_size=arena_size,
+        self._task_arguments = dict(
             max_speed=max_speed,
             reward_margin=reward_margin,
             direction_exponent=direction_exponent,
             steps_before_changing_velocity=steps_before_changing_velocity,
-            episode_steps=self.episode_steps,
-            physics_timestep=physics_timestep,
-            control_timestep=control_timestep,
         )
-        _finish_setup(self, observable_keys, standing_pose_clip, mocap_path)
+        super().__init__(episode_steps=episode_steps, **kwargs)
+
+    def _build_dm_env(self, standing_qpos: Any, observable_keys: tuple[str, ...], **settings: Any):
+        return build_velocity_control_environment(standing_qpos, observable_keys, **self._task_arguments, **settings)
 
     def _info(self) -> dict[str, Any]:
         physics = self.physics

@@ -16,6 +16,7 @@ from dm_control.composer import variation
 from dm_control.locomotion.tasks import go_to_target
 
 from mocapact_envs.tasks.standing_start import standing_start_environment, standing_walker
+from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: The egocentric target position, 3 dims, as dm_control's task names it.
 TARGET_OBSERVABLE = "walker/target"
@@ -57,8 +58,8 @@ def build_go_to_target_environment(
     steps_before_moving_target: int = 10,
     distance_tolerance: float = 1.0,
     episode_steps: int = 833,
-    physics_timestep: float = 0.005,
-    control_timestep: float = 0.03,
+    physics_timestep: float = TrackingSettings.physics_timestep,
+    control_timestep: float = TrackingSettings.control_timestep,
     seed: int | np.random.RandomState | None = None,
 ):
     """A ``composer.Environment`` of the task with only ``observables`` enabled.

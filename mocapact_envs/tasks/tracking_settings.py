@@ -113,6 +113,11 @@ class TrackingSettings:
             )
 
 
+def render_fps(control_timestep: float) -> float:
+    """``metadata["render_fps"]`` of an environment that steps every ``control_timestep`` seconds: a frame a step."""
+    return 1.0 / control_timestep
+
+
 def check_ref_steps(ref_steps: Any) -> tuple[int, ...]:
     """``ref_steps`` as a tuple of ints, when it is a non-empty sequence of integer step offsets >= 0."""
     rule = "a non-empty sequence of integer step offsets >= 0, such as (0,) or (1, 2, 3, 4, 5)"

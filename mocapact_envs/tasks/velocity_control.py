@@ -24,6 +24,7 @@ from dm_control.composer.observation import observable
 from mocapact_envs.tasks.checks import check_integer, check_non_negative, check_positive
 from mocapact_envs.tasks.falling import NonFootGroundContact
 from mocapact_envs.tasks.standing_start import standing_start_environment, standing_walker
+from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 #: The command, 4 dims: target speed (m/s), sin and cos of the target heading, and
 #: the fraction of the command's period that has passed.
@@ -44,8 +45,8 @@ class VelocityControl(composer.Task):
         reward_margin: float = 0.75,
         direction_exponent: float = 7.0,
         steps_before_changing_velocity: int = 333,
-        physics_timestep: float = 0.005,
-        control_timestep: float = 0.03,
+        physics_timestep: float = TrackingSettings.physics_timestep,
+        control_timestep: float = TrackingSettings.control_timestep,
     ):
         # Checked here, when the task is made: NaN would otherwise pass and fail at the first reset.
         check_non_negative("max_speed", max_speed, ">= 0 m/s, finite")
@@ -154,8 +155,8 @@ def build_velocity_control_environment(
     direction_exponent: float = 7.0,
     steps_before_changing_velocity: int = 333,
     episode_steps: int = 2000,
-    physics_timestep: float = 0.005,
-    control_timestep: float = 0.03,
+    physics_timestep: float = TrackingSettings.physics_timestep,
+    control_timestep: float = TrackingSettings.control_timestep,
     seed: int | np.random.RandomState | None = None,
 ):
     """A ``composer.Environment`` of the task with only ``observables`` enabled.
