@@ -49,6 +49,7 @@ from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalizati
 
 from mocapact_envs.files import write_json
 from mocapact_envs.policies.low_level import LowLevelPolicy, low_level_policy_path
+from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
 from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
@@ -187,7 +188,7 @@ class Args:
     """`subproc`: a process per environment; `dummy`: all in this process; unset: subproc when n-envs > 1"""
     episode_steps: int | None = None
     """episode length override (tasks: 833 GoToTarget, 2000 VelocityControl); unset: the task's"""
-    max_latent: float = 3.0
+    max_latent: float = DEFAULT_MAX_LATENT
     """bound of each latent dimension with a low-level policy (MoCapAct: 3)"""
 
     # -- networks ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from mocapact_envs.tasks.standing_start import (
     DEFAULT_STANDING_POSE_STEP,
     load_standing_qpos,
 )
-from mocapact_envs.tasks.tracking_settings import TrackingSettings
+from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT, TrackingSettings
 from mocapact_envs.tasks.velocity_control import (
     TORSO_VELOCITY_OBSERVABLES,
     VELOCITY_COMMAND_OBSERVABLE,
@@ -308,14 +308,14 @@ def _maybe_wrap(env: gym.Env, low_level_policy: LowLevelPolicy | str | Path | No
 
 
 def make_go_to_target_env(
-    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
+    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = DEFAULT_MAX_LATENT, **kwargs: Any
 ) -> gym.Env:
     """:class:`GoToTargetEnv`; with ``low_level_policy`` (a policy, its directory, or ``"pretrained"``: the shipped decoder) acting through its latent space."""
     return _maybe_wrap(GoToTargetEnv(**kwargs), low_level_policy, max_latent)
 
 
 def make_velocity_control_env(
-    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = 3.0, **kwargs: Any
+    low_level_policy: LowLevelPolicy | str | Path | None = None, max_latent: float = DEFAULT_MAX_LATENT, **kwargs: Any
 ) -> gym.Env:
     """:class:`VelocityControlEnv`; with ``low_level_policy`` (a policy, its directory, or ``"pretrained"``: the shipped decoder) acting through its latent space."""
     return _maybe_wrap(VelocityControlEnv(**kwargs), low_level_policy, max_latent)

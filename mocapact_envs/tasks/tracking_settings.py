@@ -20,6 +20,10 @@ import numpy as np
 from mocapact_envs.mocap.source import ClipSet, get_source
 from mocapact_envs.tasks.checks import check_integer, check_number, check_positive, describe, is_integer, is_number
 
+#: MoCapAct bounds each latent dimension of a low-level policy (the NPMP decoder) to [-3, 3] for the
+#: high-level policy of the transfer tasks: ``max_latent``'s default wherever it is taken.
+DEFAULT_MAX_LATENT = 3.0
+
 #: Reward names of dm_control's ``reference_pose.rewards``.
 REWARD_TYPES = ("comic", "termination_reward", "multi_term_pose_reward")
 

@@ -46,6 +46,7 @@ from gymnasium import spaces
 
 from mocapact_envs.files import read_tensors, write_json, write_tensors
 from mocapact_envs.policies.low_level import ACTIVATIONS, check_activation
+from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
 from mocapact_envs.training.run_folder import TENSORBOARD_DIR
 
 #: Short task names and the environment ids they stand for.
@@ -113,7 +114,7 @@ def policy_kwargs_from_json(policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def make_transfer_env(
     task: str,
     low_level_policy: str | Path | None = None,
-    max_latent: float = 3.0,
+    max_latent: float = DEFAULT_MAX_LATENT,
     render_mode: str | None = None,
     **env_kwargs: Any,
 ) -> gym.Env:
@@ -144,7 +145,7 @@ def make_transfer_vec_env(
     low_level_policy: str | Path | None = None,
     seed: int = 0,
     vec_env: str = "subproc",
-    max_latent: float = 3.0,
+    max_latent: float = DEFAULT_MAX_LATENT,
     **env_kwargs: Any,
 ):
     """An SB3 ``VecEnv`` of ``n_envs`` Monitor-wrapped transfer tasks, seeded ``seed, seed + 1, ...``.
@@ -376,7 +377,7 @@ def save_task_policy(
         save_vec_normalize(directory, vec_normalize)
     env = {
         "env_id": resolve_task(env_config["task"]),
-        "max_latent": float(env_config.get("max_latent", 3.0)),
+        "max_latent": float(env_config.get("max_latent", DEFAULT_MAX_LATENT)),
         "env_kwargs": dict(env_config.get("env_kwargs") or {}),
         "low_level_policy": None,
     }

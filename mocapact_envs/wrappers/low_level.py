@@ -11,9 +11,7 @@ from gymnasium import spaces
 
 from mocapact_envs.policies.low_level import LowLevelPolicy, as_low_level_policy
 from mocapact_envs.tasks.checks import check_positive
-
-#: MoCapAct bounds each latent dimension to [-3, 3] for the high-level policy.
-DEFAULT_MAX_LATENT = 3.0
+from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
 
 
 class LowLevelActionWrapper(gym.Wrapper):
