@@ -23,6 +23,7 @@ from gymnasium.utils import EzPickle
 from mocapact_envs.policies.saving import SavedInDirectory
 from mocapact_envs.tasks.checks import check_integer, check_non_negative, describe
 from mocapact_envs.tasks.dm_env_steps import episode_end_flags, flat_observation
+from mocapact_envs.tasks.tracking_settings import TrackingSettings, render_fps
 
 DEFAULT_CAMERA = "walker/side"
 
@@ -108,7 +109,7 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
     action with NaN entries raises ``ValueError`` naming them and ends the episode.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / 0.03, 6)}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": round(render_fps(TrackingSettings.control_timestep), 6)}
 
     def __init__(
         self,
@@ -133,7 +134,7 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _setup_spaces(self, observable_keys: Sequence[str]) -> None:
         self.observable_keys = tuple(sorted(observable_keys))
-        self.metadata = {**self.metadata, "render_fps": 1.0 / self._dm_env.control_timestep()}
+        self.metadata = {**self.metadata, "render_fps": render_fps(self._dm_env.control_timestep())}
         self.action_space = action_space_from_spec(self._dm_env.action_spec())
         # The float32 bounds in float64 (exactly), so clipping a float64 action mixes no dtypes.
         self._action_low = self.action_space.low.astype(np.float64)

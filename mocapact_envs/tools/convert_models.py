@@ -35,6 +35,7 @@ from mocapact_envs.policies.mocapact_checkpoints import (
     read_sb3_zip,
 )
 from mocapact_envs.policies.sb3_compat import ConcatKeysExtractor, load_vecnormalize, policy_kwargs_from_saved
+from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
 from mocapact_envs.training.transfer import make_transfer_env, policy_class, policy_kwargs_from_json, save_task_policy
 
 
@@ -174,7 +175,7 @@ def convert_transfer_policy(model_dir: str | Path, output_dir: str | Path) -> di
         types.SimpleNamespace(policy=policy),
         "ppo",
         json_kwargs,
-        {"task": task, "low_level_policy": low_level_dir, "max_latent": 3.0, "env_kwargs": {}},
+        {"task": task, "low_level_policy": low_level_dir, "max_latent": DEFAULT_MAX_LATENT, "env_kwargs": {}},
         vec_normalize=statistics,
         metadata={"converted_from": str(model_dir), "mocapact_observable_keys": mocapact_keys},
     )
