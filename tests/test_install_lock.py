@@ -3,6 +3,7 @@
 import importlib.metadata
 import re
 import subprocess
+import sysconfig
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -48,9 +49,12 @@ def test_every_install_command_is_pinned_by_the_lock(tmp_path):
 
 def test_the_venv_holds_exactly_the_locked_versions():
     locked = locked_versions()
+    # The venv's own site-packages: an imported Ray puts its vendored psutil and colorama on sys.path
+    # (ray/thirdparty_files), which an earlier test in this worker may have done.
+    site_packages = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         canonicalize_name(dist.metadata["Name"]): dist.version
-        for dist in importlib.metadata.distributions()
+        for dist in importlib.metadata.distributions(path=site_packages)
         if canonicalize_name(dist.metadata["Name"]) != PROJECT
     }
     differing = {name: (locked.get(name), installed.get(name)) for name in locked.keys() | installed.keys()}
