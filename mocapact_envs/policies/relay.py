@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mocapact_envs.files import read_json, replace_atomically
+from mocapact_envs.files import read_json, replace_atomically, replace_directory
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
 from mocapact_envs.tasks.reference_actions import TIME_KEY
 
@@ -158,8 +159,6 @@ class RelayExpert:
 
 def save_relay(model_dir: str | Path, plan: RelayPlan, window_model_dirs: Sequence[Path], metadata: Mapping[str, Any]):
     """Writes a relay model folder from the window experts' model folders (copied in); ``config.json`` last."""
-    import shutil
-
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     windows = plan.config()
@@ -169,8 +168,7 @@ def save_relay(model_dir: str | Path, plan: RelayPlan, window_model_dirs: Sequen
         staging = model_dir / f".{entry['folder']}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        replace_directory(staging, target)
     config = {
         "format": RELAY_FORMAT_NAME,
         "format_version": RELAY_FORMAT_VERSION,

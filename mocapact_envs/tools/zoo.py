@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from mocapact_envs.evaluation.protocol import ExpertActor, make_eval_vec_env, run_episodes
-from mocapact_envs.files import read_json, read_tensors, write_json, write_tensors
+from mocapact_envs.files import read_json, read_tensors, replace_directory, write_json, write_tensors
 from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file
 from mocapact_envs.mocap.splits import (
     ZOO_SNIPPET_LIST,
@@ -238,9 +238,7 @@ def export_expert(
             "training": training_settings(run_dir),
         }
         write_json(staging / CLIP_INFO_FILE, info)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     expert = ZooExpert(listed.id, target, snippet)
