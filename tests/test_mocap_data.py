@@ -3,13 +3,12 @@
 import re
 import shutil
 import socket
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 from dm_control.locomotion.mocap import loader
+from tiny_runs import run
 
 from mocapact_envs.mocap import source as source_module
 from mocapact_envs.mocap.ids import Snippet, parse_snippet, read_id_file, resolve_snippets
@@ -153,22 +152,8 @@ def test_no_source_and_no_network(monkeypatch, tmp_path):
 
 def test_hdf5_source_reads_converted_file(mocap_folder, tmp_path):
     output = tmp_path / "two_clips.h5"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mocapact_envs.tools.convert_clips",
-            str(mocap_folder),
-            "--clips",
-            "CMU_016_22",
-            "CMU_009_12",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run("-m", "mocapact_envs.tools.convert_clips", mocap_folder, "--clips", "CMU_016_22", "CMU_009_12",
+                 "--output", output)  # fmt: skip
     assert "CMU_009_12" in result.stdout and "2 clips converted" in result.stdout
     source = HDF5Source(output)
     assert source.available_clips() == ("CMU_009_12", "CMU_016_22")

@@ -2,13 +2,12 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pytest
 from dm_control.suite.utils import parse_amc
+from tiny_runs import run
 
 from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.envs.tracking_vector import MocapTrackingVectorEnv
@@ -158,21 +157,8 @@ def test_a_held_pose_at_the_end_of_a_file_flags_the_last_steps(mocap_folder, tmp
 def test_report_fields_in_cache_and_cli(mocap_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("MOCAPACT_CACHE_DIR", str(tmp_path / "cache"))
     report_path = tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mocapact_envs.tools.convert_clips",
-            str(mocap_folder),
-            "--clips",
-            "CMU_016_22",
-            "CMU_141_01",
-        ]
-        + ["--report-json", str(report_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run("-m", "mocapact_envs.tools.convert_clips", mocap_folder, "--clips", "CMU_016_22", "CMU_141_01",
+                 "--report-json", report_path)  # fmt: skip
     assert "could not be made plausible" in result.stdout
     report = json.loads(report_path.read_text())
     assert set(report) == {"CMU_016_22", "CMU_141_01"}

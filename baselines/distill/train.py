@@ -33,7 +33,14 @@ from mocapact_envs.evaluation.protocol import evaluate_snippets, mean_metrics
 from mocapact_envs.mocap.splits import held_out_clips
 from mocapact_envs.policies.multiclip import MultiClipPolicy, MultiClipPolicyConfig
 from mocapact_envs.tasks.tracking_settings import load_clip_set
-from mocapact_envs.training.flag_checks import FlagRule, check_flags, non_negative, positive, unit_interval
+from mocapact_envs.training.flag_checks import (
+    FlagRule,
+    check_flags,
+    non_negative,
+    positive,
+    unit_interval,
+    unset_or_positive,
+)
 from mocapact_envs.training.run_folder import (
     StopOnSignal,
     args_json,
@@ -131,7 +138,7 @@ ARG_RULES: dict[str, FlagRule] = {
     "kl_weight": (non_negative, "0 or more, finite"),
     "max_grad_norm": (positive, "a positive, finite norm"),
     "prior_alpha": (unit_interval, "in [0, 1]"),
-    "temperature": (lambda v: v is None or positive(v), "unset (the scheme's default) or a positive temperature"),
+    "temperature": (unset_or_positive, "unset (the scheme's default) or a positive temperature"),
     "torch_threads": (positive, "a positive number of threads"),
 }
 

@@ -40,8 +40,14 @@ from mocapact_envs.files import write_json  # noqa: E402
 from mocapact_envs.mocap.ids import resolve_snippets  # noqa: E402
 from mocapact_envs.mocap.source import MocapSourceError  # noqa: E402
 from mocapact_envs.mocap.trainable import PlannedSnippet, plan_snippets  # noqa: E402
-from mocapact_envs.policies.run_layout import zoo_experts
-from mocapact_envs.training.flag_checks import FlagRule, check_flags, non_negative, positive  # noqa: E402
+from mocapact_envs.policies.run_layout import FINAL_EVALUATION_FILE, zoo_experts
+from mocapact_envs.training.flag_checks import (  # noqa: E402
+    FlagRule,
+    check_flags,
+    non_negative,
+    positive,
+    unset_or_positive,
+)
 from mocapact_envs.training.ray_cluster import (  # noqa: E402
     check_cpus_per_trial,
     check_ray_address,
@@ -50,7 +56,6 @@ from mocapact_envs.training.ray_cluster import (  # noqa: E402
 )
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
-FINAL_EVALUATION_FILE = "final_evaluation.json"
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
 SWEEP_FILE = "sweep.json"
 #: What a trial checkpoint carries of each run folder (no TensorBoard logs).
@@ -276,7 +281,7 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
 ARG_RULES: dict[str, FlagRule] = {
     "experts_per_trial": (positive, "a positive number of snippets"),
     "cpus_per_trial": (positive, "a positive number of CPUs (fractions share a CPU)"),
-    "max_concurrent": (lambda v: v is None or positive(v), "unset (as many as the CPUs allow) or a positive number"),
+    "max_concurrent": (unset_or_positive, "unset (as many as the CPUs allow) or a positive number"),
     "max_failures": (lambda v: v == -1 or non_negative(v), "0 or more retries (-1: retry forever)"),
     "final_rsi_episodes": (non_negative, "0 or more episodes"),
     "final_start_episodes": (non_negative, "0 or more episodes"),

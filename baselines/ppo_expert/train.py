@@ -65,7 +65,15 @@ from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_rela
 from mocapact_envs.tasks.checks import is_number
 from mocapact_envs.tasks.observables import flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.training.flag_checks import FlagRule, check_flags, flag, non_negative, positive, unit_interval
+from mocapact_envs.training.flag_checks import (
+    FlagRule,
+    check_flags,
+    flag,
+    non_negative,
+    positive,
+    unit_interval,
+    unset_or_positive,
+)
 from mocapact_envs.training.relay_handover import handover_states
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -447,7 +455,7 @@ ARG_RULES: dict[str, FlagRule] = {
     "ent_coef": (non_negative, "0 or more, finite"),
     "vf_coef": (positive, "a positive, finite weight"),
     "max_grad_norm": (positive, "a positive, finite norm"),
-    "target_kl": (lambda v: v is None or positive(v), "unset or a positive KL"),
+    "target_kl": (unset_or_positive, "unset or a positive KL"),
     "log_std_init": (lambda v: is_number(v) and math.isfinite(v), "a finite log std"),
     "act_noise": (non_negative, "0 or more, finite"),
     "termination_error_threshold": (positive, "a positive, finite error"),
@@ -460,7 +468,7 @@ ARG_RULES: dict[str, FlagRule] = {
     "eval_num_envs": (positive, "a positive number of worlds"),
     "early_stop_full_length_evals": (non_negative, "0 (off) or more evaluations"),
     "early_stop_patience": (non_negative, "0 or more evaluations"),
-    "max_minutes": (lambda v: v is None or positive(v), "unset or a positive number of minutes"),
+    "max_minutes": (unset_or_positive, "unset or a positive number of minutes"),
     "checkpoint_every_seconds": (non_negative, "0 or more seconds"),
     "torch_threads": (positive, "a positive number of threads"),
     "relay_window_steps": (non_negative, "0 (no relay) or a window length in steps"),

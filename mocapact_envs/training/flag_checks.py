@@ -24,6 +24,11 @@ def non_negative(value: Any) -> bool:
     return is_number(value) and 0 <= value < math.inf
 
 
+def unset_or_positive(value: Any) -> bool:
+    """``None`` (the flag left unset) or a finite number > 0."""
+    return value is None or positive(value)
+
+
 def unit_interval(value: Any) -> bool:
     return is_number(value) and 0 <= value <= 1
 
