@@ -17,7 +17,7 @@ LOCK_VENV := .venv-lock
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c $(LOCK) pip
-	# Exactly the locked versions (the CPU build of torch among them), then the project alone.
+	# Exactly the locked versions ([all] and dev: the CPU build of torch among them), then the project alone.
 	$(BIN)/pip install --quiet -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
@@ -28,9 +28,9 @@ install: $(VENV)/.installed
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
-	# The CPU build of torch first, so the project's torch range installs nothing more.
+	# The CPU build of torch first, so the [train] extra's torch range installs nothing more; then every extra.
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
-	$(LOCK_VENV)/bin/pip install --quiet -e ".[dev]"
+	$(LOCK_VENV)/bin/pip install --quiet -e ".[all,dev]"
 	{ printf '%s\n' '# Tested versions of every package in .venv: what `make install` (and so CI) installs, exactly.' \
 	    '# Refresh with `make lock` (a fresh resolution of pyproject.toml'"'"'s ranges in a scratch venv), then run the tests.'; \
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable; } > $(LOCK).tmp
