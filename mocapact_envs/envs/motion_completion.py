@@ -11,6 +11,7 @@ import numpy as np
 
 from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv, check_reset_options
 from mocapact_envs.envs.tracking import reference_source
+from mocapact_envs.extras import require_extra
 from mocapact_envs.mocap.source import ClipSet
 from mocapact_envs.tasks.checks import check_arena_size, check_integer
 from mocapact_envs.tasks.motion_completion import MotionCompletion
@@ -55,8 +56,12 @@ class MotionCompletionEnv(DmControlEnv):
 
     Info:
         ``episode_steps`` (steps so far, the prompt included), ``prompt_steps``,
-        ``prompt_snippet_id`` (the expert that prompted), ``start_step`` (in the
-        clip), ``tracking_error`` and ``physics_state``.
+        ``prompt_snippet_start`` and ``prompt_snippet_end`` (the snippet of the expert that prompted, in
+        clip steps; its id is ``env.prompt_snippet_id``), ``start_step`` (in the clip), ``tracking_error``
+        and ``physics_state``: numbers and arrays of numbers only, so other libraries' vector wrappers
+        batch them.
+
+    Needs the ``[train]`` extra (torch), for the prompt expert; the other environments run on the base install.
 
     Args:
         clips: clip ids (or a collection) to start from; whole clips.
@@ -82,7 +87,9 @@ class MotionCompletionEnv(DmControlEnv):
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
           episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
           ``metadata["reference_source"]``,
-          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments; ``info["prompt_snippet_id"]``
+          (a string, which torchrl's batched ``GymEnv`` cannot batch) became ``prompt_snippet_start`` and
+          ``prompt_snippet_end``, the id ``env.prompt_snippet_id``.
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class MotionCompletionEnv(DmControlEnv):
         height: int = 480,
         camera: str | int = DEFAULT_CAMERA,
     ):
+        # The prompt is an expert network's: torch, before any clip is read.
+        require_extra("MotionCompletionEnv (an expert network drives its prompt)", "torch")
         super().__init__(act_noise=act_noise, render_mode=render_mode, width=width, height=height, camera=camera)
         from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, find_experts
 
@@ -167,6 +176,11 @@ class MotionCompletionEnv(DmControlEnv):
             self._experts[run.snippet.id] = load_expert(run.run_dir)
         return self._experts[run.snippet.id]
 
+    @property
+    def prompt_snippet_id(self) -> str:
+        """The snippet id of the expert that prompted the episode."""
+        return self._prompt_run.snippet.id
+
     def prompt_expert_action(self) -> np.ndarray:
         """What the prompting expert does now (its time index runs on past its snippet)."""
         raw = self._last_raw_observation
@@ -214,7 +228,8 @@ class MotionCompletionEnv(DmControlEnv):
             **super()._info(),
             "episode_steps": int(self._task._steps),
             "prompt_steps": self.prompt_steps,
-            "prompt_snippet_id": self._prompt_run.snippet.id,
+            "prompt_snippet_start": int(self._prompt_run.snippet.start),
+            "prompt_snippet_end": int(self._prompt_run.snippet.end),
             "start_step": self._start_step,
             "tracking_error": float(self._task._termination_error),
         }

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mocapact_envs.extras import needs_extra
 from mocapact_envs.hub import ARTEFACTS, DownloadError, download
-from mocapact_envs.tools.convert_models import convert_directory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,8 @@ def convert_downloads(local_dir: str | Path, converted_dir: str | Path | None = 
     local_dir = Path(local_dir).expanduser()
     converted_dir = Path(converted_dir) if converted_dir is not None else local_dir / "converted"
     print(f"Converting MoCapAct's policies in {local_dir} into {converted_dir}")
+    with needs_extra("mocapact-download --convert"):  # torch: only the conversion needs it
+        from mocapact_envs.tools.convert_models import convert_directory
     report = convert_directory(local_dir, converted_dir)
     converted, failed = len(report["converted"]), len(report["failed"])
     print(f"{converted} converted, {failed} not (see {converted_dir}/conversion_report.json)")

@@ -9,9 +9,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from mocapact_envs.policies.low_level import LowLevelPolicy, as_low_level_policy
+from mocapact_envs.extras import needs_extra
 from mocapact_envs.tasks.checks import check_positive
 from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
+
+with needs_extra("acting through a low-level policy (LowLevelActionWrapper, low_level_policy=)"):
+    from mocapact_envs.policies.low_level import LowLevelPolicy, as_low_level_policy
 
 
 class LowLevelActionWrapper(gym.Wrapper):
