@@ -45,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mocapact_envs.extras import needs_extra
 from mocapact_envs.files import read_arrays, read_json, read_tensors, replace_atomically
 from mocapact_envs.policies.relay import RELAY_FORMAT_NAME, RelayExpert, relay_plan_from_config
-from mocapact_envs.policies.run_layout import find_zoo_expert
+from mocapact_envs.policies.run_layout import PRETRAINED, find_zoo_expert, shipped_expert
 
 # torch (and SB3) load on first use: importing the package stays light.
 if TYPE_CHECKING:
@@ -462,18 +463,23 @@ def find_model_dir(path: str | Path) -> Path:
     )
 
 
+@needs_extra("load_expert")
 def load_expert(
     path: str | Path, snippet_id: str | None = None, device: str = "cpu"
 ) -> Expert | RelayExpert | SB3Expert:
     """Loads a clip expert: ours or MoCapAct's (stable-baselines3) from a run, eval or model folder.
 
-    With ``snippet_id``, ``path`` is an expert zoo (its folder or its ``experts`` folder; ``"zoo"``
-    alone is the project's zoo, :func:`mocapact_envs.policies.run_layout.zoo_root`) and the expert is that snippet's.
-    The result has ``predict(observation, deterministic=True) -> (action, state)``
-    for one Dict observation or a batch of them, and ``value(observation)``.
+    ``"pretrained"`` is the expert shipped with the package (``CMU_016_22-0-82``; with ``snippet_id``, that
+    snippet's shipped expert); a folder of that name is ``./pretrained``. With ``snippet_id``, ``path`` is an
+    expert zoo (its folder or its ``experts`` folder; ``"zoo"`` alone is the project's zoo: ``$MOCAPACT_ZOO``,
+    else the checkout's ``zoo/``, :func:`mocapact_envs.policies.run_layout.zoo_root`) and the expert is that
+    snippet's. The result has ``predict(observation, deterministic=True) -> (action, state)``
+    for one Dict observation or a batch of them, and ``value(observation)``. Needs the ``[train]`` extra (torch).
     """
     check_device(device)  # before any file is read: a bad device is not a corrupt file
-    if snippet_id is not None:
+    if isinstance(path, str) and path == PRETRAINED:
+        path = shipped_expert(snippet_id)
+    elif snippet_id is not None:
         path = find_zoo_expert(path, snippet_id).run_dir
     model_dir = find_model_dir(path)
     if (model_dir / CONFIG_FILE).is_file():

@@ -108,19 +108,45 @@ def find_experts(dirs: Sequence[str | Path], clips: Sequence[str] | None = None)
 
 # -- the zoo's layout ----------------------------------------------------------------
 
-#: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the repository's root.
+#: Where the zoo is unless a path is given: $MOCAPACT_ZOO, else ``zoo/`` at the root of the source checkout
+#: the package runs from (a pip install has none: site-packages holds no zoo).
 ZOO_ENV_VAR = "MOCAPACT_ZOO"
 DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo"
 EXPERTS_FOLDER = "experts"
+#: The name that stands for the experts shipped with the package (:data:`SHIPPED_EXPERTS`), as
+#: ``low_level_policy="pretrained"`` stands for the shipped decoder; a folder of that name is ``./pretrained``.
+PRETRAINED = "pretrained"
+
+
+class ZooNotFoundError(FileNotFoundError):
+    """No zoo was given and none is where the package looks; the message says where it looked and how to get one."""
 
 
 def zoo_root(path: str | Path | None = None) -> Path:
-    """The zoo folder: ``path``, else ``$MOCAPACT_ZOO``, else ``zoo/`` at the repository's root."""
-    return Path(path or os.environ.get(ZOO_ENV_VAR) or DEFAULT_ZOO).expanduser()
+    """The zoo folder: ``path``, else ``$MOCAPACT_ZOO``, else ``zoo/`` at the source checkout's root.
+
+    Raises :class:`ZooNotFoundError` when neither is given and the package does not run from a checkout
+    that has its ``zoo/`` (a wheel or pip install).
+    """
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get(ZOO_ENV_VAR):
+        return Path(os.environ[ZOO_ENV_VAR]).expanduser()
+    if DEFAULT_ZOO.is_dir():
+        return DEFAULT_ZOO
+    raise ZooNotFoundError(
+        f"no expert zoo found: ${ZOO_ENV_VAR} is not set and {DEFAULT_ZOO} does not exist (the zoo/ folder of a "
+        "mocapact-envs source checkout; a pip or wheel install does not include the zoo). Get the zoo/ folder of "
+        f"the mocapact-envs repository (a git clone has it), then set {ZOO_ENV_VAR}=<clone>/zoo, or pass the "
+        "zoo's folder: load_expert('<clone>/zoo', snippet_id), mocapact-collect <clone>/zoo."
+    )
 
 
 def expert_folder_argument(path: str | Path) -> Path:
-    """An expert-folder argument as given, or the project's zoo for ``zoo`` where no such folder exists."""
+    """An expert-folder argument as given; ``"pretrained"``: the shipped experts; ``"zoo"`` where no such
+    folder exists: the project's zoo (:func:`zoo_root`)."""
+    if isinstance(path, str) and path == PRETRAINED:
+        return SHIPPED_EXPERTS
     path = Path(path)
     return zoo_root() if not path.exists() and str(path) == "zoo" else path
 
@@ -135,10 +161,32 @@ def experts_folder(path: str | Path | None = None) -> Path:
         return folder / EXPERTS_FOLDER
     if folder.is_dir() and (folder.name == EXPERTS_FOLDER or any(folder.glob(f"*/*/{CLIP_INFO_FILE}"))):
         return folder
+    given = "" if path else f" (${ZOO_ENV_VAR})" if os.environ.get(ZOO_ENV_VAR) else ""
     raise FileNotFoundError(
-        f"no expert zoo at {folder}: it has no {EXPERTS_FOLDER}/<snippet>/<seed>/{CLIP_INFO_FILE} "
-        f"(mocapact-zoo export writes them)."
+        f"no expert zoo at {folder}{given}: it has no {EXPERTS_FOLDER}/<snippet>/<seed>/{CLIP_INFO_FILE} "
+        f"(mocapact-zoo export writes them; the zoo/ folder of the mocapact-envs repository is one)."
     )
+
+
+def shipped_expert(snippet_id: str | None = None) -> Path:
+    """The run folder of an expert shipped with the package: ``snippet_id``'s (a snippet or clip id), or the
+    only one when none is named."""
+    experts = zoo_experts(SHIPPED_EXPERTS)
+    listed = ", ".join(sorted({e.listed_id for e in experts})) or "none"
+    if snippet_id is not None:
+        try:
+            return find_zoo_expert(SHIPPED_EXPERTS, snippet_id).run_dir
+        except ValueError as error:
+            raise ValueError(
+                f"the package ships no expert for {snippet_id!r}; it ships {listed} ({SHIPPED_EXPERTS}). The zoo "
+                "has many more: load_expert('zoo', snippet_id)."
+            ) from error
+    if len(experts) != 1:
+        raise ValueError(
+            f"the package ships {len(experts)} experts ({listed}) in {SHIPPED_EXPERTS}; name one: "
+            f"load_expert({PRETRAINED!r}, snippet_id)."
+        )
+    return experts[0].run_dir
 
 
 @dataclass(frozen=True)
