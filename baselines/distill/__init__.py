@@ -1,0 +1,1 @@
+"""Multi-clip distillation: NPMP and MLP: see README.md beside this file."""

@@ -1,0 +1,1 @@
+"""GPT policy and motion completion: see README.md beside this file."""

@@ -1,0 +1,1 @@
+"""Clip snippet experts (PPO): see README.md beside this file."""
