@@ -72,7 +72,7 @@ def test_fast_backend_equals_dm_control(case: str) -> None:
     assert_same_dict(fast_reset[0], reference_reset[0], "reset observation")
     assert_same_dict(fast_reset[1], reference_reset[1], "reset info")
     ends = {"terminated": 0, "truncated": 0}
-    snippets = {reference_reset[1]["snippet_id"]}
+    snippets = {reference_reset[1]["snippet_index"]}
     for step, action in enumerate(random_actions(seed, PARITY_STEPS)):
         fast_step, reference_step = fast.step(action), reference.step(action)
         what = f"{case}, step {step}"
@@ -85,7 +85,7 @@ def test_fast_backend_equals_dm_control(case: str) -> None:
             fast_reset, reference_reset = fast.reset(), reference.reset()
             assert_same_dict(fast_reset[0], reference_reset[0], f"{what}: reset observation")
             assert_same_dict(fast_reset[1], reference_reset[1], f"{what}: reset info")
-            snippets.add(reference_reset[1]["snippet_id"])
+            snippets.add(reference_reset[1]["snippet_index"])
     # Both consumed dm_control's random state identically (starts and action noise).
     fast_state, reference_state = fast.random_state.get_state(), reference.random_state.get_state()
     assert np.array_equal(fast_state[1], reference_state[1]) and fast_state[2] == reference_state[2]
@@ -144,7 +144,7 @@ def test_vector_env_steps_n_single_envs_with_next_step_autoreset() -> None:
     for world, env in enumerate(singles):
         single_observation, single_info = env.reset(seed=seed + world)
         assert_same_dict({k: v[world] for k, v in observation.items()}, single_observation, "reset")
-        assert info["_snippet_id"][world] and info["snippet_id"][world] == single_info["snippet_id"]
+        assert info["_snippet_index"][world] and info["snippet_index"][world] == single_info["snippet_index"]
 
     autoreset = np.zeros(num_envs, bool)
     autoresets = 0

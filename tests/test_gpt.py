@@ -60,9 +60,9 @@ def test_motion_completion_env(experts_root):
     np.testing.assert_array_equal(
         info["prompt_observations"]["walker/joints_pos"][-1], observation["walker/joints_pos"]
     )
-    start, prompt = info["start_step"], info["prompt_snippet_id"]
+    start, first, last = info["start_step"], info["prompt_snippet_start"], info["prompt_snippet_end"]
+    assert env.unwrapped.prompt_snippet_id == f"CMU_009_12-{first}-{last}"
     # The prompting expert is the one whose snippet covers the start best.
-    first, last = map(int, prompt.split("-")[1:])
     assert first <= start and start + 32 <= last + 32
     while True:
         observation, reward, terminated, truncated, info = env.step(np.zeros(56, np.float32))

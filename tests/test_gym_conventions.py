@@ -64,7 +64,7 @@ def test_spec_with_path_arguments_round_trips_through_json(mocap_folder, tmp_pat
     remade = gym.make(EnvSpec.from_json(text))
     for key, value in first_observation(env).items():
         np.testing.assert_array_equal(first_observation(remade)[key], value)
-    assert remade.unwrapped._snippet_ids == ["CMU_016_22-0-60"]
+    assert remade.unwrapped.snippet_ids == ("CMU_016_22-0-60",)
     for made in (env, remade):
         made.close()
 
@@ -125,7 +125,8 @@ def test_every_motion_completion_id_makes_without_arguments():
     for env_id in ids:
         env = gym.make(env_id)
         _, info = env.reset(seed=0)
-        assert info["prompt_snippet_id"] == "CMU_016_22-0-82" and info["episode_steps"] == 32
+        assert env.unwrapped.prompt_snippet_id == "CMU_016_22-0-82" and info["episode_steps"] == 32
+        assert (info["prompt_snippet_start"], info["prompt_snippet_end"]) == (0, 82)
         env.close()
 
 

@@ -40,7 +40,8 @@ def test_generic_env_on_collection_passes_check_env(mocap_folder):
     snippet_ids = set()
     for seed in range(12):
         _, info = env.reset(seed=seed)
-        snippet_ids.add(info["snippet_id"])
+        snippet_ids.add(env.unwrapped.snippet_ids[info["snippet_index"]])
+        assert env.unwrapped.snippet_id == env.unwrapped.snippet_ids[info["snippet_index"]]
     assert len(snippet_ids) >= 3, snippet_ids
 
 

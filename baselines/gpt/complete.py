@@ -112,7 +112,7 @@ def record(policy, clip: str, prompt_experts: Path, args: Args, label: str) -> t
     actor.start(env, info)
     prompt = info["prompt_steps"]
     frames = [
-        caption(f, f"prompt: expert {info['prompt_snippet_id']} ({i}/{prompt})", PROMPT_COLOR)
+        caption(f, f"prompt: expert {env.prompt_snippet_id} ({i}/{prompt})", PROMPT_COLOR)
         for i, f in enumerate(info["prompt_frames"])
     ]
     while True:

@@ -69,8 +69,10 @@ class MocapTrackingEnv(DmControlEnv):
     Info:
         ``time_in_clip`` (0 at the snippet start, 1 at its end),
         ``start_time_in_clip``, ``last_time_in_clip`` (the value at truncation),
-        ``snippet_id``, ``tracking_error`` and ``physics_state`` (MuJoCo's
-        ``qpos, qvel, act``, copied).
+        ``snippet_index`` (an ``int``: the snippet tracked is ``env.snippet_ids[snippet_index]``; also
+        ``env.snippet_id``), ``tracking_error`` and ``physics_state`` (MuJoCo's ``qpos, qvel, act``,
+        copied). Every value is a number or an array of numbers, so other libraries' vector wrappers
+        (torchrl's batched ``GymEnv``, SB3's ``VecEnv`` s) batch them.
 
     Args:
         clips: a clip id (``"CMU_016_22"``), a snippet id (``"CMU_016_22-0-82"``),
@@ -162,7 +164,7 @@ class MocapTrackingEnv(DmControlEnv):
         self.clip_set = load_clip_set(clips, mocap_path, skip_missing_clips=skip_missing_clips, strict=strict)
         observable_keys = resolve_observables(observables)
         self.ref_steps = self.settings.ref_steps
-        self._snippet_ids = [snippet.id for snippet in self.clip_set.snippets]
+        self._snippet_ids = tuple(snippet.id for snippet in self.clip_set.snippets)
         self.backend = backend
         #: The simulation (:class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`); the base class
         #: reads its specs, ``physics`` and ``random_state``.
@@ -187,7 +189,13 @@ class MocapTrackingEnv(DmControlEnv):
         self._start_time_in_clip = self._dm_env.time_in_clip()
 
     @property
+    def snippet_ids(self) -> tuple[str, ...]:
+        """The id of each snippet of the clip set: ``info["snippet_index"]`` indexes it."""
+        return self._snippet_ids
+
+    @property
     def snippet_id(self) -> str:
+        """The id of the snippet the episode tracks."""
         return self._snippet_ids[self._dm_env.snippet_index()]
 
     def _info(self) -> dict[str, Any]:
@@ -196,7 +204,7 @@ class MocapTrackingEnv(DmControlEnv):
             "time_in_clip": episode.time_in_clip(),
             "start_time_in_clip": self._start_time_in_clip,
             "last_time_in_clip": episode.last_time_in_clip(),
-            "snippet_id": self.snippet_id,
+            "snippet_index": self._dm_env.snippet_index(),
             "tracking_error": episode.tracking_error(),
             "physics_state": episode.physics_state(),
         }

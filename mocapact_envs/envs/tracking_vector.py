@@ -46,8 +46,8 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
     Reward, episode end and info:
         As :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv`, one entry per world. ``info`` is
         a dict of arrays (``time_in_clip``, ``start_time_in_clip``, ``last_time_in_clip``,
-        ``snippet_id``, ``tracking_error``, ``physics_state``), each with a boolean ``_key`` mask of
-        the worlds it reports, as Gymnasium's vector environments give them.
+        ``snippet_index`` (int64; ids in ``snippet_ids``), ``tracking_error``, ``physics_state``), each with a
+        boolean ``_key`` mask of the worlds it reports, as Gymnasium's vector environments give them.
 
     Autoreset:
         ``AutoresetMode.NEXT_STEP``: the step after a world's episode ends resets that world (its
@@ -138,7 +138,8 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         self.single_observation_space = observation_space_from_spec(dm_env.observation_spec(), observable_keys)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self._snippet_ids = np.array([snippet.id for snippet in self.clip_set.snippets], dtype=object)
+        #: The id of each snippet of the clip set: ``info["snippet_index"]`` indexes it.
+        self.snippet_ids = tuple(snippet.id for snippet in self.clip_set.snippets)
         self._start_time_in_clip = np.zeros(num_envs)
         self._tracking_error = np.zeros(num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
@@ -228,7 +229,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
             "time_in_clip": worlds.time_in_clip(),
             "start_time_in_clip": self._start_time_in_clip.copy(),
             "last_time_in_clip": worlds.last_time_in_clip.copy(),
-            "snippet_id": self._snippet_ids[worlds.clip_index],
+            "snippet_index": worlds.clip_index.copy(),
             "tracking_error": self._tracking_error.copy(),
             "physics_state": worlds.physics_states(),
         }
