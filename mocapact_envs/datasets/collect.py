@@ -73,6 +73,7 @@ from mocapact_envs.datasets.rollouts import (
 from mocapact_envs.files import check_writable_folder, remove_stale_temporaries, tree_digest
 from mocapact_envs.policies.run_layout import ExpertRun
 from mocapact_envs.tasks.checks import check_non_negative, check_number
+from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD
 from mocapact_envs.training.ray_cluster import own_ray_at_full_priority
 
 #: MoCapAct's two published datasets: (start, random-start) rollouts per snippet.
@@ -97,7 +98,7 @@ class RolloutSettings:
     act_noise: float = 0.1
     ref_steps: tuple[int, ...] = (1, 2, 3, 4, 5)
     min_steps: int = 30
-    termination_error_threshold: float = 0.3
+    termination_error_threshold: float = TERMINATION_ERROR_THRESHOLD
     gamma: float = 0.95
     gae_lambda: float = 0.95
     observables: str = "all_proprioceptive"

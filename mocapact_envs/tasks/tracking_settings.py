@@ -28,6 +28,10 @@ DEFAULT_MAX_LATENT = 3.0
 REWARD_TYPES = ("comic", "termination_reward", "multi_term_pose_reward")
 
 
+#: MoCapAct's tracking error that ends an episode (its experts' training, evaluations and rollouts).
+TERMINATION_ERROR_THRESHOLD = 0.3
+
+
 @dataclasses.dataclass(frozen=True)
 class TrackingSettings:
     """What defines MoCapAct's tracking task apart from the clips and the observables.
@@ -49,7 +53,7 @@ class TrackingSettings:
     ref_steps: tuple[int, ...] = (0,)
     random_start: bool | tuple[bool, ...] = True
     min_steps: int = 10
-    termination_error_threshold: float = 0.3
+    termination_error_threshold: float = TERMINATION_ERROR_THRESHOLD
     reward_type: str = "comic"
     physics_timestep: float = 0.005
     control_timestep: float = 0.03

@@ -115,9 +115,9 @@ class FastTrackingBackend:
     def control_timestep(self) -> float:
         return self.worlds.control_timestep
 
-    def reset(self) -> dict[str, np.ndarray]:
+    def reset(self, snippet_index: int | None = None, start_step: int | None = None) -> dict[str, np.ndarray]:
         worlds = self.worlds
-        worlds.reset((0,))
+        worlds.reset((0,), snippet_index, start_step)
         observation, _, error = worlds.evaluate(with_reward=False)
         self._tracking_error = float(error[0])
         self._snippet_index = int(worlds.clip_index[0])
@@ -133,10 +133,9 @@ class FastTrackingBackend:
         worlds = self.worlds
         worlds.step(action[None])
         observation, reward, error = worlds.evaluate()
-        self._tracking_error = error = float(error[0])
-        terminated = error > worlds.termination_error_threshold
-        truncated = not terminated and bool(worlds.time_step[0] == worlds.last_step[0])
-        return observation, reward[0], terminated, truncated
+        self._tracking_error = float(error[0])
+        terminated, truncated = worlds.episode_ends(error)
+        return observation, reward[0], bool(terminated[0]), bool(truncated[0])
 
     def close(self) -> None:
         self.worlds.close()
