@@ -52,7 +52,7 @@ from mocapact_envs.envs.factory import (
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, summarize
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, make_eval_vec_env, run_episodes
 from mocapact_envs.files import OutputWriteError, check_writable_folder, write_json
-from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.mocap.ids import Snippet
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import load_expert, save_expert
 from mocapact_envs.policies.expert_networks import (
@@ -63,8 +63,9 @@ from mocapact_envs.policies.expert_networks import (
 )
 from mocapact_envs.policies.relay import RELAY_WINDOWS_DIR, RelayPlan, plan_relay, save_relay
 from mocapact_envs.tasks.checks import is_number
-from mocapact_envs.tasks.observables import flatten_observation
+from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
+from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD
 from mocapact_envs.training.flag_checks import (
     FlagRule,
     check_flags,
@@ -202,8 +203,12 @@ class Args:
     snippet_start_envs: int | None = None
     """how many of each expert's num_envs training environments always start at the snippet's start (the rest start
     anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets"""
-    termination_error_threshold: float = 0.3
+    termination_error_threshold: float = TERMINATION_ERROR_THRESHOLD
     """tracking error that ends a training episode (MoCapAct: 0.3); evaluations always use MoCapAct's 0.3"""
+    reference_observables: tuple[str, ...] = ()
+    """reference features the experts see besides MoCapAct's time-index set, at the current step (MoCapAct: none),
+    e.g. walker/reference_rel_root_pos_local walker/reference_rel_root_quat: the drift from the clip (the root's
+    offset and heading) that the body's own sensors cannot see"""
     act_noise: float = 0.0
     """std of Gaussian noise the training env adds to actions (MoCapAct: 0)"""
     action_parameterization: Literal["absolute", "reference_residual"] | None = None
@@ -547,7 +552,7 @@ def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) ->
     in ``<run>/relay_windows/``, then composed into ``<run>/eval_rsi/model`` and evaluated;
     ``on_evaluation(k, record)`` is called once snippet ``k``'s relay is composed."""
     try:
-        snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
+        snippets = [p.snippet for p in plan_snippets(args.clips, crop=False)]
         plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
         if args.relay_handover_probability > 0 and args.backend not in (None, "fast"):
             raise ValueError(f"handover states need the fast backend; --backend is {args.backend!r}.")
@@ -858,8 +863,9 @@ class ExpertRun:
             env.close()
 
 
-#: Evaluation settings of the training env (MoCapAct's features: the time index and the next reference pose).
-TRAINING_ENV_KWARGS: dict[str, Any] = dict(observables="time_index", ref_steps=(0,))
+def training_env_kwargs(args: Args) -> dict[str, Any]:
+    """The experts' observations: MoCapAct's time index and any ``--reference-observables`` at the current step."""
+    return dict(observables=TIME_INDEX + tuple(args.reference_observables), ref_steps=(0,))
 
 
 def make_expert_runs(
@@ -887,7 +893,7 @@ def make_expert_runs(
             min_steps=clamp_min_steps(snippet, args.min_steps),
             act_noise=args.act_noise,
             termination_error_threshold=args.termination_error_threshold,
-            **TRAINING_ENV_KWARGS,
+            **training_env_kwargs(args),
         )
         starts = (start_states or [None] * len(snippets))[k]
         if starts is not None:
@@ -1164,7 +1170,7 @@ def evaluate_run(
     for kind, episodes in (("eval_rsi", args.eval_rsi_episodes), ("eval_start", args.eval_start_episodes)):
         if kind not in run.eval_envs:
             run.eval_envs[kind] = make_eval_vec_env(
-                run.snippet.id, kind, args.eval_num_envs, backend, args.vectorization_mode, **TRAINING_ENV_KWARGS
+                run.snippet.id, kind, args.eval_num_envs, backend, args.vectorization_mode, **training_env_kwargs(args)
             )
         eval_seed = args.seed + 1_000_003 * (len(run.evaluations) + 1) + (kind == "eval_start")
         summary = summarize(run_episodes(run.eval_envs[kind], act, episodes, seed=eval_seed))
@@ -1202,7 +1208,7 @@ def plan_training(args: Args) -> tuple[list[Snippet], str, list[dict[str, Any] |
     ``ValueError`` naming every unknown, uncovered, repeated or broken snippet and a checkpoint of other settings."""
     if not args.clips:
         raise ValueError("no clip given: pass --clips with one or more clip or snippet ids.")
-    snippets = [parse_snippet(p.snippet_id) for p in plan_snippets(args.clips, crop=False)]
+    snippets = [p.snippet for p in plan_snippets(args.clips, crop=False)]
     backend = check_backend(args.backend)
     ids = [s.id for s in snippets]
     repeated = sorted({i for i in ids if ids.count(i) > 1})

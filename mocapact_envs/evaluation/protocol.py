@@ -144,7 +144,11 @@ def evaluate_expert(
     for kind, count in num_episodes.items():
         if count <= 0:
             continue
-        envs = make_eval_vec_env(clip, kind, num_envs, backend, vectorization_mode)
+        # An expert that sees more than the time index (reference features) gets its own observation set.
+        keys = getattr(expert, "observation_keys", None)
+        envs = make_eval_vec_env(
+            clip, kind, num_envs, backend, vectorization_mode, **({"observables": keys} if keys else {})
+        )
         try:
             episodes[kind] = run_episodes(envs, ExpertActor(expert), count, seed=seed + (kind == "eval_start"))
         finally:

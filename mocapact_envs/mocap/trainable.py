@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mocapact_envs.mocap.ids import resolve_snippets, suggest
+from mocapact_envs.mocap.ids import Snippet, resolve_snippets, suggest
 from mocapact_envs.mocap.source import get_source
 
 
@@ -20,9 +20,13 @@ from mocapact_envs.mocap.source import get_source
 class PlannedSnippet:
     requested: str
     """the id as listed"""
-    snippet_id: str
-    """what is trained: the listed snippet, or its trainable part"""
+    snippet: Snippet
+    """what is trained: the listed snippet, or its trainable part (``end`` resolved)"""
     cropped: bool
+
+    @property
+    def snippet_id(self) -> str:
+        return self.snippet.id
 
 
 def plan_snippets(ids: Sequence[str], crop: bool, mocap_path: str | None = None) -> list[PlannedSnippet]:
@@ -63,7 +67,7 @@ def plan_snippets(ids: Sequence[str], crop: bool, mocap_path: str | None = None)
         if inner_broken:
             problems.append(f"{requested}: {'; '.join(quality.problems_within(start, end))}")
             continue
-        trainable = f"{snippet.clip_id}-{start}-{end}"
+        trainable = Snippet(snippet.clip_id, start, end)
         cropped = (start, end) != (snippet.start, listed_end)
         if cropped and not crop:
             reasons = []
@@ -73,7 +77,7 @@ def plan_snippets(ids: Sequence[str], crop: bool, mocap_path: str | None = None)
                 )
             if broken:
                 reasons += quality.problems_within(snippet.start, covered_end)
-            problems.append(f"{requested}: {'; '.join(reasons)}; its trainable part is {trainable}")
+            problems.append(f"{requested}: {'; '.join(reasons)}; its trainable part is {trainable.id}")
             continue
         planned.append(PlannedSnippet(requested, trainable, cropped))
     if problems:
