@@ -125,7 +125,9 @@ def test_transfer_and_completion_numbers_are_named():
 def test_unknown_reset_options_are_refused_by_name(make):
     env = make()
     name = type(env.unwrapped).__name__
-    with pytest.raises(ValueError, match=rf"{name}\.reset\(\) got unknown option\(s\) 'seed'; it takes no options"):
+    # The tracking envs read the snippet and the start step (tests/test_reset_options.py), the others nothing.
+    valid = "its options are 'snippet', 'start_step'" if name == "MocapTrackingEnv" else "it takes no options"
+    with pytest.raises(ValueError, match=rf"{name}\.reset\(\) got unknown option\(s\) 'seed'; {valid}"):
         env.reset(options={"seed": 3})
     with pytest.raises(TypeError, match=rf"{name}\.reset\(\) options must be None or a dict, got \['seed'\]"):
         env.reset(options=["seed"])
@@ -135,7 +137,9 @@ def test_unknown_reset_options_are_refused_by_name(make):
 
 def test_vector_env_reset_options_name_the_valid_key():
     envs = gym.make_vec(TRACKING, num_envs=2, vectorization_mode="vector_entry_point")
-    with pytest.raises(ValueError, match=r"got unknown option\(s\) 'mask'; its options are 'reset_mask'"):
+    with pytest.raises(
+        ValueError, match=r"got unknown option\(s\) 'mask'; its options are 'snippet', 'start_step', 'reset_mask'"
+    ):
         envs.reset(options={"mask": np.array([True, False])})
     envs.reset(seed=0)
     _, info = envs.reset(options={"reset_mask": np.array([True, False])})

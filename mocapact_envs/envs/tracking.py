@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv
+from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv, check_reset_options
+from mocapact_envs.mocap.ids import Snippet, suggest
 from mocapact_envs.mocap.source import MOCAP_PATH_ENV, ClipSet, MocapSourceError, get_source
+from mocapact_envs.tasks.checks import describe, is_integer
 from mocapact_envs.tasks.fast_tracking.backend import FastTrackingBackend
 from mocapact_envs.tasks.observables import resolve_observables
 from mocapact_envs.tasks.tracking import ComposerTrackingBackend
@@ -25,6 +27,8 @@ BACKEND_CLASSES: dict[str, type[TrackingBackend]] = {
 }
 BACKENDS = tuple(BACKEND_CLASSES)
 DEFAULT_BACKEND = "fast"
+#: What ``reset(options=...)`` of the tracking envs reads: the snippet to track and the clip step to start at.
+RESET_OPTIONS = ("snippet", "start_step")
 
 
 class MocapTrackingEnv(DmControlEnv):
@@ -109,6 +113,21 @@ class MocapTrackingEnv(DmControlEnv):
         :class:`~mocapact_envs.tasks.tracking_settings.TrackingSettings` (``self.settings``), which holds
         their defaults and checks them.
 
+    Reset options:
+        ``reset(options={"snippet": ..., "start_step": ...})`` chooses the episode instead of drawing it (LocoMuJoCo's
+        convention); each key may be left out or ``None``, other keys raise ``ValueError`` naming the valid ones.
+
+        * ``snippet``: a snippet id of ``env.snippet_ids`` (``"CMU_016_22-0-85"``), a clip id with one snippet in
+          the set (``"CMU_016_22"``), or an index into ``env.snippet_ids`` (``info["snippet_index"]``). The start
+          is drawn in that snippet as usual (a random start, or its start with ``random_start=False``).
+        * ``start_step``: the clip step to start at (the units of snippet ids), from the snippet's start to the
+          last start a random start may draw, ``end - max(ref_steps) - min_steps - 1`` (the snippet's start
+          alone when that is earlier). With one snippet in the set ``snippet`` may be left out.
+
+        A snippet or step outside these raises ``ValueError`` naming the value and the valid choices. The choice
+        holds for that reset only. The random state is drawn from as for any reset, so the episodes that
+        follow are the same on both backends.
+
     Metadata:
         ``metadata["reference_source"]``: ``{"source": ..., "digest": ...}``, the source the clips were
         read from (``"AMC folder /path"`` or ``"HDF5 file /path"``) and
@@ -123,7 +142,9 @@ class MocapTrackingEnv(DmControlEnv):
           raise ``ValueError`` naming them and end the episode, bad arguments (``ref_steps=5`` too:
           pass ``(5,)``) and unknown ``reset()`` options raise errors naming them,
           ``metadata["reference_source"]``, pickling and ``copy.deepcopy``, ``spec.to_json()`` with
-          path arguments.
+          path arguments; ``reset(options={"snippet": ..., "start_step": ...})``; ``info["snippet_index"]`` (an
+          ``int``) instead of ``info["snippet_id"]`` (a string, which torchrl's batched ``GymEnv`` cannot batch;
+          the id is ``env.snippet_id``).
     """
 
     def __init__(
@@ -176,11 +197,17 @@ class MocapTrackingEnv(DmControlEnv):
         self.reference_source = reference_source(self.clip_set, mocap_path, reference_digest)
         self.metadata = {**self.metadata, "reference_source": self.reference_source}
         self._start_time_in_clip = 0.0
+        self._choice: tuple[int | None, int | None] = (None, None)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Starts an episode; ``options`` may choose its snippet and start step (see "Reset options")."""
+        self._choice = episode_choice(self, self.clip_set, self.settings, options)
+        return super().reset(seed=seed)
 
     # -- the backend's episodes (DmControlEnv checks and applies actions and keeps track of episode ends) -----
 
     def _start_episode(self) -> Observation:
-        return self._dm_env.reset()
+        return self._dm_env.reset(*self._choice)
 
     def _advance(self, action: np.ndarray) -> tuple[Observation, float, bool, bool]:
         return self._dm_env.step(action)
@@ -208,6 +235,89 @@ class MocapTrackingEnv(DmControlEnv):
             "tracking_error": episode.tracking_error(),
             "physics_state": episode.physics_state(),
         }
+
+
+def start_step_range(snippet: Snippet, settings: TrackingSettings) -> tuple[int, int]:
+    """The clip steps an episode of ``snippet`` may start at, first and last: its start up to the last start a
+    random start draws (``end - max(ref_steps) - min_steps - 1``; the start alone when that is earlier)."""
+    last = snippet.end - settings.max_ref_step - settings.min_steps - 1
+    return snippet.start, max(snippet.start, last)
+
+
+def _listed(ids: Sequence[str], shown: int = 10) -> str:
+    more = f" and {len(ids) - shown} more (env.snippet_ids)" if len(ids) > shown else ""
+    return ", ".join(map(repr, ids[:shown])) + more
+
+
+def snippet_index_of(env: Any, snippets: Sequence[Snippet], snippet: Any) -> int:
+    """The index of ``options["snippet"]`` in ``snippets``: an id among theirs, a clip id with one snippet among
+    them, or an index; else a ``ValueError`` (``TypeError`` for neither a string nor an integer) naming the
+    value and the valid choices."""
+    name, ids = type(env).__name__, [s.id for s in snippets]
+    what = f"{name}.reset() option 'snippet'"
+    if isinstance(snippet, str):
+        if snippet in ids:
+            return ids.index(snippet)
+        of_clip = [i for i, s in enumerate(snippets) if s.clip_id == snippet]
+        if len(of_clip) == 1:
+            return of_clip[0]
+        if of_clip:
+            raise ValueError(
+                f"{what} {snippet!r} is a clip with {len(of_clip)} snippets here; name one of "
+                f"{_listed([ids[i] for i in of_clip])}."
+            )
+        raise ValueError(
+            f"{what} {snippet!r} is not a snippet of this environment.{suggest(snippet, ids)} Its snippets are "
+            f"{_listed(ids)} (or their index, 0 to {len(ids) - 1})."
+        )
+    if not is_integer(snippet) or isinstance(snippet, float):
+        raise TypeError(
+            f"{what} must be a snippet id or an index into env.snippet_ids, got {describe(snippet)}; its snippets "
+            f"are {_listed(ids)}."
+        )
+    if not 0 <= snippet < len(ids):
+        raise ValueError(
+            f"{what} {snippet} is no index of its {len(ids)} snippet(s): choose 0 to {len(ids) - 1} ({_listed(ids)})."
+        )
+    return int(snippet)
+
+
+def episode_choice(
+    env: Any, clip_set: ClipSet, settings: TrackingSettings, options: Any, other_options: Sequence[str] = ()
+) -> tuple[int | None, int | None]:
+    """``reset(options=...)`` of a tracking env checked: ``(snippet index, start clip step)``, each ``None`` where
+    the reset draws it. Raises naming an unknown key (``other_options`` are keys the env reads itself), a snippet
+    not in ``clip_set`` or a start outside :func:`start_step_range`, with the valid choices."""
+    check_reset_options(env, options, valid=(*RESET_OPTIONS, *other_options))
+    options = dict(options or {})
+    snippet, start_step = options.get("snippet"), options.get("start_step")
+    snippets = clip_set.snippets
+    name = type(env).__name__
+    if snippet is None:
+        if start_step is None:
+            return None, None
+        if len(snippets) != 1:
+            raise ValueError(
+                f"{name}.reset() option 'start_step' needs the option 'snippet' too: this environment tracks "
+                f"{len(snippets)} snippets ({_listed([s.id for s in snippets])})."
+            )
+        index = 0
+    else:
+        index = snippet_index_of(env, snippets, snippet)
+    if start_step is None:
+        return index, None
+    chosen = snippets[index]
+    first, last = start_step_range(chosen, settings)
+    if not is_integer(start_step) or not first <= start_step <= last:
+        kind = TypeError if not is_integer(start_step) else ValueError
+        shown = repr(start_step) if kind is ValueError else describe(start_step)
+        raise kind(
+            f"{name}.reset() option 'start_step' {shown} is not a start of snippet {chosen.id}: "
+            f"choose a clip step from {first} to {last} (a start leaves min_steps={settings.min_steps} steps "
+            f"before the snippet's last trackable step, {chosen.end - settings.max_ref_step}, with "
+            f"ref_steps={settings.ref_steps})."
+        )
+    return index, int(start_step)
 
 
 def reference_source(clip_set: ClipSet, mocap_path: str | Path | None, expected_digest: str | None = None) -> dict:

@@ -16,12 +16,11 @@ from mocapact_envs.envs.dm_control_adapter import (
     SerializableEnv,
     action_space_from_spec,
     check_act_noise,
-    check_reset_options,
     invalid_action_error,
     observation_space_from_spec,
 )
 from mocapact_envs.envs.factory import check_num_envs
-from mocapact_envs.envs.tracking import reference_source
+from mocapact_envs.envs.tracking import episode_choice, reference_source
 from mocapact_envs.tasks.checks import check_integer
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 from mocapact_envs.tasks.observables import resolve_observables
@@ -72,8 +71,9 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
 
     Version history:
         * v0: as :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` v0; ``step()`` before ``reset()`` or
-          after a step that raised raises ``RuntimeError``, NaN actions name their worlds, and ``reset()`` options
-          other than ``reset_mask`` are refused by name.
+          after a step that raised raises ``RuntimeError``, NaN actions name their worlds, ``reset()`` options
+          other than ``reset_mask``, ``snippet`` and ``start_step`` are refused by name; ``info["snippet_index"]``
+          (int64) instead of the strings of ``info["snippet_id"]``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -155,8 +155,10 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Resets every world, or those of ``options["reset_mask"]`` (a boolean array)."""
-        check_reset_options(self, options, valid=("reset_mask",))
+        """Resets every world, or those of ``options["reset_mask"]`` (a boolean array); ``options["snippet"]`` and
+        ``options["start_step"]`` choose the episode of every world reset, as
+        :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv`'s reset options do."""
+        choice = episode_choice(self, self.clip_set, self.settings, options, other_options=("reset_mask",))
         super().reset(seed=seed if isinstance(seed, int) else None)
         if seed is not None:
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
@@ -170,7 +172,7 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         if mask.shape != (self.num_envs,) or mask.dtype != bool:
             raise ValueError(f"options['reset_mask'] must be a boolean array of shape ({self.num_envs},).")
         worlds = np.flatnonzero(mask)
-        self._worlds.reset(worlds)
+        self._worlds.reset(worlds, *choice)
         observation, _, error = self._worlds.evaluate(with_reward=False)
         self._tracking_error[worlds] = error[worlds]
         self._start_time_in_clip[worlds] = self._worlds.time_in_clip()[worlds]

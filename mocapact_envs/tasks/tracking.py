@@ -80,6 +80,29 @@ def build_tracking_environment(
     return composer.Environment(task=task, random_state=seed, strip_singleton_obs_buffer_dim=True)
 
 
+def episode_starts(
+    task, snippet_index: int | None = None, start_step: int | None = None
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The starts a reset draws from, ``(snippet index, clip step)`` pairs, and their probabilities.
+
+    ``task`` is dm_control's ``MultiClipMocapTracking`` (its ``_possible_starts`` and ``_start_probabilities``).
+    With neither argument: the task's own starts. With ``snippet_index``: that snippet's starts (its start alone
+    when the task has none of it, as with too short a snippet for random starts). With ``start_step`` as well:
+    that one start. A reset still draws from them, so every choice uses the random state alike on both backends.
+    The arguments are checked by the environment (:func:`~mocapact_envs.envs.tracking.episode_choice`).
+    """
+    starts, probabilities = task._possible_starts, np.asarray(task._start_probabilities, np.float64)
+    if snippet_index is None:
+        return list(starts), probabilities
+    if start_step is not None:
+        return [(snippet_index, int(start_step))], np.ones(1)
+    chosen = [i for i, (clip, _) in enumerate(starts) if clip == snippet_index]
+    if not chosen:
+        return [(snippet_index, int(task._dataset.start_steps[snippet_index]))], np.ones(1)
+    weights = probabilities[chosen]
+    return [starts[i] for i in chosen], weights / weights.sum()
+
+
 class ComposerTrackingBackend:
     """The tracking task as dm_control's composer runs it (``MultiClipMocapTracking``): the reference
     :class:`~mocapact_envs.tasks.tracking_backend.TrackingBackend`.
@@ -127,8 +150,17 @@ class ComposerTrackingBackend:
     def control_timestep(self) -> float:
         return self.environment.control_timestep()
 
-    def reset(self) -> dict[str, np.ndarray]:
-        return self._observation(self.environment.reset().observation)
+    def reset(self, snippet_index: int | None = None, start_step: int | None = None) -> dict[str, np.ndarray]:
+        if snippet_index is None:
+            return self._observation(self.environment.reset().observation)
+        # The task draws its start from these lists (in initialize_episode_mjcf): one snippet's, for this reset.
+        task = self._task
+        saved = task._possible_starts, task._start_probabilities
+        task._possible_starts, task._start_probabilities = episode_starts(task, snippet_index, start_step)
+        try:
+            return self._observation(self.environment.reset().observation)
+        finally:
+            task._possible_starts, task._start_probabilities = saved
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool]:
         timestep = self.environment.step(action)

@@ -41,8 +41,12 @@ class TrackingBackend(Protocol):
     def control_timestep(self) -> float:
         """Seconds per step."""
 
-    def reset(self) -> Observation:
-        """Starts an episode (a start drawn from ``random_state``, the walker set to the reference there)."""
+    def reset(self, snippet_index: int | None = None, start_step: int | None = None) -> Observation:
+        """Starts an episode (a start drawn from ``random_state``, the walker set to the reference there).
+
+        ``snippet_index`` draws the start in that snippet only; ``start_step`` (a clip step) fixes it as well
+        (:func:`~mocapact_envs.tasks.tracking.episode_starts`: the draw is made all the same). Both are checked by
+        the environment."""
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool]:
         """One step of the running episode with ``action`` (float64, already clipped): observation, reward,

@@ -21,7 +21,7 @@ from mocapact_envs.tasks.fast_tracking.features import (
 )
 from mocapact_envs.tasks.fast_tracking.observations import FUTURE_REFERENCE, WALKER_OBSERVABLES, ObservationLayout
 from mocapact_envs.tasks.fast_tracking.rewards import TrackingReward
-from mocapact_envs.tasks.tracking import build_tracking_environment
+from mocapact_envs.tasks.tracking import build_tracking_environment, episode_starts
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 
@@ -187,17 +187,29 @@ class TrackingWorlds:
 
     # -- episodes -----------------------------------------------------------------------------
 
-    def reset(self, worlds: Sequence[int]) -> None:
+    def reset(self, worlds: Sequence[int], snippet_index: int | None = None, start_step: int | None = None) -> None:
         """Starts a new episode in each of ``worlds``: a start drawn from its random state as
-        ``MultiClipMocapTracking`` draws it, the walker set exactly to the reference pose there."""
+        ``MultiClipMocapTracking`` draws it, the walker set exactly to the reference pose there.
+
+        ``snippet_index`` draws the start from that snippet's only, ``start_step`` (a clip step) too fixes it
+        (:func:`~mocapact_envs.tasks.tracking.episode_starts`; the draw is made all the same, as dm_control's task
+        makes it); either skips the handover starts of :meth:`set_start_states`."""
         model, layout = self.model, self.layout
         qpos_columns, qvel_columns = self._qpos_columns, self._qvel_columns
+        start_cdf, start_clip, start_step_of = self._start_cdf, self._start_clip, self._start_step
+        chosen = snippet_index is not None
+        if chosen:
+            starts, probabilities = episode_starts(self.dm_env.task, snippet_index, start_step)
+            start_clip, start_step_of = np.array([c for c, _ in starts]), np.array([t for _, t in starts])
+            start_cdf = np.cumsum(probabilities, dtype=np.float64)
+            start_cdf /= start_cdf[-1]
         for world in worlds:
-            index = self._start_cdf.searchsorted(self.random_states[world].random_sample(), side="right")
-            clip_index = int(self._start_clip[index])
+            index = start_cdf.searchsorted(self.random_states[world].random_sample(), side="right")
+            clip_index = int(start_clip[index])
             snippet = self._snippet(clip_index)
-            time_step = int(self._start_step[index]) - self._dataset.start_steps[clip_index]
-            if not self._random_start[world]:  # The draw still chose the snippet, and the stream stays the same.
+            time_step = int(start_step_of[index]) - self._dataset.start_steps[clip_index]
+            # The draw still chose the snippet, and the stream stays the same.
+            if not self._random_start[world] and start_step is None:
                 time_step = 0
             self.clip_index[world] = clip_index
             self.time_step[world] = time_step
@@ -208,7 +220,7 @@ class TrackingWorlds:
             row = snippet.table[time_step]
             data, fields = self.datas[world], self.data_fields[world]
             mujoco.mj_resetData(model, data)
-            handover = self._start_states is not None and self._random_start[world]
+            handover = self._start_states is not None and self._random_start[world] and not chosen
             if handover and self.random_states[world].random_sample() < self._start_probability:
                 # A state another policy reached at this step (a relay's previous window), instead of the reference.
                 pick = self.random_states[world].randint(len(self._start_states))
