@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def check_run(run_dir: Path, task: str, low_level: bool) -> None:
         assert config["env"]["env_kwargs"] == {"episode_steps": EPISODE_STEPS}
         assert (config["env"]["low_level_policy"] is not None) == low_level
         assert (run_dir / kind / "low_level_policy" / "config.json").is_file() == low_level
-        assert (run_dir / kind / "policy.safetensors").is_file() and (run_dir / kind / "vec_normalize.json").is_file()
+        assert (run_dir / kind / "model.safetensors").is_file() and (run_dir / kind / "vec_normalize.json").is_file()
         assert not list((run_dir / kind).glob("*.pkl")) and not list((run_dir / kind).glob("*.zip"))
     assert config["action_space"]["shape"] == [20 if low_level else 56]
     expected_std = 2.5 if low_level else 0.5  # MoCapAct's initial action std
@@ -146,6 +147,16 @@ def test_velocity_control_train_evaluate_and_reload(tmp_path, decoder_dir):
     assert loaded_actions.shape == (12, 20)
     np.testing.assert_array_equal(loaded_actions, sb3_actions)
     assert np.abs(np.diff(loaded_actions, axis=0)).max() > 0, "actions depend on the observation"
+
+    # A folder saved before the one policy-folder convention kept its weights in policy.safetensors: it still loads.
+    legacy = tmp_path / "legacy_policy"
+    shutil.copytree(low_level / "final_policy", legacy)
+    (legacy / "model.safetensors").rename(legacy / "policy.safetensors")
+    observation, _ = load_task_policy(legacy).make_env().reset(seed=3)
+    np.testing.assert_array_equal(
+        load_task_policy(legacy).predict(observation)[0],
+        load_task_policy(low_level / "final_policy").predict(observation)[0],
+    )
 
 
 def sb3_and_loaded_actions(run_dir: Path, steps: int = 12) -> tuple[np.ndarray, np.ndarray]:

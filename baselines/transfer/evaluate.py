@@ -7,7 +7,7 @@
     .venv/bin/python baselines/transfer/evaluate.py --compare runs/transfer/go_to_target_ll_ppo_seed0 \
         runs/transfer/go_to_target_raw_ppo_seed0 --labels "low-level policy" "raw actions" --plot gtt.png
 
-``--policy`` is a saved policy directory (``config.json`` + ``policy.safetensors``) or a
+``--policy`` is a saved policy directory (``config.json`` + ``model.safetensors``) or a
 run directory, whose ``best_policy`` is used. The policy is loaded without pickles
 (``mocapact_envs.training.transfer.load_task_policy``) and runs on the environment it
 was trained on, with its own copy of the low-level policy.

@@ -21,7 +21,7 @@ A saved policy directory holds:
 * ``config.json``: format name and version, the algorithm, the policy class and its
   keyword arguments, the observation and action spaces the policy was built with,
   the environment (id, keyword arguments, low-level policy) and free-form metadata;
-* ``policy.safetensors``: ``model.policy.state_dict()``;
+* ``model.safetensors``: ``model.policy.state_dict()`` (``policy.safetensors`` in folders saved before 0.2);
 * ``vec_normalize.safetensors`` and ``vec_normalize.json`` when observations were normalised;
 * ``low_level_policy/``: the decoder the policy acts through, when it has one.
 
@@ -46,6 +46,7 @@ from gymnasium import spaces
 
 from mocapact_envs.files import read_tensors, write_json, write_tensors
 from mocapact_envs.policies.low_level import ACTIVATIONS, check_activation
+from mocapact_envs.policies.saving import CONFIG_FILE, WEIGHTS_FILE
 from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
 from mocapact_envs.training.run_folder import TENSORBOARD_DIR
 
@@ -65,7 +66,9 @@ VEC_ENV_KINDS = ("subproc", "dummy")
 
 FORMAT_NAME = "mocapact_envs.task_policy"
 FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE, LOW_LEVEL_DIR = "config.json", "policy.safetensors", "low_level_policy"
+LOW_LEVEL_DIR = "low_level_policy"
+#: Where policies saved before the package's one policy-folder convention (``model.safetensors``) kept their weights.
+LEGACY_WEIGHTS_FILE = "policy.safetensors"
 VEC_NORMALIZE_TENSORS, VEC_NORMALIZE_SETTINGS = "vec_normalize.safetensors", "vec_normalize.json"
 
 
@@ -483,6 +486,8 @@ def load_task_policy(directory: str | Path, device: str | torch.device = "cpu") 
     directory = Path(directory)
     config = read_task_policy_config(directory)
     weights = directory / WEIGHTS_FILE
+    if not weights.is_file() and (directory / LEGACY_WEIGHTS_FILE).is_file():
+        weights = directory / LEGACY_WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{directory} lacks {WEIGHTS_FILE}; the policy was not saved completely.")
     cls = policy_class(config["algo"])
