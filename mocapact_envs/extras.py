@@ -3,7 +3,8 @@
 The base install (``pip install mocapact-envs``) runs every environment without torch: gymnasium,
 dm_control, MuJoCo, numpy and h5py. What builds on networks or other libraries comes with an extra:
 
-* ``[train]``: torch, stable-baselines3, sb3-contrib, tyro, TensorBoard, matplotlib and safetensors:
+* ``[video]``: imageio and its ffmpeg: mp4 videos of episodes (:func:`mocapact_envs.evaluation.video.write_video`);
+* ``[train]``: ``[video]``, torch, stable-baselines3, sb3-contrib, tyro, TensorBoard, matplotlib and safetensors:
   loading and training experts, decoders (``low_level_policy=``), distillation, GPT, transfer
   training, rollout collection, the trainers in ``baselines/``, motion completion's prompt expert;
 * ``[ray]``: ``[train]`` and Ray Tune: expert sweeps and collection on a Ray cluster;
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 
 #: The top-level modules each extra installs (``pyproject.toml``'s ``[project.optional-dependencies]``).
 EXTRA_OF_MODULE = {
+    "imageio": "video",
+    "imageio_ffmpeg": "video",
     "torch": "train",
     "stable_baselines3": "train",
     "sb3_contrib": "train",
