@@ -210,6 +210,11 @@ def test_wheel_install_loads_shipped_models_by_name_and_runs_the_trainers(projec
             [venv / "bin" / "mocapact-collect", "zoo", "--output-dir", tmp_path / "rollouts"],
             **outside_checkout(tmp_path, **mocap),
         )
+        one_rollout_each = ["--n-start-rollouts", "1", "--n-rsi-rollouts", "1"]
+        shipped = subprocess.run(
+            [venv / "bin" / "mocapact-collect", "pretrained", "--output-dir", tmp_path / "shipped", *one_rollout_each],
+            **outside_checkout(tmp_path, **mocap),
+        )
         print(f"full venv {size_mb(venv):.0f} MB, {len(locked)} distributions, ready in {ready:.1f} s")
     site = report["prefix"]
     assert all(report[key].startswith(site) for key in ("package", "baselines", "expert_path")), report
@@ -224,3 +229,4 @@ def test_wheel_install_loads_shipped_models_by_name_and_runs_the_trainers(projec
         assert result.returncode == 0 and "usage:" in result.stdout, (name, result.stdout + result.stderr)
     assert "usage: mocapact-train-expert" in helps[str(venv / "bin" / "mocapact-train-expert")].stdout
     assert collect.returncode == 2 and "MOCAPACT_ZOO is not set" in " ".join((collect.stdout + collect.stderr).split())
+    assert shipped.returncode == 0 and (tmp_path / "shipped" / "CMU_016_22.hdf5").is_file(), shipped.stderr

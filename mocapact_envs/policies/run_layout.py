@@ -143,12 +143,12 @@ def zoo_root(path: str | Path | None = None) -> Path:
 
 
 def expert_folder_argument(path: str | Path) -> Path:
-    """An expert-folder argument as given; ``"pretrained"``: the shipped experts; ``"zoo"`` where no such
-    folder exists: the project's zoo (:func:`zoo_root`)."""
-    if isinstance(path, str) and path == PRETRAINED:
-        return SHIPPED_EXPERTS
+    """An expert-folder argument (a command line's) as given, but where no such folder exists ``"pretrained"``
+    is the shipped experts and ``"zoo"`` the project's zoo (:func:`zoo_root`)."""
     path = Path(path)
-    return zoo_root() if not path.exists() and str(path) == "zoo" else path
+    if path.exists() or str(path) not in (PRETRAINED, "zoo"):
+        return path
+    return SHIPPED_EXPERTS if str(path) == PRETRAINED else zoo_root()
 
 
 def experts_folder(path: str | Path | None = None) -> Path:
