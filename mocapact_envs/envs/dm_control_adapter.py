@@ -20,12 +20,16 @@ from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import EzPickle
 
+from mocapact_envs.envs.viewer import HumanViewer, check_display
 from mocapact_envs.policies.saving import SavedInDirectory
 from mocapact_envs.tasks.checks import check_integer, check_non_negative, describe
 from mocapact_envs.tasks.dm_env_steps import episode_end_flags, flat_observation
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, render_fps
 
 DEFAULT_CAMERA = "walker/side"
+#: What ``render_mode`` may be, as Gymnasium's MuJoCo environments offer them: MuJoCo's viewer window, an RGB
+#: image (height, width, 3) of uint8 and a depth image (height, width) of float32 metres from the camera.
+RENDER_MODES = ("human", "rgb_array", "depth_array")
 
 
 class SerializableEnv(EzPickle):
@@ -107,9 +111,24 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ``step`` before the first ``reset`` or after an episode has ended raises ``RuntimeError``; an
     action with NaN entries raises ``ValueError`` naming them and ends the episode.
+
+    Rendering (``render_mode``), as Gymnasium's MuJoCo environments render:
+
+    * ``"rgb_array"``: ``render()`` returns the camera's image, ``(height, width, 3)`` uint8.
+    * ``"depth_array"``: ``render()`` returns the camera's depth image, ``(height, width)`` float32, in metres
+      from the camera (dm_control's ``physics.render(depth=True)``; far planes and the sky read as the
+      camera's far clipping distance).
+    * ``"human"``: MuJoCo's viewer window (``mujoco.viewer``'s passive viewer, :mod:`mocapact_envs.envs.viewer`)
+      shows every reset and step, in real time, from the camera; ``render()`` returns ``None``. Without a
+      display the environment raises ``RuntimeError`` saying so when it is made.
+
+    Each image shows what the environment's scene holds, the tracking envs' reference ghost included.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(render_fps(TrackingSettings.control_timestep), 6)}
+    metadata = {
+        "render_modes": list(RENDER_MODES),
+        "render_fps": round(render_fps(TrackingSettings.control_timestep), 6),
+    }
 
     def __init__(
         self,
@@ -120,11 +139,16 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
         height: int = 480,
         camera: str | int = DEFAULT_CAMERA,
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; choose None or 'rgb_array'.")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; choose None or one of {', '.join(map(repr, RENDER_MODES))}."
+            )
         self.act_noise = check_act_noise(act_noise)
         for name, size in (("width", width), ("height", height)):
             check_integer(name, size, 1, "a positive number of pixels")
+        if render_mode == "human":  # before anything is built: no window, no environment
+            check_display(type(self).__name__)
+        self._viewer: HumanViewer | None = None
         self.render_mode = render_mode
         self.width, self.height, self.camera = width, height, camera
         self._dm_env = None
@@ -159,6 +183,8 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
         observation = self._start_episode()
         self._episode_over = False
         self._after_reset()
+        if self.render_mode == "human":
+            self.render()
         return observation, self._info()
 
     def step(self, action: np.ndarray):
@@ -174,6 +200,8 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise
             raise bad_action from error
         self._episode_over = terminated or truncated
+        if self.render_mode == "human":
+            self.render()
         return observation, float(reward), terminated, truncated, self._info()
 
     def _start_episode(self) -> dict[str, np.ndarray]:
@@ -204,13 +232,29 @@ class DmControlEnv(SerializableEnv, gym.Env[dict[str, np.ndarray], np.ndarray]):
         return np.minimum(np.maximum(action, self._action_low), self._action_high)
 
     def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        return self.physics.render(
-            height=self.height, width=self.width, camera_id=self.camera, scene_callback=self._scene_callback
-        )
+        """The camera's image for ``"rgb_array"`` and ``"depth_array"``; for ``"human"`` the viewer window shows
+        the current state (``None`` is returned, as without a render mode)."""
+        if self.render_mode in ("rgb_array", "depth_array"):
+            return self.physics.render(
+                height=self.height,
+                width=self.width,
+                camera_id=self.camera,
+                depth=self.render_mode == "depth_array",
+                scene_callback=self._scene_callback,
+            )
+        if self.render_mode == "human" and self._dm_env is not None:
+            if self._viewer is not None and not self._viewer.shows(self.physics):
+                self._viewer.close()  # a recompiled model: a window for the new one
+                self._viewer = None
+            if self._viewer is None:
+                self._viewer = HumanViewer(self.physics, self.camera, self.metadata["render_fps"], self._scene_callback)
+            self._viewer.render()
+        return None
 
     def close(self):
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
         if self._dm_env is not None:
             self._dm_env.close()
             self._dm_env = None

@@ -42,8 +42,9 @@ class MotionCompletionEnv(DmControlEnv):
         proprioception and body height, 206 dims: no reference). ``info
         ["prompt_observations"]`` holds, per key, the ``prompt_steps + 1``
         observations of the prompt (the last row is the returned observation): the
-        context a sequence model starts from. With ``render_mode="rgb_array"``,
-        ``info["prompt_frames"]`` holds the prompt's frames.
+        context a sequence model starts from. With ``render_mode="rgb_array"`` (or
+        ``"depth_array"``), ``info["prompt_frames"]`` holds the prompt's images; with ``"human"``
+        the viewer window shows the prompt as it is played.
 
     Reward:
         none (always 0).
@@ -89,7 +90,8 @@ class MotionCompletionEnv(DmControlEnv):
           ``metadata["reference_source"]``,
           pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments; ``info["prompt_snippet_id"]``
           (a string, which torchrl's batched ``GymEnv`` cannot batch) became ``prompt_snippet_start`` and
-          ``prompt_snippet_end``, the id ``env.prompt_snippet_id``.
+          ``prompt_snippet_end``, the id ``env.prompt_snippet_id``;
+          ``render_mode="human"`` (MuJoCo's viewer) and ``"depth_array"``.
     """
 
     def __init__(
@@ -202,14 +204,20 @@ class MotionCompletionEnv(DmControlEnv):
         self._start_step = self._clip_step()
         self._prompt_run = self._choose_prompt_run(clip_id, self._start_step)
         rows = [self._observation(timestep.observation)]
-        frames = [self.render()] if self.render_mode == "rgb_array" else []
+        frames = []  # the prompt's images; "human" shows it in the window instead (render() gives None)
+
+        def show() -> None:
+            frame = self.render() if self.render_mode is not None else None
+            if frame is not None:
+                frames.append(frame)
+
+        show()
         self._task.prompting = True
         try:
             for _ in range(self.prompt_steps):
                 timestep = self._dm_env.step(self.prompt_expert_action())
                 rows.append(self._observation(timestep.observation))
-                if frames:
-                    frames.append(self.render())
+                show()
         finally:
             self._task.prompting = False
         self._prompt = {key: np.stack([row[key] for row in rows]) for key in self.observable_keys}

@@ -100,7 +100,8 @@ class MocapTrackingEnv(DmControlEnv):
             those it lacks.
         strict: refuse snippets whose clip the AMC conversion could not make plausible (its quality
             report lists problems, e.g. broken steps inside the snippet); False tracks every clip.
-        render_mode: ``None`` or ``"rgb_array"`` (adds the reference ghost).
+        render_mode: ``None``, ``"rgb_array"``, ``"depth_array"`` or ``"human"`` (MuJoCo's viewer window; see
+            :class:`~mocapact_envs.envs.dm_control_adapter.DmControlEnv`); any of them adds the reference ghost.
         width, height, camera: the rendered image and the camera's name or id.
         backend: ``"fast"`` (the default: the same task stepped with the ``mujoco`` bindings and
             numpy, equal to dm_control step for step and several times faster) or
@@ -144,7 +145,8 @@ class MocapTrackingEnv(DmControlEnv):
           ``metadata["reference_source"]``, pickling and ``copy.deepcopy``, ``spec.to_json()`` with
           path arguments; ``reset(options={"snippet": ..., "start_step": ...})``; ``info["snippet_index"]`` (an
           ``int``) instead of ``info["snippet_id"]`` (a string, which torchrl's batched ``GymEnv`` cannot batch;
-          the id is ``env.snippet_id``).
+          the id is ``env.snippet_id``);
+          ``render_mode="human"`` (MuJoCo's viewer) and ``"depth_array"``.
     """
 
     def __init__(

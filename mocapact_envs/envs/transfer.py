@@ -60,7 +60,8 @@ class TransferEnv(DmControlEnv):
         physics_timestep: MuJoCo's step in seconds.
         control_timestep: seconds per environment step, a multiple of ``physics_timestep``;
             ``metadata["render_fps"]`` is one frame a step.
-        render_mode: ``None`` or ``"rgb_array"``.
+        render_mode: ``None``, ``"rgb_array"``, ``"depth_array"`` or ``"human"`` (MuJoCo's viewer window; see
+            :class:`~mocapact_envs.envs.dm_control_adapter.DmControlEnv`).
         width, height, camera: the rendered image and the camera's name or id.
     """
 
@@ -171,7 +172,8 @@ class GoToTargetEnv(TransferEnv):
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
           episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
           ``metadata["reference_source"]``,
-          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments;
+          ``render_mode="human"`` (MuJoCo's viewer) and ``"depth_array"``.
     """
 
     task_observables = (TARGET_OBSERVABLE,)
@@ -263,7 +265,8 @@ class VelocityControlEnv(TransferEnv):
           or stepped a new episode), NaN actions raise ``ValueError`` naming them and end the
           episode, bad arguments (and unknown ``reset()`` options) raise errors naming them,
           ``metadata["reference_source"]``,
-          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments.
+          pickling and ``copy.deepcopy``, ``spec.to_json()`` with path arguments;
+          ``render_mode="human"`` (MuJoCo's viewer) and ``"depth_array"``.
     """
 
     task_observables = TORSO_VELOCITY_OBSERVABLES + (VELOCITY_COMMAND_OBSERVABLE,)
