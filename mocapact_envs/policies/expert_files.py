@@ -188,9 +188,15 @@ class Expert:
         episode_start: Any = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
-        """Actions clipped to [-1, 1] for one observation (``(56,)``) or a batch (``(B, 56)``), and ``state``."""
+        """Actions clipped to [-1, 1] for one observation (``(56,)``) or a batch (``(B, 56)``), and ``state``.
+
+        ``observation`` is keyed as the environments key it (``"walker/joints_pos"``) or nested by key prefix, as
+        Minari's recovered environments give it (``{"walker": {"joints_pos": ...}}``)."""
         import torch
 
+        from mocapact_envs.tasks.observables import flat_keyed
+
+        observation = flat_keyed(observation)
         x, single = self._normalized(observation)
         offset = self.action_offset(observation)
         with torch.no_grad():
@@ -359,7 +365,11 @@ class SB3Expert:
         self.observation_keys = tuple(space.spaces) if hasattr(space, "spaces") else None
 
     def normalize(self, observation: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The observation's keys the model uses, normalised as ``VecNormalize`` did in training."""
+        """The observation's keys the model uses (flat or nested by key prefix), normalised as ``VecNormalize`` did
+        in training."""
+        from mocapact_envs.tasks.observables import flat_keyed
+
+        observation = flat_keyed(observation)
         observation = {k: np.asarray(observation[k], np.float32) for k in self.observation_keys}
         if self.vec_normalize is None:
             return observation

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mocapact_envs.policies.saving import SavedInDirectory
-from mocapact_envs.tasks.observables import BASE, flatten_observation
+from mocapact_envs.tasks.observables import BASE, flat_keyed, flatten_observation
 
 FORMAT_NAME = "mocapact_envs.low_level_policy"
 FORMAT_VERSION = 1
@@ -106,7 +106,8 @@ def check_config_observation_sizes(config) -> None:
 
 def flatten_checked(observation: Mapping[str, Any], config) -> np.ndarray:
     """``observation``'s keys concatenated in a policy config's order (``observation_keys``), after checking
-    each key's width (``observation_sizes``) and the total (``observation_size``)."""
+    each key's width (``observation_sizes``) and the total (``observation_size``); flat or nested by key prefix."""
+    observation = flat_keyed(observation)
     check_observation_widths(observation, config.observation_keys, config.observation_sizes)
     flat = flatten_observation(observation, config.observation_keys)
     if flat.shape[-1] != config.observation_size:

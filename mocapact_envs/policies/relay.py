@@ -33,6 +33,7 @@ import numpy as np
 
 from mocapact_envs.files import read_json, replace_atomically, replace_directory
 from mocapact_envs.mocap.ids import Snippet, parse_snippet
+from mocapact_envs.tasks.observables import flat_keyed
 from mocapact_envs.tasks.reference_actions import TIME_KEY
 
 RELAY_FORMAT_NAME = "mocapact-envs-relay-expert"
@@ -121,6 +122,7 @@ class RelayExpert:
 
     def _split(self, observation: Mapping[str, Any]):
         """Per acting window: its index, its rows of the batch and those rows' observation in its own time."""
+        observation = flat_keyed(observation)  # Minari's recovered envs nest it by key prefix
         batch = {k: np.asarray(observation[k]) for k in self.observation_keys}
         single = batch[self.observation_keys[0]].ndim == 1
         if single:

@@ -118,8 +118,27 @@ def resolve_observables(observables: str | Sequence[str], name: str = "observabl
     return tuple(sorted(set(keys)))
 
 
+def flat_keyed(observation: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``observation`` keyed as dm_control names observables (``"walker/joints_pos"``), whether it is already or
+    nested by key prefix (``{"walker": {"joints_pos": ...}}``), as Minari stores the rollouts and its recovered
+    environments observe (:mod:`mocapact_envs.datasets.nested_observation`). The arrays are not copied."""
+    if not any(isinstance(value, Mapping) for value in observation.values()):
+        return observation
+    flat: dict[str, Any] = {}
+    for key, value in observation.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}/{name}": item for name, item in flat_keyed(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def flatten_observation(observation: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray:
-    """Concatenates ``observation[key]`` in ``keys`` order: ``(D,)`` for one observation, ``(B, D)`` for a batch."""
+    """Concatenates ``observation[key]`` in ``keys`` order: ``(D,)`` for one observation, ``(B, D)`` for a batch.
+
+    ``observation`` may be nested by key prefix, as Minari's recovered environments give it (:func:`flat_keyed`).
+    """
+    observation = flat_keyed(observation)
     missing = [key for key in keys if key not in observation]
     if missing:
         raise KeyError(f"the observation lacks {missing}; it has {sorted(observation)}.")
