@@ -11,11 +11,17 @@ protocol. Experts land in ``<log-root>/<snippet>/<seed>/`` (MoCapAct's layout) a
 ``train.py`` writes them, plus ``final_evaluation.json``.
 
 Nothing is lost: a failed trial is retried from its last checkpoint (``--max-failures``),
-and a sweep that was stopped resumes when the same command runs again, without
-retraining the snippets that finished. At the end ``<storage>/<name>/results.md``,
-``results.json`` and ``results.png`` give every snippet's figures.
+unless its failure cannot change on a retry (train.py refused its settings, exit status 2, or
+the mocap data is missing where it ran): such a trial ends at once. Each trial's stderr is
+kept in ``trial_stderr.log`` in its folder of ``<storage>/<name>/``; a failed trial's reason
+and the end of that log are in the driver's output and the results table. A sweep that was
+stopped resumes when the same command runs again, without retraining the snippets that
+finished. At the end ``<storage>/<name>/results.md``, ``results.json`` and ``results.png``
+give every snippet's figures.
 
-Without ``--address`` Ray starts inside this process on this machine's cores.
+Without ``--address`` Ray starts inside this process on this machine's cores. With it, the
+trials get this process's mocap, rendering and cache settings and (``--ship-code``, the
+default) this checkout's ``mocapact_envs`` and ``train.py`` through Ray's ``runtime_env``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +58,24 @@ from mocapact_envs.training.flag_checks import (  # noqa: E402
 from mocapact_envs.training.ray_cluster import (  # noqa: E402
     check_cpus_per_trial,
     check_ray_address,
+    keep_loopback_addresses,
     local_cpus,
     own_ray_at_full_priority,
+    parse_env_settings,
+    stderr_to_file,
+    tail,
+    trial_env_vars,
 )
 from mocapact_envs.training.scripts import run_cli  # noqa: E402
 
 #: Written in the sweep's storage folder: what it trains, so a rerun can tell it is the same sweep.
 SWEEP_FILE = "sweep.json"
+#: In each trial's folder of the sweep's storage folder: the trial's stderr (train.py's included).
+TRIAL_STDERR_FILE = "trial_stderr.log"
+#: A dry run's stand-in for final_evaluation.json in each run folder (no expert is trained).
+DRY_RUN_FILE = "dry_run.json"
+#: train.py's exit status for settings or data it refuses: a retry would fail the same way.
+USAGE_ERROR = 2
 #: What a trial checkpoint carries of each run folder (no TensorBoard logs).
 CHECKPOINTED = (
     "checkpoint",
@@ -110,6 +128,16 @@ class Args:
     """snippet-start episodes of each expert's final evaluation (MoCapAct: 100)"""
     final_num_envs: int = 4
     """environments of the final evaluation"""
+    ship_code: bool = True
+    """with --address: send this checkout's mocapact_envs package and train.py to the cluster (Ray's runtime_env
+    py_modules), so a node needs only the same .venv; --no-ship-code: nodes import their own checkout, which must be
+    at this same path"""
+    trial_env: tuple[str, ...] = ()
+    """NAME=VALUE settings for the trials, over those sent from this shell (MOCAPACT_MOCAP_PATH, MOCAPACT_CACHE_DIR,
+    MUJOCO_GL, HF_HUB_OFFLINE, ...), e.g. MOCAPACT_MOCAP_PATH=/data/cmu-mocap where the nodes keep the clips"""
+    dry_run: bool = False
+    """plan, start Ray and run every trial, reports, checkpoints, table and resume included, without training: each
+    trial writes dry_run.json in its snippets' run folders (use a --log-root of its own); measures the driver's cost"""
     inject_failure_after: int | None = None
     """fault-tolerance drill: a trial's first attempt raises after this many evaluation reports"""
     trainer: train.Args = field(default_factory=lambda: train.Args(progress_bar=False))
@@ -130,8 +158,12 @@ def run_dir(args: Args, snippet_id: str) -> Path:
     return Path(args.log_root).resolve() / snippet_id / str(args.seed)
 
 
+def finished_file(args: Args, snippet_id: str) -> Path:
+    return run_dir(args, snippet_id) / (DRY_RUN_FILE if args.dry_run else FINAL_EVALUATION_FILE)
+
+
 def is_finished(args: Args, snippet_id: str) -> bool:
-    return (run_dir(args, snippet_id) / FINAL_EVALUATION_FILE).is_file()
+    return finished_file(args, snippet_id).is_file()
 
 
 def copy_run_state(source: Path, target: Path) -> None:
@@ -154,12 +186,49 @@ def checkpoint_step(run: Path) -> int:
     return int(torch.load(path, weights_only=True)["global_step"])
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """One Ray Tune trial: trains ``config["snippets"]`` together, then evaluates each expert."""
+def trial_folder() -> Path | None:
+    """This trial's folder in the sweep's storage (a local or shared file system), or None elsewhere."""
     from ray import tune
 
-    args: Args = config["args"]
-    snippet_ids: list[str] = config["snippets"]
+    try:
+        storage = tune.get_context().get_storage()
+        if storage.storage_filesystem.type_name == "local":
+            return Path(storage.trial_fs_path)
+    except (AttributeError, RuntimeError):  # another Ray version
+        pass
+    return None
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: trains ``config["snippets"]`` together, then evaluates each expert.
+
+    Its stderr goes to ``trial_stderr.log`` in the trial's folder meanwhile. A failure a retry cannot change
+    (train.py's usage error, missing mocap data) ends the trial with a ``failure`` report instead of an error, so
+    Tune does not retry it; any other error carries the end of that log to the driver.
+    """
+    from ray import tune
+
+    folder = trial_folder()
+    log = folder / TRIAL_STDERR_FILE if folder is not None else Path(tempfile.mkdtemp()) / TRIAL_STDERR_FILE
+    try:
+        with stderr_to_file(log):
+            failure = run_trial(config["args"], config["snippets"])
+    except MocapSourceError as error:
+        failure = f"the mocap data is missing where the trial ran: {error}"
+    except Exception as error:
+        ended = tail(log)
+        raise RuntimeError(f"{type(error).__name__}: {error}" + (f"\n{log} ends:\n{ended}" if ended else "")) from error
+    if failure is not None:
+        ended = tail(log)
+        tune.report(
+            {"snippet": config["snippets"][0], "failure": failure + (f"\n{log} ends:\n{ended}" if ended else "")}
+        )
+
+
+def run_trial(args: Args, snippet_ids: list[str]) -> str | None:
+    """Trains and evaluates ``snippet_ids``; the failure that a retry could not change, or None."""
+    from ray import tune
+
     runs = {s: run_dir(args, s) for s in snippet_ids}
     # Restore: a trial checkpoint newer than the run folder (another node wrote it, or the folder is gone) wins.
     restored = tune.get_checkpoint()
@@ -191,14 +260,34 @@ def train_trial(config: dict[str, Any]) -> None:
             raise RuntimeError(f"injected failure after {reports} evaluation reports (--inject-failure-after)")
 
     todo = [s for s in snippet_ids if not is_finished(args, s)]
+    if args.dry_run:
+        dry_run(args, todo, lambda k, record: report(snippet_ids.index(todo[k]), record))
+        return None
     if todo:
         trainer_args = dataclasses.replace(
             args.trainer, clips=tuple(todo), seed=args.seed, log_root=str(Path(args.log_root).resolve())
         )
         code = train.main(trainer_args, on_evaluation=lambda k, record: report(snippet_ids.index(todo[k]), record))
+        if code == USAGE_ERROR:
+            return f"train.py exited {code} for {todo}: it refused its settings or data"
         if code != 0:
             raise RuntimeError(f"train.py exited {code} for {todo}")
     final_evaluation(args, todo)
+    return None
+
+
+def dry_run(args: Args, snippet_ids: list[str], on_evaluation) -> None:
+    """What a trial does around its training, without it: one evaluation report (with a checkpoint) per snippet,
+    then dry_run.json in its run folder, shaped as final_evaluation.json with zero figures."""
+    zero = {"mean_norm_episode_length": 0.0, "mean_norm_episode_return": 0.0, "episodes": 0}
+    for k, snippet_id in enumerate(snippet_ids):
+        run = run_dir(args, snippet_id)
+        write_json(run / "evaluations.json", [{"global_step": 0, "training_minutes": 0.0}])
+        on_evaluation(k, {"global_step": 0, "training_minutes": 0.0, "eval_rsi": zero, "eval_start": zero})
+        write_json(
+            run / DRY_RUN_FILE,
+            {"snippet_id": snippet_id, "env_steps": 0, "training_minutes": 0.0, "eval_rsi": zero, "eval_start": zero},
+        )
 
 
 def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
@@ -227,10 +316,14 @@ def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
         )
 
 
-def results_table(args: Args, planned: list[PlannedSnippet]) -> list[dict[str, Any]]:
+def results_table(
+    args: Args, planned: list[PlannedSnippet], failures: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """A row per snippet; one that did not finish says why (``failures``: a failed trial's reason, by snippet)."""
+    failures = failures or {}
     rows = []
     for p in planned:
-        path = run_dir(args, p.snippet_id) / FINAL_EVALUATION_FILE
+        path = finished_file(args, p.snippet_id)
         row: dict[str, Any] = {"snippet": p.requested, "trained_on": p.snippet_id, "cropped": p.cropped}
         if path.is_file():
             final = json.loads(path.read_text())
@@ -240,10 +333,21 @@ def results_table(args: Args, planned: list[PlannedSnippet]) -> list[dict[str, A
                     row[f"{label}_norm_length"] = round(final[kind]["mean_norm_episode_length"], 3)
                     row[f"{label}_norm_return"] = round(final[kind]["mean_norm_episode_return"], 3)
                     row[f"{label}_episodes"] = final[kind]["episodes"]
+        elif p.snippet_id in failures:
+            row["missing"] = f"failed: {reason_line(failures[p.snippet_id])}"
+            row["failure"] = failures[p.snippet_id]
         else:
             row["missing"] = "not finished"
         rows.append(row)
     return rows
+
+
+def reason_line(failure: str) -> str:
+    """A failure's telling line for a table cell: the trial log's last ``error:`` line, else the first line."""
+    lines = [line.strip() for line in failure.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    line = errors[-1] if errors else lines[0] if lines else "unknown"
+    return line.replace("|", "/")[:300]
 
 
 def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -253,7 +357,10 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         name = row["snippet"] + (f" (cropped to {row['trained_on']})" if row["cropped"] else "")
-        cells = [name] + [str(row.get(c, row.get("missing", ""))) for c in columns[1:]]
+        if "missing" in row:
+            cells = [name, row["missing"]] + [""] * (len(columns) - 2)
+        else:
+            cells = [name] + [str(row.get(c, "")) for c in columns[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     done = [r for r in rows if "rsi_norm_length" in r]
     if done:
@@ -289,14 +396,63 @@ ARG_RULES: dict[str, FlagRule] = {
 }
 
 
+def on_cluster(args: Args) -> bool:
+    return args.address not in (None, "local")
+
+
+def trial_runtime_env(args: Args) -> dict[str, Any]:
+    """What every trial gets from this process (Ray's ``runtime_env``): a cluster's trials start from the
+    environment of their node's ``ray start``, not from this shell."""
+    env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", **trial_env_vars(parse_env_settings(args.trial_env, "--trial-env"))}
+    here = Path(__file__).resolve().parent
+    if on_cluster(args) and args.ship_code:
+        # The driver's own code, whatever checkout (if any) a node has: the package and the trainer beside this file.
+        import mocapact_envs
+
+        package = Path(mocapact_envs.__file__).resolve().parent
+        return {
+            "env_vars": env_vars,
+            "py_modules": [str(package), str(here / "train.py")],
+            "excludes": ["__pycache__", "*.pyc"],
+        }
+    # Trials import train.py from this folder and keep the working directory (relative paths stay valid).
+    env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)
+    return {"env_vars": env_vars}
+
+
+def trial_failures(results) -> dict[tuple[str, ...], tuple[str, bool]]:
+    """Each failed trial's snippets: its reason (with the end of its stderr log) and whether it was retried."""
+    failures = {}
+    for result in results:
+        group = tuple(result.config["snippets"])
+        if result.error is not None:
+            cause = getattr(result.error, "cause", None)
+            if isinstance(cause, BaseException):  # the trial raised: its message carries the end of its log
+                reason = str(cause) if type(cause) is RuntimeError else f"{type(cause).__name__}: {cause}"
+            else:  # the trial died without raising (its worker was killed, its node lost): what it wrote last
+                lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+                reason = " ".join(lines[:3]) or type(result.error).__name__
+                log = Path(result.path) / TRIAL_STDERR_FILE if result.path else None
+                ended = tail(log) if log is not None else ""
+                if ended:
+                    reason += f"\n{log} ends:\n{ended}"
+            failures[group] = (reason, True)
+        elif result.metrics and result.metrics.get("failure"):
+            failures[group] = (result.metrics["failure"], False)
+    return failures
+
+
 def main(args: Args) -> int:
+    began = time.perf_counter()
     try:
         check_flags(args, ARG_RULES)
         if args.final_rsi_episodes + args.final_start_episodes == 0:
             raise ValueError("--final-rsi-episodes and --final-start-episodes are both 0: nothing would evaluate.")
-        if args.address in (None, "local"):
+        parse_env_settings(args.trial_env, "--trial-env")
+        if not on_cluster(args):
             check_cpus_per_trial(args.cpus_per_trial, local_cpus(), "this machine")
         else:
+            keep_loopback_addresses(args.address)  # before Ray is imported: 127.0.0.1 stays 127.0.0.1
             check_ray_address(args.address)
         planned = plan_snippets(read_snippet_ids(args), crop=args.crop_uncovered)
         if args.skip_zoo:
@@ -318,11 +474,10 @@ def main(args: Args) -> int:
     todo = [s for s in snippet_ids if s not in finished]
     groups = [todo[i : i + args.experts_per_trial] for i in range(0, len(todo), args.experts_per_trial)]
     print(f"{len(snippet_ids)} snippets: {len(finished)} finished, {len(todo)} to train in {len(groups)} trials.")
+    planned_at = time.perf_counter()
+    failures: dict[tuple[str, ...], tuple[str, bool]] = {}
 
     if groups:
-        # Trials import train.py from this folder, and keep the working directory (relative paths stay valid).
-        here = str(Path(__file__).resolve().parent)
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
         own_ray_at_full_priority(args.address)
         try:
@@ -331,17 +486,21 @@ def main(args: Args) -> int:
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"], "RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+                runtime_env=trial_runtime_env(args),
             )
         except ConnectionError as error:
             print(f"error: Ray could not connect to --address {args.address}: {error}", file=sys.stderr)
             return 2
         try:
-            if args.address not in (None, "local"):
+            if on_cluster(args):
                 # A trial's CPUs must fit on one node, or Ray leaves it PENDING forever.
                 nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
                 try:
-                    check_cpus_per_trial(args.cpus_per_trial, max(nodes, default=0), "the cluster's largest node")
+                    check_cpus_per_trial(
+                        args.cpus_per_trial,
+                        max(nodes, default=0),
+                        f"the cluster's largest node ({len(nodes)} nodes, {sum(nodes):g} CPUs in all)",
+                    )
                 except ValueError as error:
                     print(f"error: {error}", file=sys.stderr)
                     return 2
@@ -352,14 +511,19 @@ def main(args: Args) -> int:
             previous = (
                 json.loads((sweep_folder / SWEEP_FILE).read_text()) if (sweep_folder / SWEEP_FILE).is_file() else None
             )
-            if previous is not None and previous["groups"] == groups and tune.Tuner.can_restore(str(sweep_folder)):
+            if (
+                previous is not None
+                and previous["groups"] == groups
+                and not previous.get("completed")
+                and tune.Tuner.can_restore(str(sweep_folder))
+            ):
                 # The same sweep, stopped part-way: Tune resumes its unfinished and failed trials.
                 print(f"resuming the sweep in {sweep_folder}")
                 tuner = tune.Tuner.restore(str(sweep_folder), trainable, resume_errored=True, param_space=param_space)
             else:
                 if previous is not None:
-                    # Other trials than last time (some finished, the list changed): a fresh Tune experiment;
-                    # the experts' own checkpoints still resume each snippet where it stopped.
+                    # Other trials than last time (some finished, the list changed), or a sweep that ran to its
+                    # end: a fresh Tune experiment; the experts' own checkpoints still resume each snippet.
                     shutil.rmtree(sweep_folder, ignore_errors=True)
                 tuner = tune.Tuner(
                     trainable,
@@ -373,22 +537,34 @@ def main(args: Args) -> int:
                         verbose=1,
                     ),
                 )
-                sweep_folder.mkdir(parents=True, exist_ok=True)
-                write_json(sweep_folder / SWEEP_FILE, {"groups": groups, "seed": args.seed, "log_root": args.log_root})
+            sweep_folder.mkdir(parents=True, exist_ok=True)
+            state = {"groups": groups, "seed": args.seed, "log_root": args.log_root, "completed": False}
+            write_json(sweep_folder / SWEEP_FILE, state)
             results = tuner.fit()
-            errors = [str(r.error) for r in results if r.error is not None]
+            failures = trial_failures(results)
+            if results.num_terminated + results.num_errors == len(results):
+                write_json(sweep_folder / SWEEP_FILE, {**state, "completed": True})
         finally:
             ray.shutdown()
-        if errors:
-            print(f"{len(errors)} trial(s) failed after {args.max_failures} retries:", file=sys.stderr)
-            for error in errors:
-                print(f"  {error.strip().splitlines()[-1] if error.strip() else error}", file=sys.stderr)
+        if failures:
+            print(f"{len(failures)} trial(s) failed:", file=sys.stderr)
+            for group, (reason, retried) in failures.items():
+                how = f"after {args.max_failures} retries" if retried else "not retried: a retry cannot change it"
+                print(f"  {' '.join(group)} ({how}): " + reason.replace("\n", "\n    "), file=sys.stderr)
+    trained_at = time.perf_counter()
 
     sweep_folder.mkdir(parents=True, exist_ok=True)
-    rows = results_table(args, planned)
+    by_snippet = {s: reason for group, (reason, _) in failures.items() for s in group}
+    rows = results_table(args, planned, by_snippet)
     write_results(sweep_folder, rows)
     print((sweep_folder / "results.md").read_text())
     print(f"results: {sweep_folder / 'results.md'}, results.json, results.png")
+    print(
+        f"driver: {planned_at - began:.1f} s planning {len(snippet_ids)} snippets, {trained_at - planned_at:.1f} s "
+        f"for {len(groups)} trials, {time.perf_counter() - trained_at:.1f} s writing the table; "
+        f"{time.process_time():.1f} CPU seconds in this process"
+        + (" (dry run: nothing was trained)" if args.dry_run else "")
+    )
     return 0 if all("missing" not in r for r in rows) else 1
 
 
