@@ -13,7 +13,7 @@ import torch
 
 from mocapact_envs.evaluation.locomotion import MOTION_METRICS, motion_metrics, root_planar_pose, summarize_motion
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
-from mocapact_envs.wrappers.low_level import prior_latents
+from mocapact_envs.wrappers.latent_actions import prior_latents
 
 SURVEY = Path(__file__).resolve().parents[1] / "baselines" / "transfer" / "decoder_survey.py"
 KINDS = ("iid", "ar1", "constant", "raw_noise", "raw_zero")

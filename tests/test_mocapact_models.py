@@ -31,7 +31,7 @@ from mocapact_envs.policies.mocapact_checkpoints import (
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 from mocapact_envs.tools.convert_models import main, sb3_policy_from_mocapact
 from mocapact_envs.tools.download import main as download_main
-from mocapact_envs.training.transfer import load_task_policy
+from mocapact_envs.training.task_policies import load_task_policy
 
 FIXTURES = Path(__file__).parent / "data" / "mocapact"
 TOLERANCE = 1e-5

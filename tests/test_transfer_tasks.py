@@ -14,7 +14,7 @@ from mocapact_envs.mocap.source import MocapSourceError
 from mocapact_envs.policies import low_level
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig, as_low_level_policy
 from mocapact_envs.tasks.observables import BASE, CMU_HUMANOID
-from mocapact_envs.wrappers.low_level import LowLevelActionWrapper
+from mocapact_envs.wrappers.latent_actions import LowLevelActionWrapper
 
 TASK_IDS = ("mocapact/GoToTarget-v0", "mocapact/VelocityControl-v0")
 OBSERVATION_SIZES = {"mocapact/GoToTarget-v0": 227, "mocapact/VelocityControl-v0": 230}

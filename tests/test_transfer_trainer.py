@@ -15,7 +15,7 @@ import tyro
 
 from mocapact_envs.policies.low_level import LowLevelPolicy, LowLevelPolicyConfig
 from mocapact_envs.training.run_folder import load_checkpoint
-from mocapact_envs.training.transfer import (
+from mocapact_envs.training.task_policies import (
     load_task_policy,
     make_transfer_vec_env,
     read_learning_curve,

@@ -55,7 +55,7 @@ from mocapact_envs.evaluation.plotting import save_figure, subplots
 from mocapact_envs.files import write_json
 from mocapact_envs.policies.low_level import as_low_level_policy, low_level_policy_path
 from mocapact_envs.training.scripts import run_cli, seed_everything
-from mocapact_envs.wrappers.low_level import LowLevelActionWrapper, prior_latents
+from mocapact_envs.wrappers.latent_actions import LowLevelActionWrapper, prior_latents
 
 Kind = Literal["iid", "ar1", "constant", "raw_noise", "raw_zero"]
 #: Every kind of action sequence, in table order, with what it is.

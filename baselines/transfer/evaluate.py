@@ -9,7 +9,7 @@
 
 ``--policy`` is a saved policy directory (``config.json`` + ``model.safetensors``) or a
 run directory, whose ``best_policy`` is used. The policy is loaded without pickles
-(``mocapact_envs.training.transfer.load_task_policy``) and runs on the environment it
+(``mocapact_envs.training.task_policies.load_task_policy``) and runs on the environment it
 was trained on, with its own copy of the low-level policy.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from mocapact_envs.evaluation.plotting import save_figure, subplots
 from mocapact_envs.files import write_json
 from mocapact_envs.training.scripts import run_cli
-from mocapact_envs.training.transfer import load_task_policy, read_learning_curve, run_task_episodes
+from mocapact_envs.training.task_policies import load_task_policy, read_learning_curve, run_task_episodes
 
 
 @dataclass

@@ -12,7 +12,7 @@ Writes ``<run-dir>`` (default ``runs/transfer/<task>_<ll|raw>_<algo>_seed<seed>`
 
 * ``best_policy/`` and ``final_policy/``: pickle-free policies (safetensors + JSON,
   with the VecNormalize statistics and a copy of the decoder); load with
-  ``mocapact_envs.training.transfer.load_task_policy``; evaluate with ``evaluate.py``;
+  ``mocapact_envs.training.task_policies.load_task_policy``; evaluate with ``evaluate.py``;
 * ``checkpoint/state.pt``: the resume checkpoint, tensors and plain values only (the networks',
   optimizers' and entropy coefficient's state dicts, SB3's counters, the VecNormalize statistics,
   the trainer's counters and arguments; not SB3's zip, whose pickles can run code), the run folder of
@@ -58,7 +58,7 @@ from mocapact_envs.training.run_folder import (
     save_checkpoint,
 )
 from mocapact_envs.training.scripts import apply_preset, run_cli, show_presets_in_help
-from mocapact_envs.training.transfer import (
+from mocapact_envs.training.task_policies import (
     EVAL_LENGTH_TAG,
     EVAL_MINUTES_TAG,
     EVAL_RETURN_TAG,

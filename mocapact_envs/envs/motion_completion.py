@@ -14,9 +14,9 @@ from mocapact_envs.envs.tracking import reference_source
 from mocapact_envs.extras import require_extra
 from mocapact_envs.mocap.source import ClipSet
 from mocapact_envs.tasks.checks import check_arena_size, check_integer
+from mocapact_envs.tasks.composer_tracking import build_tracking_environment
 from mocapact_envs.tasks.motion_completion import MotionCompletion
 from mocapact_envs.tasks.observables import TIME_INDEX, flatten_observation, resolve_observables
-from mocapact_envs.tasks.tracking import build_tracking_environment
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
 
 # MoCapAct's prompt: the expert drives this many steps before the policy under test.

@@ -12,9 +12,9 @@ from mocapact_envs.envs.dm_control_adapter import DEFAULT_CAMERA, DmControlEnv, 
 from mocapact_envs.mocap.ids import Snippet, suggest
 from mocapact_envs.mocap.source import MOCAP_PATH_ENV, ClipSet, MocapSourceError, get_source
 from mocapact_envs.tasks.checks import describe, is_integer
+from mocapact_envs.tasks.composer_tracking import ComposerTrackingBackend
 from mocapact_envs.tasks.fast_tracking.backend import FastTrackingBackend
 from mocapact_envs.tasks.observables import resolve_observables
-from mocapact_envs.tasks.tracking import ComposerTrackingBackend
 from mocapact_envs.tasks.tracking_backend import Observation, TrackingBackend
 from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
 

@@ -127,7 +127,7 @@ class GoToTargetEnv(TransferEnv):
         ``Box(-1, 1, (56,), float32)``: normalised actuator targets in the walker's
         (alphabetical) actuator order. ``act_noise > 0`` adds Gaussian noise of that
         standard deviation before clipping. Wrap with
-        :class:`~mocapact_envs.wrappers.low_level.LowLevelActionWrapper` (or pass
+        :class:`~mocapact_envs.wrappers.latent_actions.LowLevelActionWrapper` (or pass
         ``low_level_policy=`` to ``gym.make``; ``"pretrained"`` is the shipped decoder) to act through an
         NPMP decoder instead.
 
@@ -305,7 +305,7 @@ class VelocityControlEnv(TransferEnv):
 def _maybe_wrap(env: gym.Env, low_level_policy: LowLevelPolicy | str | Path | None, max_latent: float) -> gym.Env:
     if low_level_policy is None:
         return env
-    from mocapact_envs.wrappers.low_level import LowLevelActionWrapper
+    from mocapact_envs.wrappers.latent_actions import LowLevelActionWrapper
 
     return LowLevelActionWrapper(env, low_level_policy, max_latent=max_latent)
 

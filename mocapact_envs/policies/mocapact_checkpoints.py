@@ -13,7 +13,7 @@ no MoCapAct code, no class outside the list, never arbitrary code) and mapped on
 * ``GPTPolicy`` -> :class:`~mocapact_envs.policies.gpt.GPTPolicy`;
 * a transfer policy directory (``best_model.zip``, ``vecnormalize.pkl`` and, with a
   low-level policy, ``low_level_policy.ckpt``) -> the task-policy directory of
-  :mod:`mocapact_envs.training.transfer`, by :mod:`mocapact_envs.tools.convert_models` (which also
+  :mod:`mocapact_envs.training.task_policies`, by :mod:`mocapact_envs.tools.convert_models` (which also
   converts whole downloads: ``mocapact-convert-models``).
 
 Weights keep MoCapAct's numbers; observation statistics become the policies'

@@ -1,5 +1,5 @@
 """dm_env's observations and time steps as Gymnasium's, for the dm_control adapter (``envs/``) and the
-dm_control tracking backend (``tasks/tracking.py``), which both step dm_control environments."""
+dm_control tracking backend (``tasks/composer_tracking.py``), which both step dm_control environments."""
 
 from __future__ import annotations
 

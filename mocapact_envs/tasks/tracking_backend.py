@@ -1,6 +1,6 @@
 """The interface between :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` and the simulation behind it.
 
-Two backends implement :class:`TrackingBackend`: :class:`~mocapact_envs.tasks.tracking.ComposerTrackingBackend`
+Two backends implement :class:`TrackingBackend`: :class:`~mocapact_envs.tasks.composer_tracking.ComposerTrackingBackend`
 (dm_control's composer task, the reference) and
 :class:`~mocapact_envs.tasks.fast_tracking.backend.FastTrackingBackend` (the same task with the ``mujoco``
 bindings and numpy). The environment checks and applies actions, keeps track of whether an episode is
@@ -45,7 +45,7 @@ class TrackingBackend(Protocol):
         """Starts an episode (a start drawn from ``random_state``, the walker set to the reference there).
 
         ``snippet_index`` draws the start in that snippet only; ``start_step`` (a clip step) fixes it as well
-        (:func:`~mocapact_envs.tasks.tracking.episode_starts`: the draw is made all the same). Both are checked by
+        (:func:`~mocapact_envs.tasks.composer_tracking.episode_starts`: the draw is made all the same). Both are checked by
         the environment."""
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool]:

@@ -3,7 +3,7 @@
 :class:`~mocapact_envs.envs.tracking.MocapTrackingEnv` and
 :class:`~mocapact_envs.envs.tracking_vector.MocapTrackingVectorEnv` take these as typed constructor
 arguments (their defaults are the ones here) and build a :class:`TrackingSettings`; the task
-builders, :func:`~mocapact_envs.tasks.tracking.build_tracking_environment` and
+builders, :func:`~mocapact_envs.tasks.composer_tracking.build_tracking_environment` and
 :class:`~mocapact_envs.tasks.fast_tracking.worlds.TrackingWorlds`, take that object.
 """
 

@@ -3,7 +3,7 @@ folders) converted into this package's pickle-free formats.
 
 Multi-clip policies, GPTs and decoders convert by :mod:`mocapact_envs.policies.mocapact_checkpoints` (which
 reads MoCapAct's files with allow-list unpicklers); transfer-task policies, SB3 zips over a task environment,
-convert here into the task-policy directory of :mod:`mocapact_envs.training.transfer`.
+convert here into the task-policy directory of :mod:`mocapact_envs.training.task_policies`.
 
     mocapact-convert-models mocapact_data/ --output mocapact_data/converted
 """
@@ -36,7 +36,12 @@ from mocapact_envs.policies.mocapact_checkpoints import (
 )
 from mocapact_envs.policies.sb3_compat import ConcatKeysExtractor, load_vecnormalize, policy_kwargs_from_saved
 from mocapact_envs.tasks.tracking_settings import DEFAULT_MAX_LATENT
-from mocapact_envs.training.transfer import make_transfer_env, policy_class, policy_kwargs_from_json, save_task_policy
+from mocapact_envs.training.task_policies import (
+    make_transfer_env,
+    policy_class,
+    policy_kwargs_from_json,
+    save_task_policy,
+)
 
 
 def _net_arch(net_arch: Any, source: str) -> dict[str, list[int]]:
@@ -60,7 +65,7 @@ def _task_of(keys: Sequence[str], source: str) -> str:
 
 
 def _task_policy_kwargs(saved_kwargs: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The JSON ``policy_kwargs`` of :mod:`mocapact_envs.training.transfer` for MoCapAct's PPO policy."""
+    """The JSON ``policy_kwargs`` of :mod:`mocapact_envs.training.task_policies` for MoCapAct's PPO policy."""
     activation = activation_name(saved_kwargs.get("activation_fn", torch.nn.Tanh))
     if activation is None:
         raise ConversionError(f"{source}: activation {saved_kwargs.get('activation_fn')} has no counterpart.")

@@ -1,6 +1,6 @@
 """MoCapAct's tracking task stepped with the ``mujoco`` bindings and vectorised numpy: the fast backend.
 
-dm_control's ``MultiClipMocapTracking`` (:mod:`mocapact_envs.tasks.tracking`) spends most of a
+dm_control's ``MultiClipMocapTracking`` (:mod:`mocapact_envs.tasks.composer_tracking`) spends most of a
 step in Python (composer hooks, observable callables, bindings) and recompiles the MJCF model at
 every reset. :class:`~.worlds.TrackingWorlds` runs the same task on the ``mujoco.MjModel`` compiled by
 that environment, built once, for a batch of worlds sharing the model: reference features are

@@ -10,8 +10,8 @@ import mujoco
 import numpy as np
 
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.composer_tracking import GHOST_OFFSET
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
-from mocapact_envs.tasks.tracking import GHOST_OFFSET
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 

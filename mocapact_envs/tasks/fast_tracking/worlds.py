@@ -11,6 +11,7 @@ import mujoco
 import numpy as np
 
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.composer_tracking import build_tracking_environment, episode_starts
 from mocapact_envs.tasks.fast_tracking.features import (
     DATA_FIELDS,
     Frame,
@@ -21,7 +22,6 @@ from mocapact_envs.tasks.fast_tracking.features import (
 )
 from mocapact_envs.tasks.fast_tracking.observations import FUTURE_REFERENCE, WALKER_OBSERVABLES, ObservationLayout
 from mocapact_envs.tasks.fast_tracking.rewards import TrackingReward
-from mocapact_envs.tasks.tracking import build_tracking_environment, episode_starts
 from mocapact_envs.tasks.tracking_settings import TrackingSettings
 
 
@@ -192,7 +192,7 @@ class TrackingWorlds:
         ``MultiClipMocapTracking`` draws it, the walker set exactly to the reference pose there.
 
         ``snippet_index`` draws the start from that snippet's only, ``start_step`` (a clip step) too fixes it
-        (:func:`~mocapact_envs.tasks.tracking.episode_starts`; the draw is made all the same, as dm_control's task
+        (:func:`~mocapact_envs.tasks.composer_tracking.episode_starts`; the draw is made all the same, as dm_control's task
         makes it); either skips the handover starts of :meth:`set_start_states`."""
         model, layout = self.model, self.layout
         qpos_columns, qvel_columns = self._qpos_columns, self._qvel_columns
