@@ -6,8 +6,11 @@ the nodes started is stopped by PID when the module ends, whatever happened (Loc
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -211,3 +214,25 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
         assert json.loads(final_evaluation(tmp_path, snippet).read_text())["env_steps"] >= 1024
     rows = json.loads((tmp_path / "sweeps" / "experts" / "results.json").read_text())
     assert all("rsi_norm_length" in r for r in rows)
+
+
+def test_a_ray_of_the_sweeps_own_listens_on_loopback_only():
+    # The sweep's (and collect's) embedded Ray serves only its process: Ray would bind it on every interface.
+    name, value = "MOCAPACT_TEST_EMBEDDED_RAY", secrets.token_hex(8)
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from mocapact_envs.training.ray_cluster import own_ray_at_full_priority
+own_ray_at_full_priority(None)
+import ray
+ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, num_cpus=1)
+assert ray.get(ray.remote(lambda: 1).remote()) == 1
+from ray_nodes import listening_addresses, processes_with
+print(listening_addresses([os.getpid(), *processes_with({name + "=" + value!r})]))
+ray.shutdown()
+"""
+    env = {**os.environ, name: value}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    addresses = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert addresses and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), addresses

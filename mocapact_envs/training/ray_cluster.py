@@ -39,14 +39,18 @@ TRIAL_ENV_PATHS = ("MOCAPACT_MOCAP_PATH", "MOCAPACT_CACHE_DIR", "XDG_CACHE_HOME"
 
 
 def own_ray_at_full_priority(address: str | None) -> None:
-    """Before ``ray.init`` starts a Ray of its own here (``address`` unset or ``"local"``): its workers run at nice 0.
+    """Before ``ray.init`` starts a Ray of its own here (``address`` unset or ``"local"``): its workers run at nice 0,
+    and it listens on 127.0.0.1 only.
 
     Ray starts workers at nice 15, so beside any other job on the machine they all but stop (two sweep trials got
     6% of a core each beside one training process; a collection timed out). A cluster's own ``ray start`` decides
-    for its nodes (``RAY_worker_niceness`` in its environment).
+    for its nodes (``RAY_worker_niceness`` in its environment). A Ray of one process's own serves only that process,
+    but Ray binds its servers on every interface and names them by the machine's outward address unless told to keep
+    to loopback (:data:`RAY_LOOPBACK_SWITCH`).
     """
     if address in (None, "local"):
         os.environ.setdefault("RAY_worker_niceness", "0")
+        keep_loopback_addresses("127.0.0.1")
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
