@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402  (the trainer beside this file)
@@ -87,6 +88,16 @@ CHECKPOINTED = (
     train.RELAY_WINDOWS_DIR,
     train.RELAY_CURVE_FILE,
 )
+
+
+@dataclass
+class TrainerArgs(train.Args):
+    """train.py's flags less those the sweep sets for each trial (its snippets, seed and log root): --trainer.clips
+    (--clip), --trainer.seed and --trainer.log-root are neither listed by --help nor accepted."""
+
+    clips: tyro.conf.Suppress[tuple[str, ...]] = ()
+    seed: tyro.conf.Suppress[int] = 0
+    log_root: tyro.conf.Suppress[str] = "runs/experts"
 
 
 @dataclass
@@ -140,9 +151,9 @@ class Args:
     trial writes dry_run.json in its snippets' run folders (use a --log-root of its own); measures the driver's cost"""
     inject_failure_after: int | None = None
     """fault-tolerance drill: a trial's first attempt raises after this many evaluation reports"""
-    trainer: train.Args = field(default_factory=lambda: train.Args(progress_bar=False))
-    """the trainer's settings (train.py's flags, as --trainer.FLAG); --trainer.clips, --trainer.seed and
-    --trainer.log-root are set by the sweep"""
+    trainer: TrainerArgs = field(default_factory=lambda: TrainerArgs(progress_bar=False))
+    """the trainer's settings (train.py's flags, as --trainer.FLAG), but for its snippets, seed and log root: the
+    sweep sets those from --snippets/--snippet-list, --seed and --log-root"""
 
 
 def read_snippet_ids(args: Args) -> list[str]:

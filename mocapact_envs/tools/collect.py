@@ -37,6 +37,7 @@ from mocapact_envs.envs.factory import available_backends, default_backend
 from mocapact_envs.files import check_writable_folder
 from mocapact_envs.mocap.ids import suggest
 from mocapact_envs.policies.run_layout import ExpertRun, expert_folder_argument, find_experts
+from mocapact_envs.tools.help_format import DefaultsHelpFormatter
 from mocapact_envs.training.ray_cluster import check_ray_address
 
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mocapact-collect",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "expert_dirs",
@@ -67,10 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output-dir", type=Path, required=True, help="where <clip>.hdf5 files go")
     preset = parser.add_mutually_exclusive_group()
-    preset.add_argument("--small", action="store_true", help="MoCapAct's small dataset: 10 + 10 rollouts")
-    preset.add_argument("--large", action="store_true", help="MoCapAct's large dataset: 100 + 100 (the default)")
-    parser.add_argument("--n-start-rollouts", type=int, help="episodes from the snippet start (default 100)")
-    parser.add_argument("--n-rsi-rollouts", type=int, help="episodes from random starts (default 100)")
+    small, large = PRESETS["small"], PRESETS["large"]
+    preset.add_argument(
+        "--small", action="store_true", help=f"MoCapAct's small dataset: {small[0]} + {small[1]} rollouts a snippet"
+    )
+    preset.add_argument(
+        "--large",
+        action="store_true",
+        help=f"MoCapAct's large dataset: {large[0]} + {large[1]} rollouts a snippet (the default preset)",
+    )
+    parser.add_argument(
+        "--n-start-rollouts",
+        type=int,
+        help=f"episodes from the snippet start (default: the preset's, {large[0]}; {small[0]} with --small)",
+    )
+    parser.add_argument(
+        "--n-rsi-rollouts",
+        type=int,
+        help=f"episodes from random starts (default: the preset's, {large[1]}; {small[1]} with --small)",
+    )
     parser.add_argument("--act-noise", type=float, default=0.1, help="std of the Gaussian action noise")
     parser.add_argument(
         "--driver-policy",
@@ -82,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ref-steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="reference steps")
     parser.add_argument("--min-steps", type=int, default=30, help="fewest steps a random start leaves")
-    parser.add_argument("--termination-error-threshold", type=float, default=0.3)
+    parser.add_argument(
+        "--termination-error-threshold", type=float, default=0.3, help="tracking error that ends an episode"
+    )
     parser.add_argument(
         "--observables",
         choices=PROPRIO_SETS,

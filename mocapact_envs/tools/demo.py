@@ -24,6 +24,7 @@ from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker
 from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
+from mocapact_envs.tools.help_format import DefaultsHelpFormatter
 
 VIDEO_SIZE = (640, 480)
 
@@ -80,7 +81,9 @@ def choose_policy(name: str, snippet_id: str, console: Console):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mocapact-demo", description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     # MoCapAct's snippet of the clip, the one the shipped expert tracks (the whole converted clip runs 3 steps on).
     parser.add_argument("--clip", default="CMU_016_22-0-82", help="clip or snippet id to track")
     parser.add_argument("--out-dir", type=Path, default=Path("demo_output"), help="where videos are written")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         default="expert",
         help="'expert' (the expert shipped for the clip, else zero actions), 'zero', or an expert run folder",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="episode i is seeded seed + i")
     args = parser.parse_args(argv)
     console = Console()
     try:

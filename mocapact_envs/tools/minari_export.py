@@ -34,13 +34,14 @@ from mocapact_envs.datasets.minari_export import (
 )
 from mocapact_envs.datasets.rollouts import RolloutFiles, expand_rollout_paths
 from mocapact_envs.files import check_writable_folder
+from mocapact_envs.tools.help_format import DefaultsHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mocapact-minari",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("rollouts", nargs="+", type=Path, help="rollout files or folders of CMU_*.hdf5 files")
     parser.add_argument(
