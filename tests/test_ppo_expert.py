@@ -461,3 +461,25 @@ def test_expert_that_tracks_the_whole_snippet_stops_early(tmp_path):
     assert "stopped early: the whole snippet tracked from both starts in 2 evaluations" in result.stdout
     evaluations = json.loads((run_dir / "evaluations.json").read_text())
     assert len(evaluations) == 2 and checkpoint(run_dir)["global_step"] < 1024
+
+
+def test_drift_splits_the_shipped_experts_tracking_error_into_root_drift_and_joint_error(tmp_path):
+    """drift.py follows real episodes of the shipped expert: its body and joint terms add up to the env's error."""
+    expert = REPO_ROOT / "mocapact_envs" / "pretrained" / "experts" / "CMU_016_22-0-82" / "0"
+    command = [sys.executable, REPO_ROOT / "baselines" / "ppo_expert" / "drift.py", expert]
+    result = subprocess.run(
+        [*map(str, command), "--episodes", "2", "--out-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    drift = json.loads((tmp_path / "drift.json").read_text())
+    means, columns = np.array(drift["means"]), drift["columns"]
+    assert drift["snippet_id"] == "CMU_016_22-0-82" and len(drift["episode_lengths"]) == 2
+    assert drift["running"][0] == 2 and drift["running"] == sorted(drift["running"], reverse=True)
+    assert len(means) == max(drift["episode_lengths"])
+    error, body, joints = (means[:, columns.index(c)] for c in ("tracking_error", "body_error", "joint_error"))
+    np.testing.assert_allclose(error, 0.5 * body + 0.5 * joints, atol=1e-4)
+    # One step after a reset on the reference pose the root has barely moved off it; the servos' lag shows in the joints.
+    assert abs(means[0, columns.index("lag")]) < 0.05 and joints[0] > 0.01
+    assert (tmp_path / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "episode lengths: mean" in result.stdout
