@@ -149,8 +149,8 @@ def test_snippets_already_in_the_zoo_are_not_trained(tmp_path):
 
 
 def test_dry_run_plans_runs_tabulates_and_resumes_many_trials_without_training(tmp_path):
-    # 10 distinct snippets of one clip, a trial each: Tune starts, reports and checkpoints every trial; nothing trains.
-    snippets = [f"CMU_009_12-{start}-{start + 20}" for start in range(0, 100, 10)]
+    # 6 distinct snippets of one clip, a trial each: Tune starts, reports and checkpoints every trial; nothing trains.
+    snippets = [f"CMU_009_12-{start}-{start + 20}" for start in range(0, 60, 10)]
     (tmp_path / "snippets.txt").write_text("\n".join(snippets) + "\n")
     command = [
         sys.executable, str(SWEEP), "--snippet-list", str(tmp_path / "snippets.txt"), "--dry-run",
@@ -163,15 +163,15 @@ def test_dry_run_plans_runs_tabulates_and_resumes_many_trials_without_training(t
         return result
 
     result = sweep()
-    assert "10 snippets: 0 finished, 10 to train in 10 trials" in result.stdout
-    assert "for 10 trials" in result.stdout and "(dry run: nothing was trained)" in result.stdout
+    assert "6 snippets: 0 finished, 6 to train in 6 trials" in result.stdout
+    assert "for 6 trials" in result.stdout and "(dry run: nothing was trained)" in result.stdout
     rows = json.loads((tmp_path / "sweeps" / "experts" / "results.json").read_text())
     assert [r["snippet"] for r in rows] == snippets and all(r["env_steps"] == 0 for r in rows)
-    assert len(list((tmp_path / "sweeps" / "experts").glob("train_trial_*/checkpoint_*"))) == 10
+    assert len(list((tmp_path / "sweeps" / "experts").glob("train_trial_*/checkpoint_*"))) == 6
     assert not list((tmp_path / "experts").rglob("final_evaluation.json"))  # no stand-in passes for an expert
-    # Resumed: nothing left to run; then with three snippets' results gone, only those three run again.
-    assert "10 snippets: 10 finished, 0 to train in 0 trials" in sweep().stdout
-    for snippet in snippets[:3]:
+    # Resumed: nothing left to run; then with two snippets' results gone, only those two run again.
+    assert "6 snippets: 6 finished, 0 to train in 0 trials" in sweep().stdout
+    for snippet in snippets[:2]:
         (tmp_path / "experts" / snippet / "0" / "dry_run.json").unlink()
-    assert "10 snippets: 7 finished, 3 to train in 3 trials" in sweep().stdout
+    assert "6 snippets: 4 finished, 2 to train in 2 trials" in sweep().stdout
     assert all((tmp_path / "experts" / s / "0" / "dry_run.json").is_file() for s in snippets)
