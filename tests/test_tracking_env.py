@@ -66,8 +66,8 @@ def test_unknown_names_give_clear_errors():
         mocapact_envs.MocapTrackingEnv("CMU_016_22", observables="timeindex")
     with pytest.raises(ValueError, match="unknown backend 'mjx'.*dm_control"):
         mocapact_envs.MocapTrackingEnv("CMU_016_22", backend="mjx")
-    with pytest.raises(ValueError, match="render_mode 'human'"):
-        mocapact_envs.MocapTrackingEnv("CMU_016_22", render_mode="human")
+    with pytest.raises(ValueError, match="unknown render_mode 'rgb'.*'rgb_array'"):
+        mocapact_envs.MocapTrackingEnv("CMU_016_22", render_mode="rgb")
 
 
 def _direct_dm_control_env(clip_set, observable_keys, ref_steps, seed):
