@@ -3,7 +3,7 @@
 The base install (``pip install mocapact-envs``) runs every environment without torch: gymnasium,
 dm_control, MuJoCo, numpy and h5py. What builds on networks or other libraries comes with an extra:
 
-* ``[video]``: imageio and its ffmpeg: mp4 videos of episodes (:func:`mocapact_envs.evaluation.video.write_video`);
+* ``[video]``: imageio and its ffmpeg: mp4 videos of episodes (:func:`mocapact_envs.wrappers.video.write_video`);
 * ``[train]``: ``[video]``, torch, stable-baselines3, sb3-contrib, tyro, TensorBoard, matplotlib and safetensors:
   loading and training experts, decoders (``low_level_policy=``), distillation, GPT, transfer
   training, rollout collection, the trainers in ``baselines/``, motion completion's prompt expert;

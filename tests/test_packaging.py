@@ -75,7 +75,7 @@ vector.step(vector.action_space.sample())
 rendered = gym.make("mocapact/MocapTracking-CMU_016_22-v0", render_mode="rgb_array", width=64, height=48)
 rendered.reset(seed=0)
 frame = rendered.render()
-from mocapact_envs.evaluation.video import write_video
+from mocapact_envs.wrappers.video import write_video
 for name, call in {
     "write_video": lambda: write_video("episode.mp4", [frame], 30),
     "load_expert": lambda: mocapact_envs.load_expert("pretrained"),

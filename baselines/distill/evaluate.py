@@ -40,7 +40,6 @@ from mocapact_envs.evaluation.protocol import (
     mean_metrics,
     record_episode,
 )
-from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.ids import resolve_snippets
 from mocapact_envs.mocap.splits import (
@@ -54,6 +53,7 @@ from mocapact_envs.mocap.splits import (
 from mocapact_envs.policies.multiclip import MultiClipPolicy
 from mocapact_envs.policies.run_layout import ExpertRun, experts_folder, find_experts
 from mocapact_envs.training.scripts import run_cli
+from mocapact_envs.wrappers.video import write_video
 
 MODE_TITLES = {
     "train": "training snippets",

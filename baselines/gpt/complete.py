@@ -41,12 +41,12 @@ from mocapact_envs.envs.motion_completion import (
     spread_episodes,
 )
 from mocapact_envs.evaluation.plotting import plot_episode_survival
-from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.files import read_json, write_json
 from mocapact_envs.mocap.splits import resolve_clips
 from mocapact_envs.policies.gpt import GPTPolicy
 from mocapact_envs.policies.run_layout import expert_folder_argument
 from mocapact_envs.training.scripts import run_cli
+from mocapact_envs.wrappers.video import write_video
 
 PROMPT_COLOR, POLICY_COLOR = (255, 140, 0), (40, 160, 255)
 

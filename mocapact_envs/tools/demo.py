@@ -21,10 +21,10 @@ from rich.table import Table
 
 from mocapact_envs.envs.tracking import MocapTrackingEnv
 from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker
-from mocapact_envs.evaluation.video import write_video
 from mocapact_envs.mocap.amc import WalkerPoser
 from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS
 from mocapact_envs.tools.help_format import DefaultsHelpFormatter
+from mocapact_envs.wrappers.video import write_video
 
 VIDEO_SIZE = (640, 480)
 

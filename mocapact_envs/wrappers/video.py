@@ -3,8 +3,9 @@
 Gymnasium's :class:`gymnasium.wrappers.RecordVideo` needs moviepy, which cannot be installed beside the
 locked pillow; this wrapper takes the same arguments, starts and stops recordings at the same episodes and
 steps, and names the files the same way (``{name_prefix}-episode-{n}.mp4``, ``{name_prefix}-step-{n}.mp4``).
-The frames are written by :func:`mocapact_envs.evaluation.video.write_video` (H.264 through imageio-ffmpeg, the
-``[video]`` extra), under a temporary name and renamed into place, so a video is whole or absent.
+The frames are written by :func:`write_video` (H.264 through imageio-ffmpeg, the ``[video]`` extra), under a
+temporary name and renamed into place, so a video is whole or absent; the demo, evaluations and baselines write
+their videos with it too.
 
     >>> env = RecordVideo(gym.make("mocapact/MocapTracking-CMU_016_22-v0", render_mode="rgb_array"), "videos",
     ...                   episode_trigger=lambda episode: episode % 10 == 0)
@@ -19,7 +20,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mocapact_envs.extras import require_extra
+from mocapact_envs.extras import needs_extra, require_extra
+from mocapact_envs.files import replace_atomically
+
+
+@needs_extra("write_video")
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Writes an mp4 under a temporary name, then renames it into place (the ``[video]`` extra: imageio, ffmpeg)."""
+    import imageio.v2 as imageio
+
+    replace_atomically(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=8))
 
 
 class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -130,8 +140,6 @@ class RecordVideo(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def stop_recording(self) -> None:
         """Writes the open recording's frames to ``{video_folder}/{name}.mp4``."""
-        from mocapact_envs.evaluation.video import write_video
-
         if not self.recording:
             raise RuntimeError("stop_recording() was called, but no recording was started.")
         if self.recorded_frames:
