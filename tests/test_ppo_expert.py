@@ -483,3 +483,21 @@ def test_drift_splits_the_shipped_experts_tracking_error_into_root_drift_and_joi
     assert abs(means[0, columns.index("lag")]) < 0.05 and joints[0] > 0.01
     assert (tmp_path / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "episode lengths: mean" in result.stdout
+
+
+def test_warm_started_expert_begins_from_the_given_run_and_rolls_out(first_run, tmp_path):
+    """``--warm-start``: another snippet of the same clip starts from a trained expert's network and observation
+    statistics, with its own step count; an expert of other networks or a folder without a checkpoint is refused."""
+    warm = ["--warm-start", first_run, "--total-timesteps", "256"]
+    run(TRAIN, *TINY, "--clips", "CMU_016_22-0-60", "--log-root", tmp_path, *warm)
+    run_dir = tmp_path / "CMU_016_22-0-60" / "3"
+    before, after = checkpoint(first_run), checkpoint(run_dir)
+    assert after["obs_rms"]["count"].item() > 1.9 * before["obs_rms"]["count"].item() > 0  # its statistics went on
+    assert 256 <= after["global_step"] < 2 * 256  # its own budget, not the warm start's steps added
+    expert = mocapact_envs.load_expert(run_dir)
+    observation = make_tracking_env("CMU_016_22-0-60").reset(seed=0)[0]
+    assert expert.snippet_id == "CMU_016_22-0-60" and expert.predict(observation)[0].shape == (56,)
+    wider = run(TRAIN, *TINY, "--policy-hidden-sizes", "64", "64", "--log-root", tmp_path / "wider", *warm, check=False)
+    assert wider.returncode == 2 and "the warm start's expert does not fit" in wider.stderr, wider.stderr
+    missing = run(TRAIN, *TINY, "--log-root", tmp_path / "missing", "--warm-start", tmp_path / "nowhere", check=False)
+    assert missing.returncode == 2 and f"--warm-start {tmp_path / 'nowhere'}: no state.pt there" in missing.stderr

@@ -182,7 +182,9 @@ class Args:
     """how sub-environments run; unset: the native vector env with the fast backend, else sync"""
     total_timesteps: int | None = None
     """env steps to train each expert for in all (across resumes); experts trained together share it (and so one
-    learning-rate schedule); unset: from the preset"""
+    learning-rate schedule). Checked after each whole update of num_envs x num_steps env steps (the steps that only
+    reset a finished episode are not counted), so a run ends with the update that reaches it: 3000 with 4 x 256 runs
+    4 updates, about 3,970 steps. Unset: from the preset"""
     max_minutes: float | None = None
     """stop (checkpointed, resumable) after this many minutes of this invocation; unset: no limit"""
     resume: bool = True
@@ -294,6 +296,10 @@ class Args:
     relay_warm_start: bool = False
     """with --relay-handover-probability: each window after the first starts from its predecessor's final network
     and observation statistics instead of fresh weights (neighbouring windows track overlapping motion)"""
+    warm_start: str | None = None
+    """a run folder of an expert with the same networks and observations (e.g. of a shorter snippet starting at the
+    same step, or an overlapping neighbour) whose final network and observation statistics every expert starts from
+    instead of fresh weights; its optimizer, steps and learning-rate schedule are not taken; unset: fresh weights"""
     relay_curve_steps: tuple[int, ...] = ()
     """env steps of the whole relay (its windows' summed) at which the relay of the windows' best models so far is
     evaluated, for learning curves (relay_curve.json in the run folder)"""
@@ -435,10 +441,17 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     try:
         if args.relay_window_steps:
             return train_relays(args, on_evaluation)
-        return train_experts(args, on_evaluation)
+        return train_experts(args, on_evaluation, initial_states=warm_start_states(args))
     except OutputWriteError as error:  # the disk filled or the folder became read-only while training
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def warm_start_states(args: Args) -> list[dict[str, Any] | None] | None:
+    """``--warm-start``'s checkpoint for every snippet of ``args.clips``, or ``None`` without it."""
+    if args.warm_start is None:
+        return None
+    return [resume_state(args.warm_start, True)] * len(args.clips)
 
 
 # -- argument checks: every bad value is named before any work starts ------------------------------------------------
@@ -502,6 +515,14 @@ def check_args(args: Args) -> None:
         )
     if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
+    if args.warm_start is not None:
+        if args.relay_window_steps:
+            errors.append(f"--warm-start {args.warm_start}: not with a relay (--relay-warm-start warms its windows)")
+        elif not checkpoint_path(Path(args.warm_start)).is_file():
+            errors.append(
+                f"--warm-start {args.warm_start}: no {checkpoint_path(Path(args.warm_start)).name} there; give the "
+                f"run folder of a trained expert (<log-root>/<snippet>/<seed>)"
+            )
     if errors:
         raise ValueError("; ".join(errors) + ".")
 
@@ -524,6 +545,7 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_num_envs",
         "relay_curve_steps",
         "relay_warm_start",  # only how a window's weights begin, which a resume does not repeat
+        "warm_start",  # the same
     }
 )
 
@@ -1312,11 +1334,16 @@ def train_experts(
     runs, layout = make_expert_runs(args, snippets, backend, start_states)
     policy = make_policy(args, runs, layout)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
-    for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
-        if state is not None and checkpoints[run.k] is None:
-            policy.load_expert_state(run.k, state["policy"])
-            run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
     try:
+        for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
+            if state is not None and checkpoints[run.k] is None:
+                try:
+                    policy.load_expert_state(run.k, state["policy"])
+                    run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
+                except (ValueError, RuntimeError) as error:  # other networks or observations
+                    raise ValueError(
+                        f"{run.snippet.id}: the warm start's expert does not fit this one: {error}"
+                    ) from None
         resume_runs(runs, checkpoints, policy, optimizer)
         left_to_train: bool | None = start_runs(runs, args)
     except ValueError as error:
