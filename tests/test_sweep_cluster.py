@@ -170,8 +170,8 @@ def test_addresses_that_are_no_usable_cluster_fail_within_10_seconds_with_the_ca
 
 def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_checkpoint(cluster, tmp_path):
     worker = cluster.add_worker()
-    # Four evaluations each (at 256, 512, 768 and 1024 steps): time to lose the node while both trials train.
-    budget = ["--trainer.total-timesteps", "1024", "--max-concurrent", "2"]
+    # Six evaluations each (every 256 steps to 1536): time to lose the node while both trials train.
+    budget = ["--trainer.total-timesteps", "1536", "--max-concurrent", "2"]
     command = [
         sys.executable, str(SWEEP), "--snippets", *SNIPPETS, "--address", cluster.address,
         "--log-root", str(tmp_path / "experts"), "--storage-path", str(tmp_path / "sweeps"), *TINY, *budget,
@@ -180,17 +180,17 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
     with open(output, "w") as log:
         driver = subprocess.Popen(command, cwd=REPO_ROOT, env=cluster.client_env(), stdout=log, stderr=log)
     try:
-        # Both trials report (one on each 1-CPU node): then the worker node is lost, raylet, agents and trial.
+        # Both trials checkpointed (one on each 1-CPU node; a trial writes its checkpoint to the storage itself, the
+        # driver's progress.csv lags): then the worker node is lost, raylet, agents and trial.
         deadline = time.time() + 240
         while time.time() < deadline and driver.poll() is None:
             trials = trial_folders(tmp_path)
-            if len(trials) == 2 and all(reported_steps(t) for t in trials):
+            if len(trials) == 2 and all(list(t.glob("checkpoint_*")) for t in trials):
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert driver.poll() is None, "the sweep ended before both trials reported:\n" + output.read_text()[-3000:]
-        steps_before = {t.name: reported_steps(t) for t in trial_folders(tmp_path)}
-        assert all(steps_before.values()) and len(steps_before) == 2, steps_before
         cluster.kill(worker)
+        assert not any(final_evaluation(tmp_path, s).is_file() for s in SNIPPETS)  # both were still training
         code = driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
@@ -202,16 +202,16 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
     failed = [t for t in trial_folders(tmp_path) if (t / "error.txt").exists()]
     assert len(failed) == 1, text[-4000:]
     error = (failed[0] / "error.txt").read_text()
-    assert "ActorDiedError" in error or "node" in error.lower(), error
+    # Ray says the node died, or (seen first, on an idle machine) that the actor's socket closed.
+    assert any(cause in error for cause in ("ActorDiedError", "ActorUnavailableError", "node has died")), error
     steps = reported_steps(failed[0])
-    assert steps == sorted(set(steps)) and steps[-1] >= 1024, steps
-    assert len(steps) > len(steps_before[failed[0].name]), (steps, steps_before)
+    assert steps == sorted(set(steps)) and steps[-1] >= 1536, steps
     # Every snippet trained once, to its budget: one run folder, its evaluations in order, the final evaluation.
     for snippet in SNIPPETS:
         run = final_evaluation(tmp_path, snippet).parent
         evaluations = [e["global_step"] for e in json.loads((run / "evaluations.json").read_text())]
-        assert evaluations == sorted(set(evaluations)) and evaluations[-1] >= 1024, (snippet, evaluations)
-        assert json.loads(final_evaluation(tmp_path, snippet).read_text())["env_steps"] >= 1024
+        assert evaluations == sorted(set(evaluations)) and evaluations[-1] >= 1536, (snippet, evaluations)
+        assert json.loads(final_evaluation(tmp_path, snippet).read_text())["env_steps"] >= 1536
     rows = json.loads((tmp_path / "sweeps" / "experts" / "results.json").read_text())
     assert all("rsi_norm_length" in r for r in rows)
 
