@@ -17,23 +17,25 @@ from collections.abc import Callable
 from mocapact_envs.extras import MissingExtraError, needs_extra
 
 
-def _refused(command: str, error: MissingExtraError) -> int:
-    print(f"{command}: error: {error}", file=sys.stderr)
-    return 2
-
-
-def tool(command: str, module: str) -> Callable[[], int]:
-    """The console script ``command``: ``module``'s ``main()``."""
+def _guarded(command: str, run: Callable[[], int | None], doc: str) -> Callable[[], int]:
+    """The console script ``command``: ``run()``'s exit status (``None``: 0), or 2 naming the extra to install."""
 
     def main() -> int:
         try:
             with needs_extra(command):
-                return importlib.import_module(module).main()
+                code = run()
         except MissingExtraError as error:
-            return _refused(command, error)
+            print(f"{command}: error: {error}", file=sys.stderr)
+            return 2
+        return 0 if code is None else code
 
-    main.__doc__ = f"``{command}``: ``{module}.main()``."
+    main.__doc__ = doc
     return main
+
+
+def tool(command: str, module: str) -> Callable[[], int]:
+    """The console script ``command``: ``module``'s ``main()``."""
+    return _guarded(command, lambda: importlib.import_module(module).main(), f"``{command}``: ``{module}.main()``.")
 
 
 def run_as_main(module: str, command: str) -> None:
@@ -51,17 +53,7 @@ def run_as_main(module: str, command: str) -> None:
 
 def trainer(command: str, module: str) -> Callable[[], int]:
     """The console script ``command``: the trainer ``module`` run as ``python -m module``."""
-
-    def main() -> int:
-        try:
-            with needs_extra(command):
-                run_as_main(module, command)
-        except MissingExtraError as error:
-            return _refused(command, error)
-        return 0
-
-    main.__doc__ = f"``{command}``: ``python -m {module}``."
-    return main
+    return _guarded(command, lambda: run_as_main(module, command), f"``{command}``: ``python -m {module}``.")
 
 
 convert = tool("mocapact-convert", "mocapact_envs.tools.convert_clips")
