@@ -37,6 +37,7 @@ from mocapact_envs.envs.factory import available_backends, default_backend
 from mocapact_envs.files import check_writable_folder
 from mocapact_envs.mocap.ids import suggest
 from mocapact_envs.policies.run_layout import ExpertRun, expert_folder_argument, find_experts
+from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD
 from mocapact_envs.tools.help_format import DefaultsHelpFormatter
 from mocapact_envs.training.ray_cluster import check_ray_address
 
@@ -99,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="reference steps")
     parser.add_argument("--min-steps", type=int, default=30, help="fewest steps a random start leaves")
     parser.add_argument(
-        "--termination-error-threshold", type=float, default=0.3, help="tracking error that ends an episode"
+        "--termination-error-threshold",
+        type=float,
+        default=TERMINATION_ERROR_THRESHOLD,
+        help="tracking error that ends an episode",
     )
     parser.add_argument(
         "--observables",
