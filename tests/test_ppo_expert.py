@@ -501,3 +501,8 @@ def test_warm_started_expert_begins_from_the_given_run_and_rolls_out(first_run, 
     assert wider.returncode == 2 and "the warm start's expert does not fit" in wider.stderr, wider.stderr
     missing = run(TRAIN, *TINY, "--log-root", tmp_path / "missing", "--warm-start", tmp_path / "nowhere", check=False)
     assert missing.returncode == 2 and f"--warm-start {tmp_path / 'nowhere'}: no state.pt there" in missing.stderr
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(first_run, corrupt)
+    (corrupt / "checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
+    bad = run(TRAIN, *TINY, "--log-root", tmp_path / "bad", "--warm-start", corrupt, check=False)
+    assert bad.returncode == 2 and "is not a readable checkpoint" in bad.stderr and "Traceback" not in bad.stderr

@@ -435,13 +435,14 @@ def main(args: Args, on_evaluation: EvaluationCallback | None = None) -> int:
     args = resolve_preset(args)
     try:
         check_args(args)
+        initial_states = warm_start_states(args)  # a corrupt checkpoint is refused by name, as bad flags are
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         if args.relay_window_steps:
             return train_relays(args, on_evaluation)
-        return train_experts(args, on_evaluation, initial_states=warm_start_states(args))
+        return train_experts(args, on_evaluation, initial_states=initial_states)
     except OutputWriteError as error:  # the disk filled or the folder became read-only while training
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -516,12 +517,13 @@ def check_args(args: Args) -> None:
     if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
     if args.warm_start is not None:
+        warm_checkpoint = checkpoint_path(Path(args.warm_start))
         if args.relay_window_steps:
             errors.append(f"--warm-start {args.warm_start}: not with a relay (--relay-warm-start warms its windows)")
-        elif not checkpoint_path(Path(args.warm_start)).is_file():
+        elif not warm_checkpoint.is_file():
             errors.append(
-                f"--warm-start {args.warm_start}: no {checkpoint_path(Path(args.warm_start)).name} there; give the "
-                f"run folder of a trained expert (<log-root>/<snippet>/<seed>)"
+                f"--warm-start {args.warm_start}: no {warm_checkpoint.name} there; give the run folder of a trained "
+                f"expert (<log-root>/<snippet>/<seed>)"
             )
     if errors:
         raise ValueError("; ".join(errors) + ".")
@@ -965,6 +967,24 @@ def make_policy(args: Args, runs: list[ExpertRun], layout: ObservationLayout) ->
     return ExpertEnsemble(experts)
 
 
+def start_from_states(
+    runs: list[ExpertRun],
+    initial_states: list[dict[str, Any] | None] | None,
+    checkpoints: list[dict[str, Any] | None],
+    policy: ExpertEnsemble,
+) -> None:
+    """Each expert without a checkpoint of its own takes ``initial_states[k]``'s network and observation statistics
+    (a warm start); ``ValueError`` when they do not fit its networks or observations."""
+    for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
+        if state is None or checkpoints[run.k] is not None:
+            continue
+        try:
+            policy.load_expert_state(run.k, state["policy"])
+            run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
+        except (ValueError, RuntimeError) as error:  # other networks or observations
+            raise ValueError(f"{run.snippet.id}: the warm start's expert does not fit this one: {error}") from None
+
+
 def resume_runs(
     runs: list[ExpertRun], checkpoints: list[dict[str, Any] | None], policy: ExpertEnsemble, optimizer: Any
 ) -> None:
@@ -1335,15 +1355,7 @@ def train_experts(
     policy = make_policy(args, runs, layout)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
     try:
-        for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
-            if state is not None and checkpoints[run.k] is None:
-                try:
-                    policy.load_expert_state(run.k, state["policy"])
-                    run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
-                except (ValueError, RuntimeError) as error:  # other networks or observations
-                    raise ValueError(
-                        f"{run.snippet.id}: the warm start's expert does not fit this one: {error}"
-                    ) from None
+        start_from_states(runs, initial_states, checkpoints, policy)
         resume_runs(runs, checkpoints, policy, optimizer)
         left_to_train: bool | None = start_runs(runs, args)
     except ValueError as error:
