@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import tyro
 from rich.console import Console
@@ -31,16 +32,43 @@ from mocapact_envs.policies.run_layout import CLIP_INFO_FILE, read_clip_info
 from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD
 from mocapact_envs.training.scripts import run_cli
 
-#: The columns of one step's row, in order, with their plot labels: three of the root's drift, three errors.
+#: The columns of one step's row, in order, with their plot labels: three of the root's position drift, two of its
+#: orientation, three errors.
 COLUMN_LABELS = {
     "lag": "root behind the reference (m)",
     "sideways": "root beside it (m)",
     "height": "root below it (m)",
+    "heading": "root heading error (deg)",
+    "tilt": "root tilt error (deg)",
     "joint_error": "mean joint error (rad)",
     "body_error": "mean body error (m, world frame)",
     "tracking_error": "tracking error",
 }
 COLUMNS = tuple(COLUMN_LABELS)
+#: The CMU humanoid's root frame: its local y axis points up, its local x axis lies in the ground plane.
+ROOT_UP_AXIS, ROOT_FORWARD_AXIS = 1, 0
+DRIFT_COLUMNS = 5  # the first five are drawn in the drift panel (metres and degrees), the rest in the errors one
+
+
+def rotation_matrix(quaternion: np.ndarray) -> np.ndarray:
+    matrix = np.empty(9)
+    mujoco.mju_quat2Mat(matrix, np.asarray(quaternion, np.float64))
+    return matrix.reshape(3, 3)
+
+
+def heading_and_tilt(quaternion: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """The root's heading error (degrees, positive: turned left of the reference) and tilt error (degrees: the angle
+    between the two up axes once the heading error is turned back): the rotation the body's own sensors cannot tell
+    from a turned reference, and the one they can."""
+    walker, target = (rotation_matrix(q) for q in (quaternion, reference))
+    forward, forward_target = walker[:2, ROOT_FORWARD_AXIS], target[:2, ROOT_FORWARD_AXIS]
+    heading = np.arctan2(forward[1], forward[0]) - np.arctan2(forward_target[1], forward_target[0])
+    heading = (heading + np.pi) % (2 * np.pi) - np.pi
+    # The walker's up axis turned back by the heading error, so a turn about the vertical is no tilt.
+    cos, sin = np.cos(-heading), np.sin(-heading)
+    up = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]]) @ walker[:, ROOT_UP_AXIS]
+    cosine = np.clip(up @ target[:, ROOT_UP_AXIS], -1.0, 1.0)
+    return float(np.degrees(heading)), float(np.degrees(np.arccos(cosine)))
 
 
 @dataclass
@@ -82,12 +110,15 @@ def episode_drift(env, expert, reference: dict[str, np.ndarray], seed: int) -> n
         heading /= max(np.linalg.norm(heading), 1e-9)
         offset = qpos[:2] - reference["position"][step, :2]
         joint_error = float(np.mean(np.abs(qpos[7:] - reference["joints"][step])))
+        heading_error, tilt_error = heading_and_tilt(qpos[3:7], reference["quaternion"][step])
         error = float(info["tracking_error"])
         rows.append(
             (
                 -offset @ heading,  # positive: behind the reference
                 offset @ np.array([-heading[1], heading[0]]),
                 reference["position"][step, 2] - qpos[2],  # positive: below it
+                heading_error,
+                tilt_error,
                 joint_error,
                 2 * error - joint_error,  # error = 0.5 * body + 0.5 * joint
                 error,
@@ -120,7 +151,14 @@ def main(args: Args) -> int:
     for name in ("steps since start", "running", *COLUMNS):
         table.add_column(name, justify="right")
     for k in [*range(0, longest, args.every), longest - 1]:
-        table.add_row(str(k + 1), str(alive[k]), *(f"{v:+.3f}" for v in means[k]))
+        table.add_row(
+            str(k + 1),
+            str(alive[k]),
+            *(
+                f"{v:+.1f}" if name in ("heading", "tilt") else f"{v:+.3f}"
+                for name, v in zip(COLUMNS, means[k], strict=True)
+            ),
+        )
     Console(width=max(Console().width, 110)).print(table)
     lengths = [len(e) for e in episodes]
     print(f"episode lengths: mean {np.mean(lengths):.1f}, min {min(lengths)}, max {max(lengths)}")
@@ -134,8 +172,8 @@ def main(args: Args) -> int:
     figure, (drift_axes, error_axes) = subplots(1, 2, figsize=(11, 4))
     steps = np.arange(1, longest + 1)
     for k, label in enumerate(COLUMN_LABELS.values()):
-        (drift_axes if k < 3 else error_axes).plot(steps, means[:, k], label=label)
-    drift_axes.set(xlabel="steps since the episode's start", ylabel="metres", title="Root drift")
+        (drift_axes if k < DRIFT_COLUMNS else error_axes).plot(steps, means[:, k], label=label)
+    drift_axes.set(xlabel="steps since the episode's start", ylabel="metres, degrees", title="Root drift")
     error_axes.axhline(TERMINATION_ERROR_THRESHOLD, color="k", linestyle=":", label="termination threshold")
     error_axes.set(xlabel="steps since the episode's start", title="Errors")
     for axes in (drift_axes, error_axes):
