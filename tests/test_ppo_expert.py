@@ -201,6 +201,11 @@ def test_bad_clip_and_preset_are_named():
         ),
         (["--minibatch-size", "5000"], ["--minibatch-size 5000", "--num-envs * --num-steps = 1024"]),
         (["--relay-window-steps", "30", "--relay-overlap-steps", "30"], ["--relay-overlap-steps 30", "fewer than"]),
+        (
+            ["--own-start-probability", "0.5", "--backend", "dm_control", "--own-start-min-age", "0"],
+            ["--own-start-probability 0.5: needs the fast backend", "--own-start-min-age 0"],
+        ),
+        (["--action-likelihood", "squashed"], ["squashed", "gaussian", "clipped"]),
     ],
 )
 def test_bad_trainer_flags_are_named_before_any_work(tmp_path, flags, named):
@@ -506,3 +511,105 @@ def test_warm_started_expert_begins_from_the_given_run_and_rolls_out(first_run, 
     (corrupt / "checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
     bad = run(TRAIN, *TINY, "--log-root", tmp_path / "bad", "--warm-start", corrupt, check=False)
     assert bad.returncode == 2 and "is not a readable checkpoint" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_clipped_action_likelihood_is_that_of_the_executed_action():
+    from torch.distributions import Normal
+
+    from mocapact_envs.policies.expert_networks import clipped_normal_log_prob
+
+    mean = torch.tensor([0.0, 0.95, 1.6, -1.3], requires_grad=True)
+    distribution = Normal(mean, torch.full((4,), 0.1))
+    actions = torch.tensor([0.05, 1.2, 1.07, -0.98])
+    log_prob = clipped_normal_log_prob(distribution, actions, 1.0)
+    # Inside the bounds: the density; at or past a bound: the mass the clip sends there.
+    assert torch.allclose(log_prob[[0, 3]], distribution.log_prob(actions)[[0, 3]])
+    beyond = 1.0 - distribution.cdf(torch.ones(4))
+    assert torch.allclose(log_prob[1:3].exp(), beyond[1:3], rtol=1e-5)
+    # The executed distribution's masses and density add up to 1 (a mean near the bound, a fine grid).
+    grid = torch.linspace(-1.0, 1.0, 20001)[1:-1]
+    near = Normal(torch.tensor(0.97), torch.tensor(0.1))
+    density = clipped_normal_log_prob(near, grid, 1.0).exp()
+    masses = clipped_normal_log_prob(near, torch.tensor([-1.0, 1.0]), 1.0).exp()
+    assert float(density.mean() * 2.0 + masses.sum()) == pytest.approx(1.0, abs=1e-3)
+    # A mean well past the bound: the clipped sample's likelihood hardly moves with it (no gradient from noise
+    # the env never saw), where the Gaussian's density would pull the mean toward the sample.
+    log_prob[2].backward()
+    assert abs(float(mean.grad[2])) < 1e-3
+    assert abs(float(torch.autograd.grad(distribution.log_prob(actions)[2], mean)[0][2])) > 10
+
+
+def test_own_start_states_are_the_late_states_of_episodes_and_start_new_ones_there():
+    """``--own-start-probability``: states kept ``min_age`` or more steps into real episodes, with their step in the
+    snippet; a random-start world then begins exactly there."""
+    from mocapact_envs.mocap.ids import parse_snippet
+    from mocapact_envs.training.own_starts import OwnStartStates
+
+    snippet = parse_snippet("CMU_016_22-0-82")
+    last_step = snippet.end - snippet.start
+    envs = make_tracking_vec_env(snippet.id, 2, "fast", random_start=True, observables="time_index")
+    reference = ReferenceActions.for_snippet(snippet.id)
+    own = OwnStartStates(snippet, envs.num_envs, min_age=4, every=3, capacity=16)
+    observation, info = envs.reset(seed=0)
+    resetting, ages, kept_steps = np.zeros(2, bool), np.zeros(2, int), []
+    for _ in range(120):
+        observation, _, terminated, truncated, info = envs.step(reference.at(observation["walker/time_in_clip"]))
+        done = terminated | truncated
+        before = own.count
+        own.observe(info, done, resetting)
+        ages = np.where(resetting, 0, ages + 1)
+        steps = np.rint(info["time_in_clip"] * last_step).astype(int)
+        due = [w for w in range(2) if not done[w] and not resetting[w] and ages[w] >= 4 and (ages[w] - 4) % 3 == 0]
+        assert own.count - before == len(due)
+        kept_steps += [steps[w] for w in due]
+        resetting = done
+    assert len(own) == 16 and own.count > 16  # the reservoir filled and wrapped around
+    steps, states = own.starts()
+    assert set(steps.tolist()) <= set(kept_steps) and states.shape == (16, info["physics_state"].shape[1])
+    envs.unwrapped.set_start_states(steps, states, 1.0)
+    _, info = envs.reset(seed=1)
+    for world in range(2):
+        match = np.flatnonzero(np.all(np.isclose(states, info["physics_state"][world]), axis=1))
+        assert len(match), "a world did not start from a kept state"
+        assert np.rint(info["time_in_clip"][world] * last_step) == steps[match[0]]
+    envs.close()
+
+
+def test_expert_trains_from_its_own_late_states_with_the_clipped_likelihood(tmp_path):
+    """The long-snippet options end to end as a user runs them: a tiny run on a long snippet that starts episodes
+    from its own drifted states and takes the clipped actions' likelihood, then loads and rolls out."""
+    flags = ["--own-start-probability", "0.5", "--own-start-min-age", "2", "--action-likelihood", "clipped"]
+    run(TRAIN, *TINY, "--clips", "CMU_009_12-0-198", "--log-root", tmp_path, "--total-timesteps", "768", *flags)
+    run_dir = tmp_path / "CMU_009_12-0-198" / "3"
+    saved = json.loads((run_dir / "args.json").read_text())
+    assert saved["own_start_probability"] == 0.5 and saved["action_likelihood"] == "clipped"
+    assert checkpoint(run_dir)["global_step"] >= 768
+    expert = mocapact_envs.load_expert(run_dir)
+    env = make_tracking_env("CMU_009_12-0-198")
+    observation, _ = env.reset(seed=0)
+    action = expert.predict(observation, deterministic=True)[0]
+    assert action.shape == (56,) and np.all(np.abs(action) <= 1.0)
+    env.close()
+
+
+def test_drift_tells_a_turned_walker_from_a_tilted_one():
+    """drift.py's heading and tilt errors on a real reference orientation: a turn about the world's vertical is
+    heading only; a lean about a horizontal axis is tilt only."""
+    import mujoco
+
+    from baselines.ppo_expert.drift import heading_and_tilt
+    from mocapact_envs.mocap.source import get_source
+
+    reference = get_source().clip_set("CMU_016_22-0-82").reference_features(0)["quaternion"][40]
+
+    def rotated(axis: list[float], degrees: float) -> np.ndarray:
+        turn, result = np.empty(4), np.empty(4)
+        mujoco.mju_axisAngle2Quat(turn, np.array(axis, np.float64), np.radians(degrees))
+        mujoco.mju_mulQuat(result, turn, reference)  # a rotation in the world frame
+        return result
+
+    assert heading_and_tilt(reference, reference) == pytest.approx((0.0, 0.0), abs=1e-5)
+    assert heading_and_tilt(rotated([0, 0, 1], 12.0), reference) == pytest.approx((12.0, 0.0), abs=1e-4)
+    assert heading_and_tilt(rotated([0, 0, 1], -30.0), reference) == pytest.approx((-30.0, 0.0), abs=1e-4)
+    heading, tilt = heading_and_tilt(rotated([1, 0, 0], 15.0), reference)
+    assert tilt == pytest.approx(15.0, abs=0.5) and abs(heading) < 5.0

@@ -75,6 +75,7 @@ from mocapact_envs.training.flag_checks import (
     unit_interval,
     unset_or_positive,
 )
+from mocapact_envs.training.own_starts import OwnStartStates
 from mocapact_envs.training.relay_handover import handover_states
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -102,6 +103,7 @@ MOCAPACT_PRESET: dict[str, Any] = dict(
     activation="tanh",
     log_std_init=math.log(0.1),
     learn_log_std=False,
+    action_likelihood="gaussian",
     time_features=0,
     learning_rate=1e-5,
     lr_schedule="thirds",
@@ -155,6 +157,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "early_stop_full_length_evals": 3,
     },
 }
+#: --own-start-probability starts episodes from the expert's own states once it has kept this many.
+MIN_OWN_START_STATES = 32
 #: A relay's evaluations during training, at --relay-curve-minutes (in its run folder).
 RELAY_CURVE_FILE = "relay_curve.json"
 PresetName = Literal["cpu", "cpu-absolute", "mocapact"]
@@ -229,6 +233,9 @@ class Args:
     """initial log std of the Gaussian policy (MoCapAct: log 0.1)"""
     learn_log_std: bool | None = None
     """train the log std (MoCapAct: frozen)"""
+    action_likelihood: Literal["gaussian", "clipped"] | None = None
+    """the probability PPO's ratio takes of a sampled action: the Gaussian's density (MoCapAct, SB3), or that of the
+    clipped action the env executes, a point mass at each bound (clipped action policy gradient)"""
     time_features: int | None = None
     """sin/cos pairs of the normalised time in the snippet appended to both networks' inputs (MoCapAct: 0); the
     saved expert computes them itself, so it still maps the same observation to actions"""
@@ -283,6 +290,12 @@ class Args:
     whole snippet tracked); 0: off (MoCapAct)"""
 
     # -- relay: long snippets as short-window experts handing over in time (mocapact_envs/policies/relay.py) ------
+    own_start_probability: float = 0.0
+    """share of the random-start training episodes that begin at a state the expert's own training episodes reached
+    --own-start-min-age or more steps after their start, instead of on the reference (drifted states, which the
+    later steps of long episodes seldom give it to learn from; the fast backend); 0: all on the reference"""
+    own_start_min_age: int = 20
+    """with --own-start-probability: the earliest step of an episode whose state may become a start"""
     relay_window_steps: int = 0
     """train each snippet longer than this many steps as a relay: one expert per overlapping window of this many
     steps, all trained together, composed into one expert that acts with window k from its switch step on;
@@ -493,13 +506,18 @@ ARG_RULES: dict[str, FlagRule] = {
     "relay_window_steps": (non_negative, "0 (no relay) or a window length in steps"),
     "relay_overlap_steps": (non_negative, "0 or more steps, fewer than --relay-window-steps"),
     "relay_handover_probability": (unit_interval, "in [0, 1]"),
+    "own_start_probability": (unit_interval, "in [0, 1]"),
+    "own_start_min_age": (positive, "a positive number of steps"),
 }
 
 
 def check_args(args: Args) -> None:
     """Raises ``ValueError`` naming every flag of ``args`` (preset resolved) whose value is not allowed."""
-    check_flags(args, ARG_RULES)
     errors = []
+    try:
+        check_flags(args, ARG_RULES)
+    except ValueError as error:  # named together with the checks below
+        errors.append(str(error).removeprefix("error: ").rstrip("."))
     if args.minibatch_size > args.num_envs * args.num_steps:
         errors.append(
             f"--minibatch-size {args.minibatch_size}: must be at most one update's transitions, "
@@ -516,6 +534,11 @@ def check_args(args: Args) -> None:
         )
     if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
+    if args.own_start_probability > 0 and (args.backend not in (None, "fast") or args.relay_handover_probability > 0):
+        errors.append(
+            f"--own-start-probability {args.own_start_probability}: needs the fast backend's native vector env "
+            f"(--backend {args.backend!r}) and no --relay-handover-probability (both set the start states)"
+        )
     if args.warm_start is not None:
         warm_checkpoint = checkpoint_path(Path(args.warm_start))
         if args.relay_window_steps:
@@ -797,6 +820,7 @@ class ExpertRun:
     reference_actions: ReferenceActions | None
     args_json: str
     tracker: EpisodeTracker
+    own_starts: OwnStartStates | None = None  # with --own-start-probability; refilled after a resume
     # -- carried by the checkpoint
     global_step: int = 0
     update: int = 0
@@ -936,6 +960,11 @@ def make_expert_runs(
                 reference_actions=ReferenceActions.for_snippet(snippet.id) if residual else None,
                 args_json=args_json(dataclasses.replace(args, clips=(snippet.id,))),
                 tracker=EpisodeTracker(args.num_envs),
+                own_starts=(
+                    OwnStartStates(snippet, args.num_envs, args.own_start_min_age)
+                    if args.own_start_probability > 0
+                    else None
+                ),
             )
         )
     autoreset_mode = runs[0].envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
@@ -1025,6 +1054,7 @@ class Rollout:
     next_obs: torch.Tensor  # (K, num_envs, ...): the observation after the last step
     next_offset: torch.Tensor
     resetting: np.ndarray  # (K, num_envs): the next step only autoresets
+    action_bound: float | None = None  # 1.0: log probabilities of the clipped actions (--action-likelihood clipped)
 
     @classmethod
     def zeros(cls, num_experts: int, args: Args, layout: ObservationLayout) -> Rollout:
@@ -1042,6 +1072,7 @@ class Rollout:
             next_obs=torch.zeros((num_experts, args.num_envs, layout.size)),
             next_offset=torch.zeros((num_experts, args.num_envs, layout.action_size)),
             resetting=np.zeros((num_experts, args.num_envs), dtype=bool),
+            action_bound=1.0 if args.action_likelihood == "clipped" else None,
         )
 
     def reset(self, runs: list[ExpertRun], args: Args, layout: ObservationLayout) -> None:
@@ -1067,7 +1098,9 @@ def collect_rollout(
         rollout.obs[:, step], rollout.offsets[:, step] = rollout.next_obs, rollout.next_offset
         rollout.valid[:, step] = torch.from_numpy(~rollout.resetting) & active[:, None]
         with torch.no_grad():
-            action, logprob, _, value = policy.action_and_value(rollout.next_obs, action_offset=rollout.next_offset)
+            action, logprob, _, value = policy.action_and_value(
+                rollout.next_obs, action_offset=rollout.next_offset, action_bound=rollout.action_bound
+            )
         rollout.actions[:, step], rollout.logprobs[:, step], rollout.values[:, step] = action, logprob, value
         # The env sees clipped actions; the buffer keeps the sampled ones for their log-probability.
         env_actions = action.clamp(-1.0, 1.0).numpy()
@@ -1080,6 +1113,8 @@ def collect_rollout(
             run.global_step += int((~resetting).sum())
             finished[k].extend(run.tracker.on_step(reward, terminated, truncated, info))
             run.tracker.on_reset(info, mask=resetting)
+            if run.own_starts is not None:
+                run.own_starts.observe(info, done, resetting)
             rollout.resetting[k] = done
             rollout.set_next(k, *run.observe(observation, layout))
     return finished
@@ -1134,7 +1169,7 @@ def ppo_update(
             mask = b_valid[:, mb]
             count = mask.sum(-1).clamp(min=1.0)
             _, new_logprob, entropy, new_value = policy.action_and_value(
-                b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb]
+                b_obs[:, mb], b_actions[:, mb], b_offsets[:, mb], rollout.action_bound
             )
             log_ratio = new_logprob - b_logprobs[:, mb]
             ratio = log_ratio.exp()
@@ -1305,6 +1340,9 @@ def ppo_iteration(
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
     finished = collect_rollout(runs, trained, policy, rollout, layout)
+    for run in trained:
+        if run.own_starts is not None and len(run.own_starts) >= MIN_OWN_START_STATES:
+            run.envs.unwrapped.set_start_states(*run.own_starts.starts(), args.own_start_probability)
     advantages, returns = advantages_and_returns(policy, rollout, args)
     losses = ppo_update(policy, optimizer, rollout, advantages, returns, args, [run.k for run in trained])
     seconds = elapsed()

@@ -141,6 +141,21 @@ class TimeFeatures(nn.Module):
         return torch.cat([observation, torch.sin(phase), torch.cos(phase)], dim=-1)
 
 
+def clipped_normal_log_prob(distribution: Normal, action: torch.Tensor, bound: float) -> torch.Tensor:
+    """Per-dimension log-likelihood of ``clip(action, -bound, bound)`` under ``distribution``.
+
+    An env that clips a Gaussian's samples executes a distribution with a point mass at each bound: every
+    sample past the bound is the same action. Its log-likelihood there is ``log P(x >= bound)`` (or
+    ``log P(x <= -bound)``), not the density of the sample, so a mean already past a bound gets no gradient
+    from noise that changed nothing the env saw (Fujita and Maeda, "Clipped action policy gradient", 2018).
+    Inside the bounds it is the Gaussian's density."""
+    mean, std = distribution.loc, distribution.scale
+    upper = torch.special.log_ndtr((mean - bound) / std)  # log P(x >= bound)
+    lower = torch.special.log_ndtr((-bound - mean) / std)  # log P(x <= -bound)
+    inside = distribution.log_prob(action)
+    return torch.where(action >= bound, upper, torch.where(action <= -bound, lower, inside))
+
+
 class _GaussianActorCritic:
     """What PPO asks of an actor-critic with a state-independent Gaussian policy: ``input_features``,
     ``actor_mean``, ``critic`` and ``log_std`` are the subclass's; ``action_offset`` (the reference actions of
@@ -180,13 +195,20 @@ class _GaussianActorCritic:
         observation: torch.Tensor,
         action: torch.Tensor | None = None,
         action_offset: torch.Tensor | None = None,
+        action_bound: float | None = None,
     ):
-        """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs."""
+        """A sampled (or the given) action, its log probability, the entropy and the value, as PPO needs.
+
+        With ``action_bound`` the log probability is that of the action the env executes,
+        ``clip(action, -bound, bound)`` (:func:`clipped_normal_log_prob`); without it, the Gaussian's density."""
         distribution = self.distribution(observation, action_offset)
         if action is None:
             action = distribution.sample()
-        log_prob = distribution.log_prob(action).sum(-1)
-        return action, log_prob, distribution.entropy().sum(-1), self.value(observation)
+        if action_bound is None:
+            log_prob = distribution.log_prob(action)
+        else:
+            log_prob = clipped_normal_log_prob(distribution, action, action_bound)
+        return action, log_prob.sum(-1), distribution.entropy().sum(-1), self.value(observation)
 
 
 class ExpertActorCritic(_GaussianActorCritic, nn.Module):

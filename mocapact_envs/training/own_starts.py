@@ -1,0 +1,66 @@
+"""Starts from where an expert's own training episodes drift: a reservoir of the states they reach late.
+
+An expert trained from random starts on the reference meets the states it drifts into only as far as its
+episodes last; on a long snippet they end about 50 steps after any start, so the states of the
+episodes' later steps, where it must recover, are the ones it has learnt least. ``--own-start-probability``
+of ``baselines/ppo_expert/train.py`` starts that share of the random-start episodes at one of these
+states instead (the fast vector env's ``set_start_states``), so each one carries on from there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mocapact_envs.mocap.ids import Snippet
+
+
+class OwnStartStates:
+    """The physics states an expert's training episodes reach ``min_age`` or more steps after their start.
+
+    Every ``every`` steps past ``min_age`` one state per episode is kept, at most ``capacity`` (the oldest are
+    overwritten), with its step in the snippet. Call :meth:`observe` after each vector-env step.
+
+    Args:
+        snippet: the snippet the envs track (its steps index the states).
+        num_envs: worlds of the vector env.
+        min_age: the first episode step whose state is kept.
+        every: keep one state every this many steps after it.
+        capacity: states kept.
+    """
+
+    def __init__(self, snippet: Snippet, num_envs: int, min_age: int, every: int = 10, capacity: int = 512):
+        if min_age < 1 or every < 1 or capacity < 1:
+            raise ValueError(f"min_age, every and capacity must be >= 1; got {min_age}, {every} and {capacity}.")
+        self.last_step = snippet.end - snippet.start
+        self.min_age, self.every, self.capacity = int(min_age), int(every), int(capacity)
+        self.age = np.zeros(num_envs, np.int64)
+        self.steps = np.zeros(capacity, np.int64)
+        self.states: np.ndarray | None = None
+        self.count = 0  # states kept so far, including those overwritten
+
+    def observe(self, info: dict, done: np.ndarray, resetting: np.ndarray) -> None:
+        """One vector-env step: ``info`` its ``physics_state`` and ``time_in_clip``; ``done`` the episodes it ended;
+        ``resetting`` the worlds whose step only reset them (next-step autoreset)."""
+        self.age[resetting] = 0
+        self.age[~resetting] += 1
+        steps = np.rint(np.asarray(info["time_in_clip"], np.float64) * self.last_step).astype(np.int64)
+        due = (self.age - self.min_age) % self.every == 0
+        keep = np.flatnonzero(~done & ~resetting & (self.age >= self.min_age) & due & (steps < self.last_step))
+        if not len(keep):
+            return
+        physics_states = np.asarray(info["physics_state"])
+        if self.states is None:
+            self.states = np.zeros((self.capacity, physics_states.shape[1]))
+        slots = (self.count + np.arange(len(keep))) % self.capacity
+        self.steps[slots], self.states[slots] = steps[keep], physics_states[keep]
+        self.count += len(keep)
+
+    def __len__(self) -> int:
+        return min(self.count, self.capacity)
+
+    def starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps in the snippet, physics states) of the states kept, for ``set_start_states``."""
+        n = len(self)
+        if self.states is None or not n:
+            raise ValueError("no state kept yet.")
+        return self.steps[:n], self.states[:n]
