@@ -206,6 +206,10 @@ def test_bad_clip_and_preset_are_named():
             ["--own-start-probability 0.5: needs the fast backend", "--own-start-min-age 0"],
         ),
         (["--action-likelihood", "squashed"], ["squashed", "gaussian", "clipped"]),
+        (
+            ["--start-activations", "reference", "--own-start-probability", "0.2"],
+            ["--start-activations reference: needs the fast backend", "neither --own-start-probability"],
+        ),
     ],
 )
 def test_bad_trainer_flags_are_named_before_any_work(tmp_path, flags, named):
@@ -543,7 +547,7 @@ def test_own_start_states_are_the_late_states_of_episodes_and_start_new_ones_the
     """``--own-start-probability``: states kept ``min_age`` or more steps into real episodes, with their step in the
     snippet; a random-start world then begins exactly there."""
     from mocapact_envs.mocap.ids import parse_snippet
-    from mocapact_envs.training.own_starts import OwnStartStates
+    from mocapact_envs.training.start_states import OwnStartStates
 
     snippet = parse_snippet("CMU_016_22-0-82")
     last_step = snippet.end - snippet.start
@@ -613,3 +617,38 @@ def test_drift_tells_a_turned_walker_from_a_tilted_one():
     assert heading_and_tilt(rotated([0, 0, 1], -30.0), reference) == pytest.approx((-30.0, 0.0), abs=1e-4)
     heading, tilt = heading_and_tilt(rotated([1, 0, 0], 15.0), reference)
     assert tilt == pytest.approx(15.0, abs=0.5) and abs(heading) < 5.0
+
+
+def test_driven_reference_starts_remove_the_first_steps_pull_of_zero_activations():
+    """``--start-activations reference``: worlds start on the reference with the servos' activations at its
+    actuation, and the first step under the reference actions then turns the root far less off the reference than
+    after dm_control's reset with zero activations."""
+    from mocapact_envs.mocap.source import get_source
+    from mocapact_envs.tasks.reference_actions import pose_to_action
+    from mocapact_envs.training.start_states import driven_reference_states
+
+    snippet = "CMU_009_12-0-198"
+    reference = get_source().clip_set(snippet).reference_features(0)
+    steps, states = driven_reference_states(reference)
+    assert len(steps) == len(reference["joints"]) - 1 and states.shape[1] == 63 + 62 + 56
+    np.testing.assert_allclose(states[:, -56:], pose_to_action(reference["joints"][:-1]), atol=1e-6)
+
+    def first_step_root_turn(driven: bool) -> float:
+        envs = make_tracking_vec_env(snippet, 4, "fast", random_start=True, observables="time_index")
+        if driven:
+            envs.unwrapped.set_start_states(steps, states, 1.0)
+        angles = []
+        for seed in range(5):
+            observation, info = envs.reset(seed=seed)
+            if driven:
+                assert np.allclose(info["physics_state"][:, -56:], pose_to_action(info["physics_state"][:, 7:63]))
+            step = np.rint(info["time_in_clip"] * 198).astype(int)
+            _, _, _, _, info = envs.step(pose_to_action(reference["joints"][step + 1]))
+            for world in range(4):
+                cosine = abs(info["physics_state"][world, 3:7] @ reference["quaternion"][step[world] + 1])
+                angles.append(2 * np.arccos(min(1.0, cosine)))
+        envs.close()
+        return float(np.mean(angles))
+
+    zero, driven = first_step_root_turn(False), first_step_root_turn(True)
+    assert driven < 0.5 * zero, (driven, zero)

@@ -53,6 +53,7 @@ from mocapact_envs.evaluation.metrics import EpisodeMetrics, EpisodeTracker, sum
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS, evaluate_expert, make_eval_vec_env, run_episodes
 from mocapact_envs.files import OutputWriteError, check_writable_folder, write_json
 from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.mocap.source import get_source
 from mocapact_envs.mocap.trainable import plan_snippets
 from mocapact_envs.policies.expert_files import load_expert, save_expert
 from mocapact_envs.policies.expert_networks import (
@@ -75,7 +76,6 @@ from mocapact_envs.training.flag_checks import (
     unit_interval,
     unset_or_positive,
 )
-from mocapact_envs.training.own_starts import OwnStartStates
 from mocapact_envs.training.relay_handover import handover_states
 from mocapact_envs.training.run_folder import (
     args_json,
@@ -87,6 +87,7 @@ from mocapact_envs.training.run_folder import (
     set_rng_state,
 )
 from mocapact_envs.training.scripts import apply_preset, seed_everything, show_presets_in_help
+from mocapact_envs.training.start_states import OwnStartStates, driven_reference_states
 
 # Values for every field left at None. `mocapact` is MoCapAct's published setting;
 # the others were measured on a 2-core CPU (baselines/ppo_expert/README.md).
@@ -294,6 +295,10 @@ class Args:
     """share of the random-start training episodes that begin at a state the expert's own training episodes reached
     --own-start-min-age or more steps after their start, instead of on the reference (drifted states, which the
     later steps of long episodes seldom give it to learn from; the fast backend); 0: all on the reference"""
+    start_activations: Literal["zero", "reference"] = "zero"
+    """the servos' activations at a random-start training episode's reset: dm_control's zeros (MoCapAct, and every
+    evaluation), or the reference pose's actuation, without the first step's pull toward the joints' mid-range (a
+    diagnostic of what that step costs; the fast backend)"""
     own_start_min_age: int = 20
     """with --own-start-probability: the earliest step of an episode whose state may become a start"""
     relay_window_steps: int = 0
@@ -538,6 +543,12 @@ def check_args(args: Args) -> None:
         errors.append(
             f"--own-start-probability {args.own_start_probability}: needs the fast backend's native vector env "
             f"(--backend {args.backend!r}) and no --relay-handover-probability (both set the start states)"
+        )
+    other_starts = args.own_start_probability > 0 or args.relay_handover_probability > 0
+    if args.start_activations == "reference" and (args.backend not in (None, "fast") or other_starts):
+        errors.append(
+            f"--start-activations reference: needs the fast backend's native vector env (--backend {args.backend!r}) "
+            "and neither --own-start-probability nor --relay-handover-probability (they set the start states too)"
         )
     if args.warm_start is not None:
         warm_checkpoint = checkpoint_path(Path(args.warm_start))
@@ -943,6 +954,10 @@ def make_expert_runs(
             termination_error_threshold=args.termination_error_threshold,
             **training_env_kwargs(args),
         )
+        if args.start_activations == "reference":
+            envs.unwrapped.set_start_states(
+                *driven_reference_states(get_source().clip_set(snippet.id).reference_features(0)), 1.0
+            )
         starts = (start_states or [None] * len(snippets))[k]
         if starts is not None:
             envs.unwrapped.set_start_states(*starts, args.relay_handover_probability)

@@ -1,10 +1,20 @@
-"""Starts from where an expert's own training episodes drift: a reservoir of the states they reach late.
+"""Training episodes that start elsewhere than dm_control's reset: where an expert's own episodes drift, or on the
+reference with the servos already driving it.
 
+**Own states.**
 An expert trained from random starts on the reference meets the states it drifts into only as far as its
 episodes last; on a long snippet they end about 50 steps after any start, so the states of the
 episodes' later steps, where it must recover, are the ones it has learnt least. ``--own-start-probability``
 of ``baselines/ppo_expert/train.py`` starts that share of the random-start episodes at one of these
 states instead (the fast vector env's ``set_start_states``), so each one carries on from there.
+
+**Driven reference states.** dm_control's reset sets the walker's pose and velocities to the reference but its
+actuator activations to zero: the position servos, whose activations follow their controls with a 0.03 s time
+constant (one control step), pull every joint toward the middle of its range for the first step. On
+``CMU_009_12`` the root turns 0.135 rad off the reference in that step (0.027 rad with the activations at the
+reference pose's actuation). MoCapAct's training and evaluation both start that way;
+``--start-activations reference`` starts the training episodes with driven servos instead, to measure what that
+first step costs (evaluations keep dm_control's reset).
 """
 
 from __future__ import annotations
@@ -12,6 +22,17 @@ from __future__ import annotations
 import numpy as np
 
 from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.tasks.reference_actions import pose_to_action
+
+
+def driven_reference_states(reference: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every step but the last of a snippet's reference features (``reference_features``) as a physics state
+    (``qpos, qvel, act``) with the activations at the pose's actuation: (steps, states) for ``set_start_states``."""
+    steps = len(reference["joints"]) - 1
+    qpos = np.concatenate([reference["position"], reference["quaternion"], reference["joints"]], axis=1)
+    qvel = np.concatenate([reference["velocity"], reference["angular_velocity"], reference["joints_velocity"]], axis=1)
+    act = pose_to_action(reference["joints"])
+    return np.arange(steps), np.concatenate([qpos, qvel, act], axis=1)[:steps].astype(np.float64)
 
 
 class OwnStartStates:
