@@ -162,6 +162,13 @@ def test_compare_plots_runs_and_names_bad_labels(first_run, tmp_path):
     assert bad.returncode == 2 and "--labels has 2 entries for 1 runs" in bad.stderr
     missing = run(COMPARE, tmp_path, check=False)
     assert missing.returncode == 2 and str(tmp_path / "evaluations.json") in missing.stderr
+    # Rows by env steps: each evaluation lands in the window holding its step, with its own metric.
+    by_steps = run(COMPARE, first_run, "--steps-per-row", "100", "--window", "1", "--plot", plot)
+    last = evaluations[-1]
+    row = f"{last['global_step'] / 1e6:5.2f}-{last['global_step'] / 1e6:5.2f}M"
+    assert row in by_steps.stdout and f"{last['eval_rsi']['mean_norm_episode_length']:14.3f}" in by_steps.stdout
+    zero = run(COMPARE, first_run, "--steps-per-row", "0", check=False)
+    assert zero.returncode == 2 and "--steps-per-row must be >= 1, got 0" in zero.stderr
 
 
 def test_loaded_expert_predicts_single_and_batched(first_run):

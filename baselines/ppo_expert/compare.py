@@ -42,6 +42,9 @@ class Args:
     """evaluations per rolling mean (1: no smoothing)"""
     minutes_per_row: float = 20.0
     """width of the training-minute windows of the printed table"""
+    steps_per_row: int | None = None
+    """width of env-step windows of the printed table instead (runs that shared a loaded machine compare better at
+    equal steps than at equal minutes); unset: training-minute windows"""
     plot: str = "expert_learning_curves.png"
     """PNG to write"""
     title: str | None = None
@@ -72,21 +75,29 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
 
 
-def print_windows(label: str, curve: dict[str, np.ndarray], minutes_per_row: float) -> None:
+def print_windows(label: str, curve: dict[str, np.ndarray], minutes_per_row: float, steps_per_row: int | None) -> None:
     print(f"{label}: {len(curve['steps'])} evaluations to step {curve['steps'][-1]:,} ({curve['minutes'][-1]:.1f} min)")
     print("  minutes   env steps     " + "".join(f"{column:>14}" for *_, column in CURVES))
-    for low in np.arange(0.0, curve["minutes"][-1], minutes_per_row):
-        inside = (curve["minutes"] >= low) & (curve["minutes"] < low + minutes_per_row)
+    by, width = ("steps", steps_per_row) if steps_per_row else ("minutes", minutes_per_row)
+    for low in np.arange(0.0, curve[by][-1], width):
+        inside = (
+            (curve[by] > low) & (curve[by] <= low + width)
+            if by == "steps"
+            else (curve[by] >= low) & (curve[by] < low + width)
+        )
         if not inside.any():
             continue
-        steps = curve["steps"][inside]
+        steps, minutes = curve["steps"][inside], curve["minutes"][inside]
         means = "".join(f"{curve[f'{kind}/{metric}'][inside].mean():14.3f}" for kind, metric, *_ in CURVES)
-        print(f"  {low:3.0f}-{low + minutes_per_row:<3.0f}  {steps[0] / 1e6:5.2f}-{steps[-1] / 1e6:5.2f}M{means}")
+        print(f"  {minutes[0]:3.0f}-{minutes[-1]:<3.0f}  {steps[0] / 1e6:5.2f}-{steps[-1] / 1e6:5.2f}M{means}")
 
 
 def main(args: Args) -> int:
     if args.labels and len(args.labels) != len(args.runs):
         print(f"error: --labels has {len(args.labels)} entries for {len(args.runs)} runs.", file=sys.stderr)
+        return 2
+    if args.steps_per_row is not None and args.steps_per_row < 1:
+        print(f"error: --steps-per-row must be >= 1, got {args.steps_per_row}.", file=sys.stderr)
         return 2
     if args.window < 1:
         print(f"error: --window must be >= 1, got {args.window}.", file=sys.stderr)
@@ -100,7 +111,7 @@ def main(args: Args) -> int:
 
     figure, axes = subplots(len(CURVES), 2, figsize=(11, 3.2 * len(CURVES)), sharex="col", sharey="row")
     for index, (label, curve) in enumerate(zip(labels, curves, strict=True)):
-        print_windows(label, curve, args.minutes_per_row)
+        print_windows(label, curve, args.minutes_per_row, args.steps_per_row)
         color = f"C{index}"
         for row, (kind, metric, name, _) in enumerate(CURVES):
             values = curve[f"{kind}/{metric}"]
