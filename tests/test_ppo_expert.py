@@ -608,7 +608,7 @@ def test_drift_tells_a_turned_walker_from_a_tilted_one():
     heading only; a lean about a horizontal axis is tilt only."""
     import mujoco
 
-    from baselines.ppo_expert.drift import heading_and_tilt
+    from mocapact_envs.evaluation.root_orientation import heading_and_tilt
     from mocapact_envs.mocap.source import get_source
 
     reference = get_source().clip_set("CMU_016_22-0-82").reference_features(0)["quaternion"][40]
@@ -619,11 +619,19 @@ def test_drift_tells_a_turned_walker_from_a_tilted_one():
         mujoco.mju_mulQuat(result, turn, reference)  # a rotation in the world frame
         return result
 
-    assert heading_and_tilt(reference, reference) == pytest.approx((0.0, 0.0), abs=1e-5)
-    assert heading_and_tilt(rotated([0, 0, 1], 12.0), reference) == pytest.approx((12.0, 0.0), abs=1e-4)
-    assert heading_and_tilt(rotated([0, 0, 1], -30.0), reference) == pytest.approx((-30.0, 0.0), abs=1e-4)
-    heading, tilt = heading_and_tilt(rotated([1, 0, 0], 15.0), reference)
+    def degrees(quaternion: np.ndarray) -> tuple[float, float]:
+        return tuple(float(v) for v in np.degrees(heading_and_tilt(quaternion, reference)))
+
+    assert degrees(reference) == pytest.approx((0.0, 0.0), abs=1e-5)
+    assert degrees(rotated([0, 0, 1], 12.0)) == pytest.approx((12.0, 0.0), abs=1e-4)
+    assert degrees(rotated([0, 0, 1], -170.0)) == pytest.approx((-170.0, 0.0), abs=1e-4)
+    heading, tilt = degrees(rotated([1, 0, 0], 15.0))
     assert tilt == pytest.approx(15.0, abs=0.5) and abs(heading) < 5.0
+    # Batched: one row per quaternion, as the trainer computes it for its worlds.
+    batch = np.stack([reference, rotated([0, 0, 1], 12.0), rotated([1, 0, 0], 15.0)])
+    headings, tilts = heading_and_tilt(batch, np.stack([reference] * 3))
+    np.testing.assert_allclose(np.degrees(headings[:2]), [0.0, 12.0], atol=1e-4)
+    np.testing.assert_allclose(np.degrees(tilts), [0.0, 0.0, tilt], atol=1e-4)
 
 
 def test_driven_reference_starts_remove_the_first_steps_pull_of_zero_activations():
@@ -659,3 +667,39 @@ def test_driven_reference_starts_remove_the_first_steps_pull_of_zero_activations
 
     zero, driven = first_step_root_turn(False), first_step_root_turn(True)
     assert driven < 0.5 * zero, (driven, zero)
+
+
+def test_upright_shaping_charges_tilt_and_not_heading():
+    """``--upright-reward-weight``: a real step's shaped reward is the env's plus ``weight * (cos(tilt) - 1)``; a
+    root turned about the vertical costs nothing, one leaning 60 degrees half the weight."""
+    import mujoco
+
+    from mocapact_envs.evaluation.root_orientation import heading_and_tilt
+    from mocapact_envs.mocap.source import get_source
+    from mocapact_envs.training.reward_shaping import UprightShaping
+
+    snippet = "CMU_009_12-0-198"
+    quaternions = get_source().clip_set(snippet).reference_features(0)["quaternion"]
+    shaping = UprightShaping(quaternions, weight=2.0)
+    envs = make_tracking_vec_env(snippet, 3, "fast", random_start=True, observables="time_index")
+    observation, info = envs.reset(seed=0)
+    for _ in range(15):  # zero actions: the walker sags and tilts off the reference
+        _, reward, _, _, info = envs.step(np.zeros((3, 56), np.float32))
+    envs.close()
+    steps = np.rint(info["time_in_clip"] * 198).astype(int)
+    _, tilt = heading_and_tilt(info["physics_state"][:, 3:7], quaternions[steps])
+    assert tilt.max() > np.radians(5)
+    np.testing.assert_allclose(shaping(reward, info), reward + 2.0 * (np.cos(tilt) - 1.0))
+
+    def turned(axis: list[float], degrees: float) -> np.ndarray:
+        rotation, result = np.empty(4), np.empty(4)
+        mujoco.mju_axisAngle2Quat(rotation, np.array(axis, np.float64), np.radians(degrees))
+        mujoco.mju_mulQuat(result, rotation, quaternions[100])
+        return result
+
+    state = np.zeros((2, info["physics_state"].shape[1]))
+    state[0, 3:7], state[1, 3:7] = turned([0, 0, 1], 40.0), turned([0, 1, 0], 60.0)
+    shaped = shaping(np.zeros(2), {"physics_state": state, "time_in_clip": np.full(2, 100 / 198)})
+    # The reference's root is itself a few degrees off vertical, so a lean about a world axis is 60 degrees of tilt
+    # to within about 2.
+    assert shaped[0] == pytest.approx(0.0, abs=1e-6) and shaped[1] == pytest.approx(-1.0, abs=0.03)

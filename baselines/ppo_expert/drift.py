@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import mujoco
 import numpy as np
 import tyro
 from rich.console import Console
@@ -25,6 +24,7 @@ from rich.table import Table
 from mocapact_envs.envs.factory import make_tracking_env
 from mocapact_envs.evaluation.plotting import save_figure, subplots
 from mocapact_envs.evaluation.protocol import EVAL_SETTINGS
+from mocapact_envs.evaluation.root_orientation import heading_and_tilt
 from mocapact_envs.files import write_json
 from mocapact_envs.mocap.source import get_source
 from mocapact_envs.policies.expert_files import find_model_dir, load_expert
@@ -45,30 +45,7 @@ COLUMN_LABELS = {
     "tracking_error": "tracking error",
 }
 COLUMNS = tuple(COLUMN_LABELS)
-#: The CMU humanoid's root frame: its local y axis points up, its local x axis lies in the ground plane.
-ROOT_UP_AXIS, ROOT_FORWARD_AXIS = 1, 0
 DRIFT_COLUMNS = 5  # the first five are drawn in the drift panel (metres and degrees), the rest in the errors one
-
-
-def rotation_matrix(quaternion: np.ndarray) -> np.ndarray:
-    matrix = np.empty(9)
-    mujoco.mju_quat2Mat(matrix, np.asarray(quaternion, np.float64))
-    return matrix.reshape(3, 3)
-
-
-def heading_and_tilt(quaternion: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """The root's heading error (degrees, positive: turned left of the reference) and tilt error (degrees: the angle
-    between the two up axes once the heading error is turned back): the rotation the body's own sensors cannot tell
-    from a turned reference, and the one they can."""
-    walker, target = (rotation_matrix(q) for q in (quaternion, reference))
-    forward, forward_target = walker[:2, ROOT_FORWARD_AXIS], target[:2, ROOT_FORWARD_AXIS]
-    heading = np.arctan2(forward[1], forward[0]) - np.arctan2(forward_target[1], forward_target[0])
-    heading = (heading + np.pi) % (2 * np.pi) - np.pi
-    # The walker's up axis turned back by the heading error, so a turn about the vertical is no tilt.
-    cos, sin = np.cos(-heading), np.sin(-heading)
-    up = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]]) @ walker[:, ROOT_UP_AXIS]
-    cosine = np.clip(up @ target[:, ROOT_UP_AXIS], -1.0, 1.0)
-    return float(np.degrees(heading)), float(np.degrees(np.arccos(cosine)))
 
 
 @dataclass
@@ -110,15 +87,15 @@ def episode_drift(env, expert, reference: dict[str, np.ndarray], seed: int) -> n
         heading /= max(np.linalg.norm(heading), 1e-9)
         offset = qpos[:2] - reference["position"][step, :2]
         joint_error = float(np.mean(np.abs(qpos[7:] - reference["joints"][step])))
-        heading_error, tilt_error = heading_and_tilt(qpos[3:7], reference["quaternion"][step])
+        heading_error, tilt_error = np.degrees(heading_and_tilt(qpos[3:7], reference["quaternion"][step]))
         error = float(info["tracking_error"])
         rows.append(
             (
                 -offset @ heading,  # positive: behind the reference
                 offset @ np.array([-heading[1], heading[0]]),
                 reference["position"][step, 2] - qpos[2],  # positive: below it
-                heading_error,
-                tilt_error,
+                float(heading_error),
+                float(tilt_error),
                 joint_error,
                 2 * error - joint_error,  # error = 0.5 * body + 0.5 * joint
                 error,

@@ -77,6 +77,7 @@ from mocapact_envs.training.flag_checks import (
     unset_or_positive,
 )
 from mocapact_envs.training.relay_handover import handover_states
+from mocapact_envs.training.reward_shaping import UprightShaping
 from mocapact_envs.training.run_folder import (
     args_json,
     checkpoint_path,
@@ -295,6 +296,9 @@ class Args:
     """share of the random-start training episodes that begin at a state the expert's own training episodes reached
     --own-start-min-age or more steps after their start, instead of on the reference (drifted states, which the
     later steps of long episodes seldom give it to learn from; the fast backend); 0: all on the reference"""
+    upright_reward_weight: float = 0.0
+    """adds this times (cos(tilt error) - 1) to each training step's reward, the tilt error the angle between the
+    walker's and the reference's root up axes, heading aside (training only: evaluations keep MoCapAct's comic)"""
     start_activations: Literal["zero", "reference"] = "zero"
     """the servos' activations at a random-start training episode's reset: dm_control's zeros (MoCapAct, and every
     evaluation), or the reference pose's actuation, without the first step's pull toward the joints' mid-range (a
@@ -513,6 +517,7 @@ ARG_RULES: dict[str, FlagRule] = {
     "relay_handover_probability": (unit_interval, "in [0, 1]"),
     "own_start_probability": (unit_interval, "in [0, 1]"),
     "own_start_min_age": (positive, "a positive number of steps"),
+    "upright_reward_weight": (non_negative, "0 (off) or more"),
 }
 
 
@@ -832,6 +837,7 @@ class ExpertRun:
     args_json: str
     tracker: EpisodeTracker
     own_starts: OwnStartStates | None = None  # with --own-start-probability; refilled after a resume
+    upright: UprightShaping | None = None  # with --upright-reward-weight
     # -- carried by the checkpoint
     global_step: int = 0
     update: int = 0
@@ -954,10 +960,9 @@ def make_expert_runs(
             termination_error_threshold=args.termination_error_threshold,
             **training_env_kwargs(args),
         )
+        reference = get_source().clip_set(snippet.id).reference_features(0)
         if args.start_activations == "reference":
-            envs.unwrapped.set_start_states(
-                *driven_reference_states(get_source().clip_set(snippet.id).reference_features(0)), 1.0
-            )
+            envs.unwrapped.set_start_states(*driven_reference_states(reference), 1.0)
         starts = (start_states or [None] * len(snippets))[k]
         if starts is not None:
             envs.unwrapped.set_start_states(*starts, args.relay_handover_probability)
@@ -978,6 +983,11 @@ def make_expert_runs(
                 own_starts=(
                     OwnStartStates(snippet, args.num_envs, args.own_start_min_age)
                     if args.own_start_probability > 0
+                    else None
+                ),
+                upright=(
+                    UprightShaping(reference["quaternion"], args.upright_reward_weight)
+                    if args.upright_reward_weight > 0
                     else None
                 ),
             )
@@ -1123,7 +1133,8 @@ def collect_rollout(
             k, resetting = run.k, rollout.resetting[run.k]
             observation, reward, terminated, truncated, info = run.envs.step(env_actions[k])
             done = np.logical_or(terminated, truncated)
-            rollout.rewards[k, step] = torch.from_numpy(run.reward_normalizer(reward, done, ~resetting))
+            trained_reward = reward if run.upright is None else run.upright(reward, info)
+            rollout.rewards[k, step] = torch.from_numpy(run.reward_normalizer(trained_reward, done, ~resetting))
             rollout.terminateds[k, step], rollout.dones[k, step] = torch.from_numpy(terminated), torch.from_numpy(done)
             run.global_step += int((~resetting).sum())
             finished[k].extend(run.tracker.on_step(reward, terminated, truncated, info))
