@@ -675,12 +675,13 @@ def test_upright_shaping_charges_tilt_and_not_heading():
     import mujoco
 
     from mocapact_envs.evaluation.root_orientation import heading_and_tilt
+    from mocapact_envs.mocap.ids import parse_snippet
     from mocapact_envs.mocap.source import get_source
     from mocapact_envs.training.reward_shaping import UprightShaping
 
     snippet = "CMU_009_12-0-198"
     quaternions = get_source().clip_set(snippet).reference_features(0)["quaternion"]
-    shaping = UprightShaping(quaternions, weight=2.0)
+    shaping = UprightShaping(parse_snippet(snippet), quaternions, weight=2.0)
     envs = make_tracking_vec_env(snippet, 3, "fast", random_start=True, observables="time_index")
     observation, info = envs.reset(seed=0)
     for _ in range(15):  # zero actions: the walker sags and tilts off the reference

@@ -80,11 +80,7 @@ def print_windows(label: str, curve: dict[str, np.ndarray], minutes_per_row: flo
     print("  minutes   env steps     " + "".join(f"{column:>14}" for *_, column in CURVES))
     by, width = ("steps", steps_per_row) if steps_per_row else ("minutes", minutes_per_row)
     for low in np.arange(0.0, curve[by][-1], width):
-        inside = (
-            (curve[by] > low) & (curve[by] <= low + width)
-            if by == "steps"
-            else (curve[by] >= low) & (curve[by] < low + width)
-        )
+        inside = (curve[by] >= low) & (curve[by] < low + width)
         if not inside.any():
             continue
         steps, minutes = curve["steps"][inside], curve["minutes"][inside]

@@ -291,20 +291,22 @@ class Args:
     """also stop once this many evaluations in a row reach the normalized-length bar above from both starts (the
     whole snippet tracked); 0: off (MoCapAct)"""
 
-    # -- relay: long snippets as short-window experts handing over in time (mocapact_envs/policies/relay.py) ------
+    # -- long snippets: where training episodes start, a training-only reward term (mocapact_envs/training/) ----
     own_start_probability: float = 0.0
     """share of the random-start training episodes that begin at a state the expert's own training episodes reached
     --own-start-min-age or more steps after their start, instead of on the reference (drifted states, which the
     later steps of long episodes seldom give it to learn from; the fast backend); 0: all on the reference"""
-    upright_reward_weight: float = 0.0
-    """adds this times (cos(tilt error) - 1) to each training step's reward, the tilt error the angle between the
-    walker's and the reference's root up axes, heading aside (training only: evaluations keep MoCapAct's comic)"""
+    own_start_min_age: int = 20
+    """with --own-start-probability: the earliest step of an episode whose state may become a start"""
     start_activations: Literal["zero", "reference"] = "zero"
     """the servos' activations at a random-start training episode's reset: dm_control's zeros (MoCapAct, and every
     evaluation), or the reference pose's actuation, without the first step's pull toward the joints' mid-range (a
     diagnostic of what that step costs; the fast backend)"""
-    own_start_min_age: int = 20
-    """with --own-start-probability: the earliest step of an episode whose state may become a start"""
+    upright_reward_weight: float = 0.0
+    """adds this times (cos(tilt error) - 1) to each training step's reward, the tilt error the angle between the
+    walker's and the reference's root up axes, heading aside (training only: evaluations keep MoCapAct's comic)"""
+
+    # -- relay: long snippets as short-window experts handing over in time (mocapact_envs/policies/relay.py) ------
     relay_window_steps: int = 0
     """train each snippet longer than this many steps as a relay: one expert per overlapping window of this many
     steps, all trained together, composed into one expert that acts with window k from its switch step on;
@@ -960,7 +962,9 @@ def make_expert_runs(
             termination_error_threshold=args.termination_error_threshold,
             **training_env_kwargs(args),
         )
-        reference = get_source().clip_set(snippet.id).reference_features(0)
+        # The reference features are read only for the options that need them.
+        if args.start_activations == "reference" or args.upright_reward_weight > 0:
+            reference = get_source().clip_set(snippet.id).reference_features(0)
         if args.start_activations == "reference":
             envs.unwrapped.set_start_states(*driven_reference_states(reference), 1.0)
         starts = (start_states or [None] * len(snippets))[k]
@@ -986,7 +990,7 @@ def make_expert_runs(
                     else None
                 ),
                 upright=(
-                    UprightShaping(reference["quaternion"], args.upright_reward_weight)
+                    UprightShaping(snippet, reference["quaternion"], args.upright_reward_weight)
                     if args.upright_reward_weight > 0
                     else None
                 ),

@@ -12,25 +12,28 @@ from __future__ import annotations
 import numpy as np
 
 from mocapact_envs.evaluation.root_orientation import heading_and_tilt
+from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.policies.relay import clip_steps_at
 
 
 class UprightShaping:
     """``reward + weight * (cos(tilt error) - 1)`` for the worlds of one snippet's vector env.
 
     Args:
+        snippet: the snippet the envs track.
         reference_quaternions: the snippet's reference root quaternions, one row per step.
         weight: the term's weight (>= 0).
     """
 
-    def __init__(self, reference_quaternions: np.ndarray, weight: float):
+    def __init__(self, snippet: Snippet, reference_quaternions: np.ndarray, weight: float):
         if not weight >= 0:
             raise ValueError(f"the upright reward weight must be >= 0, got {weight}.")
-        self.reference = np.asarray(reference_quaternions, np.float64)
+        self.snippet, self.reference = snippet, np.asarray(reference_quaternions, np.float64)
         self.last_step = len(self.reference) - 1
         self.weight = float(weight)
 
     def __call__(self, reward: np.ndarray, info: dict) -> np.ndarray:
         """The shaped reward of one vector-env step (``info``: its ``physics_state`` and ``time_in_clip``)."""
-        steps = np.clip(np.rint(np.asarray(info["time_in_clip"]) * self.last_step).astype(np.int64), 0, self.last_step)
+        steps = np.clip(clip_steps_at(self.snippet, info["time_in_clip"]) - self.snippet.start, 0, self.last_step)
         _, tilt = heading_and_tilt(np.asarray(info["physics_state"])[:, 3:7], self.reference[steps])
         return reward + self.weight * (np.cos(tilt) - 1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mocapact_envs.mocap.ids import Snippet
+from mocapact_envs.policies.relay import clip_steps_at, snippet_steps
 from mocapact_envs.tasks.reference_actions import pose_to_action
 
 
@@ -52,7 +53,7 @@ class OwnStartStates:
     def __init__(self, snippet: Snippet, num_envs: int, min_age: int, every: int = 10, capacity: int = 512):
         if min_age < 1 or every < 1 or capacity < 1:
             raise ValueError(f"min_age, every and capacity must be >= 1; got {min_age}, {every} and {capacity}.")
-        self.last_step = snippet.end - snippet.start
+        self.snippet, self.last_step = snippet, snippet_steps(snippet) - 1
         self.min_age, self.every, self.capacity = int(min_age), int(every), int(capacity)
         self.age = np.zeros(num_envs, np.int64)
         self.steps = np.zeros(capacity, np.int64)
@@ -64,7 +65,7 @@ class OwnStartStates:
         ``resetting`` the worlds whose step only reset them (next-step autoreset)."""
         self.age[resetting] = 0
         self.age[~resetting] += 1
-        steps = np.rint(np.asarray(info["time_in_clip"], np.float64) * self.last_step).astype(np.int64)
+        steps = clip_steps_at(self.snippet, info["time_in_clip"]) - self.snippet.start
         due = (self.age - self.min_age) % self.every == 0
         keep = np.flatnonzero(~done & ~resetting & (self.age >= self.min_age) & due & (steps < self.last_step))
         if not len(keep):
