@@ -238,6 +238,11 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         masks = {f"_{key}": mask.copy() for key in info}
         return {**info, **masks}
 
+    def physics_states(self) -> np.ndarray:
+        """Every world's MuJoCo ``qpos, qvel, act`` now (``info["physics_state"]`` of the last step or reset):
+        ``(num_envs, nq + nv + na)``, for controllers that act on the simulation's state."""
+        return self._worlds.physics_states().copy()
+
     def set_start_states(self, time_steps: np.ndarray, physics_states: np.ndarray, probability: float) -> None:
         """Random-start episodes begin, with ``probability``, at one of ``physics_states`` (``info["physics_state"]``
         rows another policy reached) at its step of ``time_steps`` instead of the reference pose; see

@@ -84,6 +84,8 @@ class TrackingWorlds:
         # sensors (only those of the final mj_forward are observed; the dynamics are bitwise the same),
         # and the reset's forward runs without actuation, as dm_control's after_reset.
         self._substep_model = _with_disabled(self.model, mujoco.mjtDisableBit.mjDSBL_SENSOR)
+        #: The model a step's substeps run on (sensors off, the same dynamics): what a planner steps.
+        self.dynamics_model = self._substep_model
         self._reset_model = _with_disabled(self.model, mujoco.mjtDisableBit.mjDSBL_ACTUATION)
         self.layout = WalkerLayout.from_walker(physics, task._walker)
         self.num_worlds = num_worlds
@@ -347,6 +349,12 @@ class TrackingWorlds:
         """
         # The gathered MjData values start with qpos, qvel and act in each world.
         return self._latest_source.reshape(self.num_worlds, -1)[:, : self._state_size]
+
+    def reference_trajectory(self, clip_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A snippet's reference at every step as the walker's ``qpos`` and ``qvel``: what a reset there sets
+        (``(last_step + 1 + max ref step, nq)`` and ``(..., nv)``)."""
+        table = self._snippet(clip_index).table
+        return table[:, self._qpos_columns], table[:, self._qvel_columns]
 
     def reference_qpos(self, world: int) -> np.ndarray:
         """The reference pose at ``world``'s current step, as a walker ``qpos``."""

@@ -1,0 +1,326 @@
+"""Actions that track a snippet, found by trajectory optimisation on the tracking task's own physics.
+
+iLQR (iterative linear-quadratic regulator) over MuJoCo's finite-difference derivatives, run receding-horizon
+along the snippet: a window of ``horizon`` steps is optimised from the state the previous windows reached, its first
+``commit`` steps are kept, and the next window starts there. The result, a :class:`TrackingPlan`, is the walker's
+states, the actions that produce them from the snippet start (played open loop in the same world they give the
+same states) and the time-varying linear feedback gains of the last backward pass around them.
+
+Why: it answers whether a snippet's reference is physically trackable by the walker at all, and how far a
+feedback law linearised around such a plan holds under MoCapAct's action noise
+(``baselines/ppo_expert/feedforward.py`` measures both).
+
+The state is MuJoCo's ``qpos, qvel, act`` (dm_control's ``physics.get_state()``); derivatives and errors live in
+its tangent space (``nv + nv + na``: the free joint's orientation as a rotation vector). The cost of a step is
+quadratic in the walker's pose and velocity error from the reference, weighted by :class:`TrackingWeights`, plus
+a small one on the action's distance from the reference action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+#: Line-search step sizes of an iLQR forward pass, largest first.
+LINE_SEARCH = (1.0, 0.5, 0.25, 0.1)
+#: Levenberg-Marquardt regularisation of the control Hessian: start, floor, and the ceiling at which iLQR gives up.
+REGULARIZATION = (1e-3, 1e-6, 1e3)
+
+
+@dataclass(frozen=True)
+class TrackingWeights:
+    """Diagonal weights of the quadratic tracking cost (per squared error unit)."""
+
+    root_position: float = 100.0
+    """per m^2 of the root's position error: a lag or offset moves every body, which MoCapAct's error counts"""
+    root_rotation: float = 30.0
+    """per rad^2 of the root's orientation error (rotation vector)"""
+    joints: float = 1.0
+    """per rad^2 of each hinge joint's error"""
+    root_velocity: float = 1.0
+    """per (m/s)^2 of the root's linear velocity error"""
+    root_angular_velocity: float = 0.3
+    """per (rad/s)^2 of the root's angular velocity error"""
+    joint_velocity: float = 0.01
+    """per (rad/s)^2 of each joint's velocity error"""
+    action: float = 0.01
+    """per squared unit of the action's distance from the reference action"""
+
+    def state_diagonal(self, nv: int, na: int) -> np.ndarray:
+        """The cost's diagonal over the tangent state (free joint first, as MuJoCo orders it)."""
+        joints = nv - 6
+        return np.concatenate(
+            [
+                np.full(3, self.root_position),
+                np.full(3, self.root_rotation),
+                np.full(joints, self.joints),
+                np.full(3, self.root_velocity),
+                np.full(3, self.root_angular_velocity),
+                np.full(joints, self.joint_velocity),
+                np.zeros(na),  # Servo activations follow the actions: not tracked themselves.
+            ]
+        )
+
+
+class ControlStep:
+    """One environment step of a tracking world's physics: ``num_substeps`` MuJoCo steps with the action held.
+
+    Works on a private ``MjData`` of ``model``, so it never disturbs the worlds that train or evaluate.
+    """
+
+    def __init__(self, model: mujoco.MjModel, num_substeps: int):
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.num_substeps = int(num_substeps)
+        self.nq, self.nv, self.na, self.nu = model.nq, model.nv, model.na, model.nu
+        self.tangent_size = 2 * model.nv + model.na
+        self._substep_a = np.zeros((self.tangent_size, self.tangent_size))
+        self._substep_b = np.zeros((self.tangent_size, self.nu))
+
+    def _set(self, state: np.ndarray, action: np.ndarray) -> None:
+        data, nq, nv = self.data, self.nq, self.nv
+        data.qpos[:], data.qvel[:], data.act[:] = state[:nq], state[nq : nq + nv], state[nq + nv :]
+        data.ctrl[:] = action
+
+    def _state(self) -> np.ndarray:
+        return np.concatenate([self.data.qpos, self.data.qvel, self.data.act])
+
+    def __call__(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The state one step after ``state`` under ``action``."""
+        self._set(state, action)
+        mujoco.mj_step(self.model, self.data, self.num_substeps)
+        return self._state()
+
+    def derivatives(self, state: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step's Jacobians with respect to the tangent state and the action: the substeps' forward
+        finite differences (``mjd_transitionFD``) chained."""
+        self._set(state, action)
+        a_step, b_step = self._substep_a, self._substep_b
+        jacobian_state = np.eye(self.tangent_size)
+        jacobian_action = np.zeros((self.tangent_size, self.nu))
+        for _ in range(self.num_substeps):
+            mujoco.mjd_transitionFD(self.model, self.data, 1e-6, 0, a_step, b_step, None, None)
+            jacobian_state = a_step @ jacobian_state
+            jacobian_action = a_step @ jacobian_action + b_step
+            mujoco.mj_step(self.model, self.data)
+        return jacobian_state, jacobian_action
+
+    def difference(self, state: np.ndarray, nominal: np.ndarray) -> np.ndarray:
+        """``state - nominal`` in the tangent space."""
+        nq, nv = self.nq, self.nv
+        position = np.zeros(nv)
+        mujoco.mj_differentiatePos(self.model, position, 1.0, nominal[:nq], state[:nq])
+        return np.concatenate(
+            [position, state[nq : nq + nv] - nominal[nq : nq + nv], state[nq + nv :] - nominal[nq + nv :]]
+        )
+
+
+class TrackingCost:
+    """The quadratic tracking cost of a snippet's reference.
+
+    Args:
+        step: the physics (for tangent differences).
+        reference_qpos, reference_qvel: the reference pose and velocity at each snippet step, as the walker's
+            ``qpos`` and ``qvel`` (``(T + 1, nq)``, ``(T + 1, nv)``).
+        reference_actions: the reference action at each step (``(T + 1, nu)``), which actions are pulled towards.
+        weights: the cost's weights.
+    """
+
+    def __init__(
+        self,
+        step: ControlStep,
+        reference_qpos: np.ndarray,
+        reference_qvel: np.ndarray,
+        reference_actions: np.ndarray,
+        weights: TrackingWeights = TrackingWeights(),
+    ):
+        self.step = step
+        self.reference_qpos = np.asarray(reference_qpos, np.float64)
+        self.reference_qvel = np.asarray(reference_qvel, np.float64)
+        self.reference_actions = np.asarray(reference_actions, np.float64)
+        self.state_weights = weights.state_diagonal(step.nv, step.na)
+        self.action_weight = float(weights.action)
+
+    def error(self, state: np.ndarray, time_step: int) -> np.ndarray:
+        """The tangent error of ``state`` from the reference at snippet step ``time_step`` (activations: 0)."""
+        nq, nv = self.step.nq, self.step.nv
+        reference = np.concatenate([self.reference_qpos[time_step], self.reference_qvel[time_step], state[nq + nv :]])
+        return self.step.difference(state, reference)
+
+    def total(self, states: np.ndarray, actions: np.ndarray, first_step: int) -> float:
+        """The cost of ``actions`` taken from ``states[0]`` at snippet step ``first_step``."""
+        cost = 0.0
+        for i, action in enumerate(actions):
+            error = self.error(states[i + 1], first_step + i + 1)
+            pull = action - self.reference_actions[first_step + i]
+            cost += 0.5 * error @ (self.state_weights * error) + 0.5 * self.action_weight * pull @ pull
+        return cost
+
+
+@dataclass
+class IlqrResult:
+    """One window's optimised trajectory: ``states`` (``H + 1``), ``actions`` (``H``), cost and feedback ``gains``
+    (``(H, nu, tangent)``: ``action = actions[t] + gains[t] @ difference(state, states[t])``)."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    cost: float
+    gains: np.ndarray
+    iterations: int
+
+
+def rollout(
+    step: ControlStep,
+    start: np.ndarray,
+    actions: np.ndarray,
+    nominal: np.ndarray | None = None,
+    gains: np.ndarray | None = None,
+    feedforward: np.ndarray | None = None,
+    step_size: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """States and the (clipped) actions taken from ``start``: ``actions``, or with ``gains`` iLQR's update
+    ``actions + step_size * feedforward + gains @ (state - nominal)``."""
+    states, taken = [start], []
+    state = start
+    for t, action in enumerate(actions):
+        if gains is not None:
+            action = action + step_size * feedforward[t] + gains[t] @ step.difference(state, nominal[t])
+        action = np.clip(action, -1.0, 1.0)
+        state = step(state, action)
+        states.append(state)
+        taken.append(action)
+    return np.array(states), np.array(taken)
+
+
+def backward_pass(
+    cost: TrackingCost,
+    states: np.ndarray,
+    actions: np.ndarray,
+    jacobians: list[tuple[np.ndarray, np.ndarray]],
+    first_step: int,
+    regularization: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """iLQR's feedback gains and feedforward terms, or ``None`` where the control Hessian is not positive definite."""
+    horizon, nu = len(actions), cost.step.nu
+    weights = cost.state_weights
+    error = cost.error(states[horizon], first_step + horizon)
+    value_gradient, value_hessian = weights * error, np.diag(weights)
+    gains = np.zeros((horizon, nu, cost.step.tangent_size))
+    feedforward = np.zeros((horizon, nu))
+    eye = np.eye(nu)
+    for t in range(horizon - 1, -1, -1):
+        a, b = jacobians[t]
+        pull = actions[t] - cost.reference_actions[first_step + t]
+        q_x = a.T @ value_gradient
+        q_u = cost.action_weight * pull + b.T @ value_gradient
+        hessian_a, hessian_b = value_hessian @ a, value_hessian @ b
+        q_xx = a.T @ hessian_a
+        q_uu = cost.action_weight * eye + b.T @ hessian_b + regularization * eye
+        q_ux = b.T @ hessian_a
+        if t > 0:  # The state cost of step t (the window's first state is given, not chosen).
+            error = cost.error(states[t], first_step + t)
+            q_x = q_x + weights * error
+            q_xx = q_xx + np.diag(weights)
+        try:
+            np.linalg.cholesky(q_uu)
+        except np.linalg.LinAlgError:
+            return None
+        solution = -np.linalg.solve(q_uu, np.concatenate([q_ux, q_u[:, None]], axis=1))
+        gain, step_term = solution[:, :-1], solution[:, -1]
+        gains[t], feedforward[t] = gain, step_term
+        value_gradient = q_x + gain.T @ (q_uu @ step_term) + gain.T @ q_u + q_ux.T @ step_term
+        value_hessian = q_xx + gain.T @ q_uu @ gain + gain.T @ q_ux + q_ux.T @ gain
+        value_hessian = 0.5 * (value_hessian + value_hessian.T)
+    return gains, feedforward
+
+
+def ilqr(
+    cost: TrackingCost,
+    start: np.ndarray,
+    actions: np.ndarray,
+    first_step: int,
+    iterations: int,
+    tolerance: float = 0.01,
+) -> IlqrResult:
+    """Optimises ``actions`` from ``start`` (at snippet step ``first_step``): at most ``iterations`` iLQR
+    iterations, stopping once one lowers the cost by less than ``tolerance`` of it."""
+    step = cost.step
+    states, actions = rollout(step, start, actions)
+    total = cost.total(states, actions, first_step)
+    regularization, floor, ceiling = REGULARIZATION
+    gains = np.zeros((len(actions), step.nu, step.tangent_size))
+    done = 0
+    for _ in range(iterations):
+        done += 1
+        jacobians = [step.derivatives(states[t], actions[t]) for t in range(len(actions))]
+        solved = backward_pass(cost, states, actions, jacobians, first_step, regularization)
+        while solved is None and regularization < ceiling:
+            regularization *= 10
+            solved = backward_pass(cost, states, actions, jacobians, first_step, regularization)
+        if solved is None:
+            break
+        gains, feedforward = solved
+        previous = total
+        accepted = False
+        for step_size in LINE_SEARCH:
+            new_states, new_actions = rollout(step, start, actions, states, gains, feedforward, step_size)
+            new_total = cost.total(new_states, new_actions, first_step)
+            if new_total < total:
+                states, actions, total, accepted = new_states, new_actions, new_total, True
+                break
+        regularization = max(regularization / 3, floor) if accepted else regularization * 10
+        if (not accepted and regularization > ceiling) or (accepted and previous - total < tolerance * previous):
+            break
+    return IlqrResult(states, actions, total, gains, done)
+
+
+@dataclass
+class TrackingPlan:
+    """A whole snippet's optimised trajectory from its start: ``states`` (``T + 1``), ``actions`` and ``gains``
+    (``T``), and each window's cost."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    gains: np.ndarray
+    window_costs: list[float]
+
+    def feedback_action(self, step: ControlStep, state: np.ndarray, time_step: int) -> np.ndarray:
+        """The plan's action at ``time_step`` with its linear feedback on ``state``'s distance from the plan."""
+        correction = self.gains[time_step] @ step.difference(state, self.states[time_step])
+        return np.clip(self.actions[time_step] + correction, -1.0, 1.0)
+
+
+def receding_horizon_plan(
+    cost: TrackingCost,
+    start: np.ndarray,
+    num_steps: int,
+    horizon: int = 30,
+    commit: int = 10,
+    iterations: int = 8,
+    tolerance: float = 0.01,
+    progress: Callable[[int, float], None] | None = None,
+) -> TrackingPlan:
+    """Plans ``num_steps`` steps from ``start`` (the snippet's first state) window by window, each window
+    warm-started from the previous one's remaining actions and the reference actions after them.
+
+    ``progress(steps_kept, window_cost)`` is called after each window."""
+    if not 0 < commit <= horizon:
+        raise ValueError(f"commit must be in [1, horizon={horizon}], got {commit}.")
+    states, actions, gains, costs = [start], [], [], []
+    state, first, carried = start, 0, np.zeros((0, cost.step.nu))
+    while first < num_steps:
+        length = min(horizon, num_steps - first)
+        guess = np.concatenate([carried, cost.reference_actions[first + len(carried) : first + length]])[:length]
+        window = ilqr(cost, state, guess, first, iterations, tolerance)
+        kept = min(commit, num_steps - first)
+        states.extend(window.states[1 : kept + 1])
+        actions.extend(window.actions[:kept])
+        gains.extend(window.gains[:kept])
+        costs.append(window.cost)
+        state, carried, first = window.states[kept], window.actions[kept:], first + kept
+        if progress is not None:
+            progress(first, window.cost)
+    return TrackingPlan(np.array(states), np.array(actions), np.array(gains), costs)
