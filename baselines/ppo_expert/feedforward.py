@@ -12,8 +12,8 @@ starts with 0.01):
   actions open loop (what the ``cpu`` preset's residual experts start from), the plan's actions open loop, and the
   plan's actions with its linear feedback on the simulation's full state.
 
-The plan (states, actions, gains) is written to ``<out-dir>/plan.npz`` and reused by the next run (``--replan``
-plans again); the figures to ``results.json``. The plan is derived from the clip: keep it out of the repository,
+The plan (states, actions, gains and the settings it was made with) is written to ``<out-dir>/plan.npz`` and reused
+by the next run with the same settings (``--replan`` plans again); the measured figures go to ``results.json``. The plan is derived from the clip: keep it out of the repository,
 as the clips.
 """
 
@@ -35,7 +35,7 @@ from mocapact_envs.evaluation.protocol import make_eval_vec_env, run_episodes
 from mocapact_envs.files import replace_atomically, write_json
 from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
+from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD, TrackingSettings, load_clip_set
 from mocapact_envs.training.scripts import run_cli
 from mocapact_envs.training.trajectory_optimization import (
     ControlStep,
@@ -46,6 +46,8 @@ from mocapact_envs.training.trajectory_optimization import (
 )
 
 PLAN_FILE = "plan.npz"
+#: The Args fields a saved plan was made with; a plan of other values is made again.
+PLAN_SETTINGS = ("horizon", "commit", "iterations", "tolerance")
 
 
 @dataclass
@@ -97,11 +99,14 @@ def snippet_physics(snippet: str) -> tuple[ControlStep, TrackingCost, np.ndarray
 def plan_snippet(args: Args, out_dir: Path, cost: TrackingCost, start: np.ndarray, num_steps: int) -> TrackingPlan:
     """The snippet's plan: loaded from ``out_dir``, or made and saved there."""
     path = out_dir / PLAN_FILE
+    settings = {"snippet": args.snippet, **{name: getattr(args, name) for name in PLAN_SETTINGS}}
     if path.exists() and not args.replan:
-        saved = np.load(path)
-        if str(saved["snippet"]) == args.snippet:
-            print(f"plan: {path} (--replan to plan again)")
-            return TrackingPlan(saved["states"], saved["actions"], saved["gains"], list(saved["window_costs"]))
+        with np.load(path) as saved:
+            differing = {k: saved[k].item() for k in settings if k not in saved or saved[k].item() != settings[k]}
+            if not differing and len(saved["actions"]) == num_steps and np.allclose(saved["states"][0], start):
+                print(f"plan: {path} (--replan to plan again)")
+                return TrackingPlan(saved["states"], saved["actions"], saved["gains"], list(saved["window_costs"]))
+        print(f"{path} holds a plan of other settings or motion ({differing or 'its start or length'}): planning again")
     with tqdm(total=num_steps, desc=f"planning {args.snippet}", unit="step") as bar:
 
         def progress(kept: int, window_cost: float) -> None:
@@ -113,25 +118,25 @@ def plan_snippet(args: Args, out_dir: Path, cost: TrackingCost, start: np.ndarra
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = dict(
-        snippet=np.array(args.snippet),
+        **{name: np.array(value) for name, value in settings.items()},
         states=plan.states,
         actions=plan.actions,
         gains=plan.gains,
         window_costs=np.array(plan.window_costs),
     )
-    replace_atomically(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
+    replace_atomically(path, lambda tmp: np.savez(tmp, **arrays))
     return plan
 
 
 def table_actor(table: np.ndarray) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
-    """Open loop: the table's row at each environment's observed step."""
-    actions = ReferenceActions(table.astype(np.float32))
+    """Open loop: the table's row (float64, as planned) at each environment's observed step."""
+    actions = ReferenceActions(np.asarray(table, np.float64))
     return lambda observation: actions.at(observation[TIME_KEY])
 
 
 def feedback_actor(plan: TrackingPlan, table: np.ndarray, envs, step: ControlStep):
     """The plan's action with its linear feedback on each world's physics state."""
-    steps = ReferenceActions(table.astype(np.float32))
+    steps = ReferenceActions(np.asarray(table, np.float64))
 
     def act(observation: Mapping[str, np.ndarray]) -> np.ndarray:
         states = envs.unwrapped.physics_states()
@@ -144,41 +149,49 @@ def feedback_actor(plan: TrackingPlan, table: np.ndarray, envs, step: ControlSte
     return act
 
 
-def open_loop_errors(args: Args, table: np.ndarray) -> np.ndarray:
-    """The tracking error at every step of the table's actions played from the snippet start without noise."""
+def open_loop_replay(args: Args, table: np.ndarray, plan: TrackingPlan) -> tuple[np.ndarray, float]:
+    """The tracking error after every step of the table's actions played from the snippet start without noise, and
+    the largest distance (max abs over qpos, qvel, act) of the environment's state from the plan's."""
     envs = make_eval_vec_env(args.snippet, "eval_start", 1, backend="fast", observables=(TIME_KEY,), act_noise=0.0)
     try:
         observation, _ = envs.reset(seed=args.seed)
         act = table_actor(table)
-        errors = []
-        while True:
+        errors, gap = [], 0.0
+        for t in range(1, len(plan.states)):
             observation, _, terminated, truncated, info = envs.step(act(batched_observation(observation, 1)))
             errors.append(float(info["tracking_error"][0]))
+            gap = max(gap, float(np.abs(info["physics_state"][0] - plan.states[t]).max()))
             if terminated[0] or truncated[0]:
-                return np.array(errors)
+                break
+        return np.array(errors), gap
     finally:
         envs.close()
 
 
 def main(args: Args) -> None:
+    for name in ("horizon", "commit", "iterations", "episodes", "num_envs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     out_dir = args.out_dir or Path("runs/feedforward") / args.snippet
     step, cost, start, num_steps = snippet_physics(args.snippet)
     plan = plan_snippet(args, out_dir, cost, start, num_steps)
     reference_actions = cost.reference_actions
     # A table per step the environment can reach: the plan's actions, then the reference's for the last step.
     plan_table = np.concatenate([plan.actions, reference_actions[len(plan.actions) :]])
-    errors = open_loop_errors(args, plan_table)
+    errors, gap = open_loop_replay(args, plan_table, plan)
     figure, axis = subplots(figsize=(7, 3.5))
     axis.plot(np.arange(1, len(errors) + 1), errors)
     axis.axhline(0.3, color="k", linestyle=":", label="termination (0.3)")
-    axis.set(xlabel="step", ylabel="tracking error", ylim=(0, 0.35))
+    axis.set(xlabel="step", ylabel="tracking error", ylim=(0, max(0.35, 1.05 * errors.max())))
     axis.legend()
     save_figure(figure, out_dir / "tracking_error.png", f"{args.snippet}: the plan's actions open loop, no noise")
 
     results: dict = {
         "snippet": args.snippet,
         "open_loop_plan": {
-            "steps_held": len(errors),
+            "steps": len(errors),
+            "held_whole_snippet": bool(len(errors) == num_steps and errors.max() <= TERMINATION_ERROR_THRESHOLD),
+            "max_state_gap_from_plan": gap,
             "mean_tracking_error": float(errors.mean()),
             "max_tracking_error": float(errors.max()),
         },
@@ -209,8 +222,9 @@ def main(args: Args) -> None:
         )
     Console().print(table)
     print(
-        f"open loop without noise: {len(errors)} steps held, tracking error mean {errors.mean():.3f}, "
-        f"max {errors.max():.3f} (termination at 0.3)"
+        f"open loop without noise: {len(errors)} of {num_steps} steps, tracking error mean {errors.mean():.3f}, "
+        f"max {errors.max():.3f} (termination above {TERMINATION_ERROR_THRESHOLD}); the environment's state stays within "
+        f"{gap:.2g} of the plan's"
     )
     write_json(out_dir / "results.json", results)
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'tracking_error.png'}")

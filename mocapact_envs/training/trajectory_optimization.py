@@ -3,8 +3,10 @@
 iLQR (iterative linear-quadratic regulator) over MuJoCo's finite-difference derivatives, run receding-horizon
 along the snippet: a window of ``horizon`` steps is optimised from the state the previous windows reached, its first
 ``commit`` steps are kept, and the next window starts there. The result, a :class:`TrackingPlan`, is the walker's
-states, the actions that produce them from the snippet start (played open loop in the same world they give the
-same states) and the time-varying linear feedback gains of the last backward pass around them.
+states, the actions that produce them from the snippet start (played open loop in a tracking world they give the
+same states to within the constraint solver's tolerance: its warm start is not part of the state) and each window's
+time-varying linear feedback gains from its last backward pass (taken around the trajectory before that pass's
+accepted step, so near the kept states, not exactly at them).
 
 Why: it answers whether a snippet's reference is physically trackable by the walker at all, and how far a
 feedback law linearised around such a plan holds under MoCapAct's action noise
@@ -84,6 +86,8 @@ class ControlStep:
         data, nq, nv = self.data, self.nq, self.nv
         data.qpos[:], data.qvel[:], data.act[:] = state[:nq], state[nq : nq + nv], state[nq + nv :]
         data.ctrl[:] = action
+        # The solver's warm start is not part of the state: a fixed one makes a step depend on its arguments only.
+        data.qacc_warmstart[:] = 0.0
 
     def _state(self) -> np.ndarray:
         return np.concatenate([self.data.qpos, self.data.qvel, self.data.act])
@@ -216,19 +220,21 @@ def backward_pass(
         pull = actions[t] - cost.reference_actions[first_step + t]
         q_x = a.T @ value_gradient
         q_u = cost.action_weight * pull + b.T @ value_gradient
-        hessian_a, hessian_b = value_hessian @ a, value_hessian @ b
-        q_xx = a.T @ hessian_a
-        q_uu = cost.action_weight * eye + b.T @ hessian_b + regularization * eye
-        q_ux = b.T @ hessian_a
+        value_hessian_a, value_hessian_b = value_hessian @ a, value_hessian @ b
+        q_xx = a.T @ value_hessian_a
+        q_uu = cost.action_weight * eye + b.T @ value_hessian_b
+        q_ux = b.T @ value_hessian_a
         if t > 0:  # The state cost of step t (the window's first state is given, not chosen).
             error = cost.error(states[t], first_step + t)
             q_x = q_x + weights * error
             q_xx = q_xx + np.diag(weights)
+        # The gains solve the regularised system; the value's update uses the unregularised one (Tassa et al. 2012).
         try:
-            np.linalg.cholesky(q_uu)
+            factor = np.linalg.cholesky(q_uu + regularization * eye)
         except np.linalg.LinAlgError:
             return None
-        solution = -np.linalg.solve(q_uu, np.concatenate([q_ux, q_u[:, None]], axis=1))
+        right = np.concatenate([q_ux, q_u[:, None]], axis=1)
+        solution = -np.linalg.solve(factor.T, np.linalg.solve(factor, right))
         gain, step_term = solution[:, :-1], solution[:, -1]
         gains[t], feedforward[t] = gain, step_term
         value_gradient = q_x + gain.T @ (q_uu @ step_term) + gain.T @ q_u + q_ux.T @ step_term
@@ -307,8 +313,14 @@ def receding_horizon_plan(
     warm-started from the previous one's remaining actions and the reference actions after them.
 
     ``progress(steps_kept, window_cost)`` is called after each window."""
+    if horizon < 1 or iterations < 1:
+        raise ValueError(f"horizon and iterations must be >= 1, got {horizon} and {iterations}.")
     if not 0 < commit <= horizon:
         raise ValueError(f"commit must be in [1, horizon={horizon}], got {commit}.")
+    if len(cost.reference_qpos) <= num_steps:
+        raise ValueError(
+            f"the reference has {len(cost.reference_qpos)} steps; planning {num_steps} needs {num_steps + 1}."
+        )
     states, actions, gains, costs = [start], [], [], []
     state, first, carried = start, 0, np.zeros((0, cost.step.nu))
     while first < num_steps:

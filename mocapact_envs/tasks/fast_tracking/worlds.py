@@ -84,7 +84,8 @@ class TrackingWorlds:
         # sensors (only those of the final mj_forward are observed; the dynamics are bitwise the same),
         # and the reset's forward runs without actuation, as dm_control's after_reset.
         self._substep_model = _with_disabled(self.model, mujoco.mjtDisableBit.mjDSBL_SENSOR)
-        #: The model a step's substeps run on (sensors off, the same dynamics): what a planner steps.
+        #: The model a step's substeps run on (sensors off, the same dynamics): what a planner steps. The worlds' own
+        #: object, not a copy: not to be modified.
         self.dynamics_model = self._substep_model
         self._reset_model = _with_disabled(self.model, mujoco.mjtDisableBit.mjDSBL_ACTUATION)
         self.layout = WalkerLayout.from_walker(physics, task._walker)
@@ -354,6 +355,9 @@ class TrackingWorlds:
         """A snippet's reference at every step as the walker's ``qpos`` and ``qvel``: what a reset there sets
         (``(last_step + 1 + max ref step, nq)`` and ``(..., nv)``)."""
         table = self._snippet(clip_index).table
+        # The model holds the walker only, in MuJoCo's own order: these are MjData's qpos and qvel columns too.
+        assert np.array_equal(self.layout.qpos, np.arange(self.model.nq)), "the walker is not the whole model"
+        assert np.array_equal(self.layout.qvel, np.arange(self.model.nv)), "the walker is not the whole model"
         return table[:, self._qpos_columns], table[:, self._qvel_columns]
 
     def reference_qpos(self, world: int) -> np.ndarray:
