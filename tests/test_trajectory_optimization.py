@@ -32,8 +32,8 @@ def snippet_physics():
     )
     worlds.reset((0,))
     worlds.evaluate(with_reward=False)
-    start = worlds.physics_states()[0].copy()
     step = ControlStep(worlds.dynamics_model, worlds.num_substeps)
+    start = step.planning_state(worlds.physics_states()[0], worlds.datas[0].qacc_warmstart)
     qpos, qvel = worlds.reference_trajectory()
     reference_actions = ReferenceActions.for_snippet(SNIPPET).actions.astype(np.float64)
     yield step, TrackingCost(step, qpos, qvel, reference_actions), start
@@ -47,12 +47,12 @@ def test_control_step_is_the_tracking_envs_step(snippet_physics):
     states, _ = rollout(step, start, actions)
     envs = make_eval_vec_env(SNIPPET, "eval_start", 1, backend="fast", observables=(TIME_KEY,), act_noise=0.0)
     envs.reset(seed=0)
-    np.testing.assert_array_equal(envs.unwrapped.physics_states()[0], start)
+    size = step.physics_size
+    np.testing.assert_array_equal(envs.unwrapped.physics_states()[0], start[:size])
     for t, action in enumerate(actions):
         envs.step(action[None])
-        # The solver's warm start is not part of the state (the env carries it over, ControlStep starts from zero): equal
-        # to the solver's tolerance, not bitwise; a wrong substep count or model would be off by far more.
-        np.testing.assert_allclose(envs.unwrapped.physics_states()[0], states[t + 1], atol=1e-4)
+        # With the solver's warm start carried as the env carries it, bitwise the env's states.
+        np.testing.assert_array_equal(envs.unwrapped.physics_states()[0], states[t + 1, :size])
     envs.close()
 
 
@@ -64,7 +64,11 @@ def test_ilqr_tracks_a_window_better_than_the_reference_actions(snippet_physics)
     before = cost.total(states, actions, 0)
     result = ilqr(cost, start, reference.copy(), 0, iterations=6, tolerance=0.0)
     assert result.cost < 0.5 * before and result.iterations >= 2
-    assert result.states.shape == (13, start.size) and result.gains.shape == (12, 56, step.tangent_size)
+    assert result.states.shape == (13, step.physics_size + step.nv) and result.gains.shape == (
+        12,
+        56,
+        step.tangent_size,
+    )
 
 
 def test_chained_jacobians_predict_a_steps_change(snippet_physics):
@@ -121,8 +125,8 @@ def test_feedforward_script_plans_replays_and_measures_a_snippet(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["snippet"] == "CMU_016_22-0-20"
     replay = results["open_loop_plan"]
-    # The replay in the environment follows the plan (the solver's warm start aside), step for step.
-    assert replay["max_state_gap_from_plan"] < 1e-3 and replay["steps"] <= 20
+    # The replay in the environment is the plan, step for step.
+    assert replay["max_state_gap_from_plan"] == 0.0 and replay["steps"] <= 20
     assert set(results["controllers"]) == {
         "reference actions, open loop", "plan's actions, open loop", "plan's actions + its feedback"
     }  # fmt: skip

@@ -86,8 +86,8 @@ def snippet_physics(snippet: str) -> tuple[ControlStep, TrackingCost, np.ndarray
     try:
         worlds.reset((0,))
         worlds.evaluate(with_reward=False)
-        start = worlds.physics_states()[0].copy()
         step = ControlStep(worlds.dynamics_model, worlds.num_substeps)
+        start = step.planning_state(worlds.physics_states()[0], worlds.datas[0].qacc_warmstart)
         reference_qpos, reference_qvel = worlds.reference_trajectory()
         num_steps = int(worlds.last_step[0])
     finally:
@@ -160,7 +160,9 @@ def open_loop_replay(args: Args, table: np.ndarray, plan: TrackingPlan) -> tuple
         for t in range(1, len(plan.states)):
             observation, _, terminated, truncated, info = envs.step(act(batched_observation(observation, 1)))
             errors.append(float(info["tracking_error"][0]))
-            gap = max(gap, float(np.abs(info["physics_state"][0] - plan.states[t]).max()))
+            gap = max(
+                gap, float(np.abs(info["physics_state"][0] - plan.states[t, : len(info["physics_state"][0])]).max())
+            )
             if terminated[0] or truncated[0]:
                 break
         return np.array(errors), gap

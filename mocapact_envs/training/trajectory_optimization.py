@@ -12,7 +12,10 @@ Why: it answers whether a snippet's reference is physically trackable by the wal
 feedback law linearised around such a plan holds under MoCapAct's action noise
 (``baselines/ppo_expert/feedforward.py`` measures both).
 
-The state is MuJoCo's ``qpos, qvel, act`` (dm_control's ``physics.get_state()``); derivatives and errors live in
+The planner's state is MuJoCo's ``qpos, qvel, act`` (dm_control's ``physics.get_state()``) followed by the constraint
+solver's warm start (``qacc_warmstart``), which a tracking world carries from step to step: without it a replay
+agrees with the plan only to the solver's tolerance, and a running motion amplifies that within about 150 steps.
+Derivatives and errors live in
 its tangent space (``nv + nv + na``: the free joint's orientation as a rotation vector). The cost of a step is
 quadratic in the walker's pose and velocity error from the reference, weighted by :class:`TrackingWeights`, plus
 a small one on the action's distance from the reference action.
@@ -79,21 +82,28 @@ class ControlStep:
         self.num_substeps = int(num_substeps)
         self.nq, self.nv, self.na, self.nu = model.nq, model.nv, model.na, model.nu
         self.tangent_size = 2 * model.nv + model.na
+        #: ``qpos, qvel, act``: what a tracking world's ``physics_states`` gives; the planner's state adds the warm start.
+        self.physics_size = model.nq + model.nv + model.na
         self._substep_a = np.zeros((self.tangent_size, self.tangent_size))
         self._substep_b = np.zeros((self.tangent_size, self.nu))
 
+    def planning_state(self, physics_state: np.ndarray, warm_start: np.ndarray | None = None) -> np.ndarray:
+        """A world's ``qpos, qvel, act`` with its solver warm start (zeros, as after a reset, if not given)."""
+        warm_start = np.zeros(self.nv) if warm_start is None else warm_start
+        return np.concatenate([np.asarray(physics_state, np.float64)[: self.physics_size], warm_start])
+
     def _set(self, state: np.ndarray, action: np.ndarray) -> None:
-        data, nq, nv = self.data, self.nq, self.nv
-        data.qpos[:], data.qvel[:], data.act[:] = state[:nq], state[nq : nq + nv], state[nq + nv :]
+        data, nq, nv, end = self.data, self.nq, self.nv, self.physics_size
+        data.qpos[:], data.qvel[:], data.act[:] = state[:nq], state[nq : nq + nv], state[nq + nv : end]
+        data.qacc_warmstart[:] = state[end:] if len(state) > end else 0.0
         data.ctrl[:] = action
-        # The solver's warm start is not part of the state: a fixed one makes a step depend on its arguments only.
-        data.qacc_warmstart[:] = 0.0
 
     def _state(self) -> np.ndarray:
-        return np.concatenate([self.data.qpos, self.data.qvel, self.data.act])
+        data = self.data
+        return np.concatenate([data.qpos, data.qvel, data.act, data.qacc_warmstart])
 
     def __call__(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """The state one step after ``state`` under ``action``."""
+        """The planning state one step after ``state`` (a planning or a physics state) under ``action``."""
         self._set(state, action)
         mujoco.mj_step(self.model, self.data, self.num_substeps)
         return self._state()
@@ -113,13 +123,12 @@ class ControlStep:
         return jacobian_state, jacobian_action
 
     def difference(self, state: np.ndarray, nominal: np.ndarray) -> np.ndarray:
-        """``state - nominal`` in the tangent space."""
-        nq, nv = self.nq, self.nv
+        """``state - nominal`` in the tangent space (planning or physics states: the warm start does not count)."""
+        nq, nv, end = self.nq, self.nv, self.physics_size
         position = np.zeros(nv)
         mujoco.mj_differentiatePos(self.model, position, 1.0, nominal[:nq], state[:nq])
-        return np.concatenate(
-            [position, state[nq : nq + nv] - nominal[nq : nq + nv], state[nq + nv :] - nominal[nq + nv :]]
-        )
+        velocity = state[nq : nq + nv] - nominal[nq : nq + nv]
+        return np.concatenate([position, velocity, state[nq + nv : end] - nominal[nq + nv : end]])
 
 
 class TrackingCost:
@@ -151,7 +160,8 @@ class TrackingCost:
     def error(self, state: np.ndarray, time_step: int) -> np.ndarray:
         """The tangent error of ``state`` from the reference at snippet step ``time_step`` (activations: 0)."""
         nq, nv = self.step.nq, self.step.nv
-        reference = np.concatenate([self.reference_qpos[time_step], self.reference_qvel[time_step], state[nq + nv :]])
+        activation = state[nq + nv : self.step.physics_size]
+        reference = np.concatenate([self.reference_qpos[time_step], self.reference_qvel[time_step], activation])
         return self.step.difference(state, reference)
 
     def total(self, states: np.ndarray, actions: np.ndarray, first_step: int) -> float:
