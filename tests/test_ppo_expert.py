@@ -704,3 +704,19 @@ def test_upright_shaping_charges_tilt_and_not_heading():
     # The reference's root is itself a few degrees off vertical, so a lean about a world axis is 60 degrees of tilt
     # to within about 2.
     assert shaped[0] == pytest.approx(0.0, abs=1e-6) and shaped[1] == pytest.approx(-1.0, abs=0.03)
+
+
+def test_cpu_wide_preset_trains_with_its_wider_std_and_larger_updates(tmp_path):
+    """``--preset cpu-wide``: updates of its 8 worlds x 256 steps, then an expert whose actions are sampled with std
+    0.2 and whose run records the preset's learning rate and worlds (tiny networks and evaluations to stay quick)."""
+    small = ["--policy-hidden-sizes", "32", "32", "--value-hidden-sizes", "32", "32", "--update-epochs", "1"]
+    evals = ["--eval-every-steps", "100000", "--eval-rsi-episodes", "2", "--eval-start-episodes", "1"]
+    flags = ["--clip", "CMU_016_22-0-82", "--seed", "3", "--total-timesteps", "2048", "--log-root", tmp_path]
+    run(TRAIN, "--preset", "cpu-wide", *flags, *small, *evals, "--eval-num-envs", "1")
+    run_dir = tmp_path / "CMU_016_22-0-82" / "3"
+    args = json.loads((run_dir / "args.json").read_text())
+    assert (args["num_envs"], args["snippet_start_envs"], args["minibatch_size"]) == (8, 2, 512)
+    assert args["learning_rate"] == 1e-4 and args["action_parameterization"] == "reference_residual"
+    assert 2048 <= checkpoint(run_dir)["global_step"] < 2 * 2048  # env steps: the autoreset steps do not count
+    expert = mocapact_envs.load_expert(run_dir)
+    np.testing.assert_allclose(expert.action_std, 0.2, rtol=1e-6)
