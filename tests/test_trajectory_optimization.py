@@ -11,12 +11,9 @@ import pytest
 from conftest import REPO_ROOT
 
 from mocapact_envs.evaluation.protocol import make_eval_vec_env
-from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
-from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
+from mocapact_envs.tasks.reference_actions import TIME_KEY
 from mocapact_envs.training.trajectory_optimization import (
-    ControlStep,
-    TrackingCost,
+    SnippetProblem,
     ilqr,
     receding_horizon_plan,
     rollout,
@@ -27,17 +24,8 @@ SNIPPET = "CMU_016_22-0-82"
 
 @pytest.fixture(scope="module")
 def snippet_physics():
-    worlds = TrackingWorlds(
-        load_clip_set(SNIPPET), (TIME_KEY,), TrackingSettings(random_start=False), num_worlds=1, seed=0
-    )
-    worlds.reset((0,))
-    worlds.evaluate(with_reward=False)
-    step = ControlStep(worlds.dynamics_model, worlds.num_substeps)
-    start = step.planning_state(worlds.physics_states()[0], worlds.datas[0].qacc_warmstart)
-    qpos, qvel = worlds.reference_trajectory()
-    reference_actions = ReferenceActions.for_snippet(SNIPPET).actions.astype(np.float64)
-    yield step, TrackingCost(step, qpos, qvel, reference_actions), start
-    worlds.close()
+    problem = SnippetProblem.for_snippet(SNIPPET)
+    return problem.step, problem.cost, problem.start
 
 
 def test_control_step_is_the_tracking_envs_step(snippet_physics):

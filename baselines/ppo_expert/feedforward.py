@@ -33,15 +33,13 @@ from mocapact_envs.evaluation.metrics import summarize
 from mocapact_envs.evaluation.plotting import save_figure, subplots
 from mocapact_envs.evaluation.protocol import make_eval_vec_env, run_episodes
 from mocapact_envs.files import replace_atomically, write_json
-from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
 from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
-from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD, TrackingSettings, load_clip_set
+from mocapact_envs.tasks.tracking_settings import TERMINATION_ERROR_THRESHOLD
 from mocapact_envs.training.scripts import run_cli
 from mocapact_envs.training.trajectory_optimization import (
     ControlStep,
-    TrackingCost,
+    SnippetProblem,
     TrackingPlan,
-    TrackingWeights,
     receding_horizon_plan,
 )
 
@@ -76,28 +74,9 @@ class Args:
     """plan again even if out_dir holds a plan of this snippet"""
 
 
-def snippet_physics(snippet: str) -> tuple[ControlStep, TrackingCost, np.ndarray, int]:
-    """The snippet's control step (the tracking worlds' model), tracking cost, first state and number of steps."""
-    clip_set = load_clip_set(snippet)
-    if len(clip_set.snippets) != 1:
-        raise ValueError(f"--snippet {snippet!r} names {len(clip_set.snippets)} snippets; give one snippet id.")
-    reference_actions = ReferenceActions.for_snippet(snippet).actions.astype(np.float64)
-    worlds = TrackingWorlds(clip_set, (TIME_KEY,), TrackingSettings(random_start=False), num_worlds=1, seed=0)
-    try:
-        worlds.reset((0,))
-        worlds.evaluate(with_reward=False)
-        step = ControlStep(worlds.dynamics_model, worlds.num_substeps)
-        start = step.planning_state(worlds.physics_states()[0], worlds.datas[0].qacc_warmstart)
-        reference_qpos, reference_qvel = worlds.reference_trajectory()
-        num_steps = int(worlds.last_step[0])
-    finally:
-        worlds.close()
-    cost = TrackingCost(step, reference_qpos, reference_qvel, reference_actions, TrackingWeights())
-    return step, cost, start, num_steps
-
-
-def plan_snippet(args: Args, out_dir: Path, cost: TrackingCost, start: np.ndarray, num_steps: int) -> TrackingPlan:
+def plan_snippet(args: Args, out_dir: Path, problem: SnippetProblem) -> TrackingPlan:
     """The snippet's plan: loaded from ``out_dir``, or made and saved there."""
+    cost, start, num_steps = problem.cost, problem.start, problem.num_steps
     path = out_dir / PLAN_FILE
     settings = {"snippet": args.snippet, **{name: getattr(args, name) for name in PLAN_SETTINGS}}
     if path.exists() and not args.replan:
@@ -175,15 +154,16 @@ def main(args: Args) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     out_dir = args.out_dir or Path("runs/feedforward") / args.snippet
-    step, cost, start, num_steps = snippet_physics(args.snippet)
-    plan = plan_snippet(args, out_dir, cost, start, num_steps)
-    reference_actions = cost.reference_actions
+    problem = SnippetProblem.for_snippet(args.snippet)
+    plan = plan_snippet(args, out_dir, problem)
+    num_steps, reference_actions = problem.num_steps, problem.cost.reference_actions
     # A table per step the environment can reach: the plan's actions, then the reference's for the last step.
     plan_table = np.concatenate([plan.actions, reference_actions[len(plan.actions) :]])
     errors, gap = open_loop_replay(args, plan_table, plan)
     figure, axis = subplots(figsize=(7, 3.5))
     axis.plot(np.arange(1, len(errors) + 1), errors)
-    axis.axhline(0.3, color="k", linestyle=":", label="termination (0.3)")
+    threshold = TERMINATION_ERROR_THRESHOLD
+    axis.axhline(threshold, color="k", linestyle=":", label=f"termination ({threshold})")
     axis.set(xlabel="step", ylabel="tracking error", ylim=(0, max(0.35, 1.05 * errors.max())))
     axis.legend()
     save_figure(figure, out_dir / "tracking_error.png", f"{args.snippet}: the plan's actions open loop, no noise")
@@ -202,18 +182,18 @@ def main(args: Args) -> None:
     table = Table(title=f"{args.snippet}: normalized episode length ({args.episodes} episodes each)")
     for column in ("controller", "random starts (noise 0.1)", "snippet start (noise 0.01)"):
         table.add_column(column)
-    for name in ("reference actions, open loop", "plan's actions, open loop", "plan's actions + its feedback"):
+    # Each controller made for the envs it acts in (the feedback reads their physics states).
+    controllers = {
+        "reference actions, open loop": lambda envs: table_actor(reference_actions),
+        "plan's actions, open loop": lambda envs: table_actor(plan_table),
+        "plan's actions + its feedback": lambda envs: feedback_actor(plan, plan_table, envs, problem.step),
+    }
+    for name, make_actor in controllers.items():
         row = {}
         for kind in ("eval_rsi", "eval_start"):
             envs = make_eval_vec_env(args.snippet, kind, args.num_envs, backend="fast", observables=(TIME_KEY,))
             try:
-                if name.startswith("reference"):
-                    act = table_actor(reference_actions)
-                elif name.endswith("open loop"):
-                    act = table_actor(plan_table)
-                else:
-                    act = feedback_actor(plan, plan_table, envs, step)
-                row[kind] = summarize(run_episodes(envs, act, args.episodes, seed=args.seed))
+                row[kind] = summarize(run_episodes(envs, make_actor(envs), args.episodes, seed=args.seed))
             finally:
                 envs.close()
         results["controllers"][name] = row

@@ -175,6 +175,42 @@ class TrackingCost:
 
 
 @dataclass
+class SnippetProblem:
+    """What planning a snippet from its start needs: the control step of its tracking world, the tracking cost of
+    its reference, the first planning state (the reset's, warm start included) and the number of steps to plan (the
+    environment acts at steps 0 .. ``num_steps - 1``)."""
+
+    step: ControlStep
+    cost: TrackingCost
+    start: np.ndarray
+    num_steps: int
+
+    @classmethod
+    def for_snippet(cls, snippet_id: str, weights: TrackingWeights = TrackingWeights()) -> SnippetProblem:
+        """Built from a tracking world of the snippet (MoCapAct's task, the fast backend's physics)."""
+        from mocapact_envs.tasks.fast_tracking.worlds import TrackingWorlds
+        from mocapact_envs.tasks.reference_actions import TIME_KEY, ReferenceActions
+        from mocapact_envs.tasks.tracking_settings import TrackingSettings, load_clip_set
+
+        clip_set = load_clip_set(snippet_id)
+        if len(clip_set.snippets) != 1:
+            raise ValueError(f"{snippet_id!r} names {len(clip_set.snippets)} snippets; give one snippet id.")
+        reference_actions = ReferenceActions.from_joints(clip_set.reference_features(0)["joints"])
+        worlds = TrackingWorlds(clip_set, (TIME_KEY,), TrackingSettings(random_start=False), num_worlds=1, seed=0)
+        try:
+            worlds.reset((0,))
+            worlds.evaluate(with_reward=False)
+            step = ControlStep(worlds.dynamics_model, worlds.num_substeps)
+            start = step.planning_state(worlds.physics_states()[0], worlds.datas[0].qacc_warmstart)
+            reference_qpos, reference_qvel = worlds.reference_trajectory()
+            num_steps = int(worlds.last_step[0])
+        finally:
+            worlds.close()
+        actions = reference_actions.actions.astype(np.float64)
+        return cls(step, TrackingCost(step, reference_qpos, reference_qvel, actions, weights), start, num_steps)
+
+
+@dataclass
 class IlqrResult:
     """One window's optimised trajectory: ``states`` (``H + 1``), ``actions`` (``H``), cost and feedback ``gains``
     (``(H, nu, tangent)``: ``action = actions[t] + gains[t] @ difference(state, states[t])``)."""
@@ -269,9 +305,11 @@ def ilqr(
     regularization, floor, ceiling = REGULARIZATION
     gains = np.zeros((len(actions), step.nu, step.tangent_size))
     done = 0
+    jacobians = None
     for _ in range(iterations):
         done += 1
-        jacobians = [step.derivatives(states[t], actions[t]) for t in range(len(actions))]
+        if jacobians is None:  # After a rejected step the trajectory, and so its derivatives, are unchanged.
+            jacobians = [step.derivatives(states[t], actions[t]) for t in range(len(actions))]
         solved = backward_pass(cost, states, actions, jacobians, first_step, regularization)
         while solved is None and regularization < ceiling:
             regularization *= 10
@@ -286,6 +324,7 @@ def ilqr(
             new_total = cost.total(new_states, new_actions, first_step)
             if new_total < total:
                 states, actions, total, accepted = new_states, new_actions, new_total, True
+                jacobians = None
                 break
         regularization = max(regularization / 3, floor) if accepted else regularization * 10
         if (not accepted and regularization > ceiling) or (accepted and previous - total < tolerance * previous):
