@@ -215,7 +215,11 @@ def test_bad_clip_and_preset_are_named():
         (["--action-likelihood", "squashed"], ["squashed", "gaussian", "clipped"]),
         (
             ["--start-activations", "reference", "--own-start-probability", "0.2"],
-            ["--start-activations reference: needs the fast backend", "neither --own-start-probability"],
+            ["--own-start-probability 0.2 and --start-activations reference: each sets the start states"],
+        ),
+        (
+            ["--relay-window-steps", "40", "--relay-handover-probability", "0.5", "--backend", "dm_control"],
+            ["--relay-handover-probability 0.5: needs the fast backend", "(--backend 'dm_control')"],
         ),
     ],
 )

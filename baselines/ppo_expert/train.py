@@ -559,17 +559,21 @@ def check_args(args: Args) -> None:
         )
     if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
-    if args.own_start_probability > 0 and (args.backend not in (None, "fast") or args.relay_handover_probability > 0):
-        errors.append(
-            f"--own-start-probability {args.own_start_probability}: needs the fast backend's native vector env "
-            f"(--backend {args.backend!r}) and no --relay-handover-probability (both set the start states)"
+    # Each of these sets the training episodes' start states in the fast backend's native vector env, so it needs
+    # that env and excludes the others.
+    start_setters = [
+        flag
+        for flag, on in (
+            (f"--own-start-probability {args.own_start_probability}", args.own_start_probability > 0),
+            (f"--relay-handover-probability {args.relay_handover_probability}", args.relay_handover_probability > 0),
+            ("--start-activations reference", args.start_activations == "reference"),
         )
-    other_starts = args.own_start_probability > 0 or args.relay_handover_probability > 0
-    if args.start_activations == "reference" and (args.backend not in (None, "fast") or other_starts):
-        errors.append(
-            f"--start-activations reference: needs the fast backend's native vector env (--backend {args.backend!r}) "
-            "and neither --own-start-probability nor --relay-handover-probability (they set the start states too)"
-        )
+        if on
+    ]
+    if start_setters and args.backend not in (None, "fast"):
+        errors.append(f"{start_setters[0]}: needs the fast backend's native vector env (--backend {args.backend!r})")
+    if len(start_setters) > 1:
+        errors.append(f"{' and '.join(start_setters)}: each sets the start states; give one")
     if args.warm_start is not None:
         warm_checkpoint = checkpoint_path(Path(args.warm_start))
         if args.relay_window_steps:
@@ -632,8 +636,6 @@ def train_relays(args: Args, on_evaluation: EvaluationCallback | None = None) ->
     try:
         snippets = [p.snippet for p in plan_snippets(args.clips, crop=False)]
         plans = [plan_relay(s, args.relay_window_steps, args.relay_overlap_steps) for s in snippets]
-        if args.relay_handover_probability > 0 and args.backend not in (None, "fast"):
-            raise ValueError(f"handover states need the fast backend; --backend is {args.backend!r}.")
         if args.relay_warm_start and not args.relay_handover_probability > 0:
             raise ValueError(
                 "--relay-warm-start trains the windows one after another: give --relay-handover-probability."
