@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors import safe_open
-from tiny_runs import REPO_ROOT, datasets_of, environment, run, train_tiny_experts
+from tiny_runs import REPO_ROOT, TINY_TRAINING, TRAIN, datasets_of, environment, run, train_tiny_experts
 
 import mocapact_envs
 from mocapact_envs.datasets.rollouts import read_rollout_file
@@ -143,6 +143,66 @@ def test_table_from_final_evaluations(zoo_folder, mocap_folder):
     assert re.search(r"up to 50 steps: 1 of \d+ evaluated, median 0\.\d{3}", readme)
     for figure in ("distributions.png", "tracked_steps.png"):
         assert (zoo_folder / "figures" / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def score(run_dir: Path) -> tuple[float, float]:
+    """The mean normalized length from both starts, then the mean normalized return, read from the final evaluation."""
+    final = json.loads((run_dir / "final_evaluation.json").read_text())
+    kinds = (final["eval_rsi"], final["eval_start"])
+    return tuple(sum(k[f"mean_norm_episode_{m}"] for k in kinds) / 2 for m in ("length", "return"))
+
+
+def test_a_retrain_replaces_only_the_experts_it_beats_and_the_table_keeps_the_previous_figures(
+    zoo_folder, mocap_folder, tmp_path
+):
+    zoo_v2, clip_lists, listed = tmp_path / "zoo", mocap_folder / "clip_lists", zoo_folder.parent / "listed.txt"
+    shutil.copytree(zoo_folder, zoo_v2)
+    shutil.copy(REPO_ROOT / "zoo" / "README.md", zoo_v2 / "README.md")
+    run("-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_v2, "--clip-lists", clip_lists)
+    previous = tmp_path / "table_v1.json"
+    shutil.copy(zoo_v2 / "table.json", previous)
+    old_rows = {row["snippet"]: row for row in json.loads(previous.read_text())}
+
+    # The retrain: seed 1 of both snippets, evaluated as the sweep evaluates.
+    runs, flags = tmp_path / "runs_v2", list(TINY_TRAINING)
+    flags[flags.index("--seed") + 1] = "1"
+    run(TRAIN, "--clips", *TRAINED_ON.values(), *flags, "--log-root", runs)
+    sys.path.insert(0, str(REPO_ROOT / "baselines" / "ppo_expert"))
+    import sweep
+
+    sweep_args = sweep.Args(log_root=str(runs), seed=1, final_rsi_episodes=3, final_start_episodes=2, final_num_envs=1)
+    sweep.final_evaluation(sweep_args, list(TRAINED_ON.values()))
+
+    export = ["-m", "mocapact_envs.tools.zoo", "export", "--zoo", zoo_v2, "--snippet-list", listed, "--only-better"]
+    result = run(*export, "--runs", runs)
+    # The zoo's CMU_016_22 expert was never evaluated, so the evaluated retrain replaces it; CMU_009_01's goes to the
+    # higher score of the two real evaluations.
+    assert sorted(p.name for p in (zoo_v2 / "experts" / "CMU_016_22-0-82").iterdir()) == ["1"]
+    new_wins = score(runs / EVALUATED / "1") > score(zoo_folder / "experts" / EVALUATED / "0")
+    assert sorted(p.name for p in (zoo_v2 / "experts" / EVALUATED).iterdir()) == (["1"] if new_wins else ["0"])
+    assert f"{EVALUATED}: {'replaces' if new_wins else 'keeps'} " in result.stdout
+    assert f"{2 if new_wins else 1} experts exported" in result.stdout
+    assert f"{0 if new_wins else 1} current experts kept (not beaten)" in result.stdout
+    # Exported again, the runs now in the zoo tie with themselves and change nothing.
+    again = run(*export, "--runs", runs, zoo_folder.parent / "runs")
+    assert "0 experts exported" in again.stdout and "keeps" in again.stdout
+    assert sorted(p.name for p in (zoo_v2 / "experts" / EVALUATED).iterdir()) == (["1"] if new_wins else ["0"])
+
+    run("-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_v2, "--clip-lists", clip_lists, "--previous", previous)
+    rows = {row["snippet"]: row for row in json.loads((zoo_v2 / "table.json").read_text())}
+    assert rows[EVALUATED]["previous_rsi_norm_length"] == old_rows[EVALUATED]["rsi_norm_length"]
+    assert rows[EVALUATED]["previous_start_norm_return"] == old_rows[EVALUATED]["start_norm_return"]
+    assert "previous_rsi_norm_length" not in rows["CMU_016_22-0-82"]  # its previous expert had no evaluation
+    readme = (zoo_v2 / "README.md").read_text()
+    assert "previous zoo: norm. length, random starts" in readme
+    assert "The previous zoo on the same 1 snippets: From random starts: normalized length median " in readme
+
+    missing = run(
+        "-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_v2, "--previous", tmp_path / "no.json", check=False
+    )
+    assert missing.returncode == 2 and f"previous table {tmp_path / 'no.json'} does not exist" in missing.stderr
+    both = run(*export, "--runs", runs, "--include-unevaluated", check=False)
+    assert both.returncode == 2 and "--only-better compares final evaluations" in both.stderr
 
 
 def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts, mocap_folder, tmp_path, monkeypatch):

@@ -29,7 +29,9 @@ covers, and snippets with broken converted steps at an end without them (the swe
 the snippet trained, which rollouts and evaluation track.
 
     mocapact-zoo export --runs runs/zoo --zoo zoo
+    mocapact-zoo export --runs runs/zoo_v2 --zoo zoo --only-better   # a retrain replaces only what it beats
     mocapact-zoo table --zoo zoo
+    mocapact-zoo table --zoo zoo --previous zoo/table_v1.json         # the previous zoo's figures beside
     mocapact-zoo list --zoo zoo
     mocapact-zoo frames --zoo zoo --snippets CMU_016_22-0-82 CMU_009_12-0-210
     mocapact-zoo multiclip --policy runs/npmp_bc/best --name npmp_bc --evaluation compare.json --label bc \
@@ -258,6 +260,35 @@ def training_settings(run_dir: Path) -> dict[str, Any]:
     return {"snippet_start_envs": 0} | {key: args[key] for key in TRAINING_SETTINGS if args.get(key) is not None}
 
 
+def evaluation_score(run_dir: Path) -> tuple[float, float] | None:
+    """What :func:`beats` compares: the mean of the normalized episode lengths from random starts and from the
+    snippet start (MoCapAct's two figures, weighed alike), then the mean of the normalized returns; ``None``
+    without a final evaluation."""
+    path = run_dir / FINAL_EVALUATION_FILE
+    if not path.is_file():
+        return None
+    final = read_json(path)
+    kinds = [final[kind] for kind in ("eval_rsi", "eval_start") if kind in final]
+    lengths = [float(k["mean_norm_episode_length"]) for k in kinds]
+    returns = [float(k["mean_norm_episode_return"]) for k in kinds]
+    return float(np.mean(lengths)), float(np.mean(returns))
+
+
+def beats(new_run: Path, current_run: Path) -> tuple[bool, str]:
+    """Whether a newly trained expert should replace the zoo's current one of its snippet, and why.
+
+    It must have a final evaluation, and a higher :func:`evaluation_score` (length first, return on a tie) than the
+    current expert; a current expert without a final evaluation is always replaced. Ties keep the current one.
+    """
+    new, current = evaluation_score(new_run), evaluation_score(current_run)
+    if new is None:
+        return False, f"{new_run} has no {FINAL_EVALUATION_FILE}"
+    if current is None:
+        return True, f"the current expert {current_run} has no {FINAL_EVALUATION_FILE}"
+    figures = f"mean norm. length {new[0]:.3f} (return {new[1]:.3f}) against {current[0]:.3f} ({current[1]:.3f})"
+    return new > current, figures
+
+
 def experts_folder_for_writing(zoo: str | Path | None) -> Path:
     folder = zoo_root(zoo)
     return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
@@ -366,11 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--critic-storage", choices=("int8", "float16", "float32"), default=DEFAULT_STORAGE["critic"])
     export.add_argument("--actor-storage", choices=("float16", "float32"), default=DEFAULT_STORAGE["actor_mean"])
     export.add_argument("--action-tolerance", type=float, default=ACTION_TOLERANCE)
+    export.add_argument(
+        "--only-better",
+        action="store_true",
+        help="replace a snippet's current expert only if the run beats it (mean normalized length from random "
+        "starts and the snippet start, then return; the run's final evaluation against the zoo's)",
+    )
 
     table = commands.add_parser("table", help="write README.md's table and the distribution figure")
     table.add_argument("--zoo", type=Path, help=zoo_help)
     table.add_argument(
         "--clip-lists", type=Path, help="MoCapAct's clip lists (default: $MOCAPACT_MOCAP_PATH/clip_lists)"
+    )
+    table.add_argument(
+        "--previous", type=Path, help="a previous zoo's table.json: its figures beside each snippet's, and its medians"
     )
 
     listing = commands.add_parser("list", help="the zoo's experts")
@@ -406,11 +446,22 @@ def _export_command(args: argparse.Namespace) -> int:
             listed = listed_ids_by_trained((run.snippet for run in runs), read_id_file(snippet_list))
         elif args.snippet_list:
             raise FileNotFoundError(f"snippet list {snippet_list} does not exist.")
-    total, exported = 0, 0
+    if args.only_better and args.include_unevaluated:
+        raise ValueError("--only-better compares final evaluations: not with --include-unevaluated.")
+    total, exported, kept = 0, 0, 0
+    current = {expert.listed_id: expert for expert in reversed(zoo_experts(args.zoo))} if args.only_better else {}
     for run in runs:
         if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
             continue
+        listed_id = listed.get(run.snippet.id, run.snippet.id)
+        replaced = current.get(listed_id)
+        if replaced is not None:
+            better, why = beats(run.run_dir, replaced.run_dir)
+            print(f"{listed_id}: {'replaces' if better else 'keeps'} {replaced.run_dir} ({why})")
+            if not better:
+                kept += 1
+                continue
         result = export_expert(
             run.run_dir,
             args.zoo,
@@ -418,6 +469,8 @@ def _export_command(args: argparse.Namespace) -> int:
             {"actor_mean": args.actor_storage, "critic": args.critic_storage},
             args.action_tolerance,
         )
+        if replaced is not None and replaced.run_dir != result.expert.run_dir:
+            shutil.rmtree(replaced.run_dir)  # one expert a snippet: the other seed's folder would shadow it
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""
@@ -431,10 +484,11 @@ def _export_command(args: argparse.Namespace) -> int:
     folder = experts_folder_for_writing(args.zoo)
     zoo_size = folder_size(folder) if folder.is_dir() else 0
     print(
-        f"{exported} experts exported ({total / 1e6:.2f} MB, {total / max(exported, 1) / 1e3:.0f} kB each); "
-        f"{folder} holds {zoo_size / 1e6:.2f} MB"
+        f"{exported} experts exported ({total / 1e6:.2f} MB, {total / max(exported, 1) / 1e3:.0f} kB each)"
+        + (f", {kept} current experts kept (not beaten)" if args.only_better else "")
+        + f"; {folder} holds {zoo_size / 1e6:.2f} MB"
     )
-    return 0 if exported else 1
+    return 0 if exported or kept else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             return _export_command(args)
         if args.command == "table":
             clip_lists = args.clip_lists or default_clip_lists()
-            rows = write_table(args.zoo, clip_lists)
+            rows = write_table(args.zoo, clip_lists, args.previous)
             root = experts_folder(args.zoo).parent
             experts = sum(row.get("trained", True) for row in rows)
             print(

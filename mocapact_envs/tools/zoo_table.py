@@ -116,11 +116,46 @@ TABLE_COLUMNS = (
 )
 
 
+#: The previous zoo's figures beside a snippet's (``mocapact-zoo table --previous``): its table.json's keys.
+PREVIOUS_KEYS = ("rsi_norm_length", "start_norm_length", "rsi_norm_return", "start_norm_return")
+PREVIOUS_COLUMNS = (
+    ("previous_rsi_norm_length", "previous zoo: norm. length, random starts"),
+    ("previous_start_norm_length", "previous zoo: norm. length, snippet start"),
+)
+
+
+def with_previous(rows: list[dict[str, Any]], previous_table: str | Path) -> list[dict[str, Any]]:
+    """``rows`` with the previous zoo's figures of each snippet (``previous_<key>``, from its table.json) beside."""
+    previous_table = Path(previous_table)
+    if not previous_table.is_file():
+        raise FileNotFoundError(f"previous table {previous_table} does not exist (a zoo's table.json).")
+    previous = {row["snippet"]: row for row in read_json(previous_table)}
+    return [row | {f"previous_{key}": previous[row["snippet"]][key]
+                   for key in PREVIOUS_KEYS if key in previous.get(row["snippet"], {})}
+            for row in rows]  # fmt: skip
+
+
+def median_summary(rows: list[dict[str, Any]], prefix: str = "") -> str:
+    """Medians of normalized length (and the share at 0.8 or more) from both starts: the zoo's headline."""
+    parts = []
+    for label, key in (("random starts", "rsi"), ("snippet starts", "start")):
+        lengths = np.array([r[f"{prefix}{key}_norm_length"] for r in rows if f"{prefix}{key}_norm_length" in r])
+        returns = np.array([r[f"{prefix}{key}_norm_return"] for r in rows if f"{prefix}{key}_norm_return" in r])
+        if len(lengths):
+            parts.append(
+                f"From {label}: normalized length median {np.median(lengths):.3f} "
+                f"(mean {lengths.mean():.3f}, {np.mean(lengths >= 0.8):.0%} at least 0.8)"
+                + (f", normalized return median {np.median(returns):.3f}." if len(returns) else ".")
+            )
+    return " ".join(parts)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    columns = TABLE_COLUMNS + tuple(c for c in PREVIOUS_COLUMNS if any(c[0] in row for row in rows))
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
-        for key, _ in TABLE_COLUMNS:
+        for key, _ in columns:
             if row.get("trained", True):
                 value = row.get(key, "not evaluated" if key == "rsi_norm_length" else "")
             else:
@@ -139,13 +174,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         + (f"; {untrained} listed snippets not trained yet." if untrained else ".")
     ]
     if evaluated:
-        for label, key in (("random starts", "rsi"), ("snippet starts", "start")):
-            lengths = np.array([r[f"{key}_norm_length"] for r in evaluated if f"{key}_norm_length" in r])
-            returns = np.array([r[f"{key}_norm_return"] for r in evaluated if f"{key}_norm_return" in r])
+        summary.append(median_summary(evaluated))
+        previous = [r for r in evaluated if "previous_rsi_norm_length" in r]
+        if previous:
             summary.append(
-                f"From {label}: normalized length median {np.median(lengths):.3f} "
-                f"(mean {lengths.mean():.3f}, {np.mean(lengths >= 0.8):.0%} at least 0.8), "
-                f"normalized return median {np.median(returns):.3f}."
+                f"The previous zoo on the same {len(previous)} snippets: {median_summary(previous, 'previous_')}"
             )
         bands, lower = [], 0
         for upper, label in LENGTH_BANDS:
@@ -226,10 +259,15 @@ def plot_tracked_steps(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write_table(path: str | Path | None = None, clip_lists: Path | None = None) -> list[dict[str, Any]]:
-    """Regenerates the table between the markers of the zoo's README.md, table.json and the two figures."""
+def write_table(
+    path: str | Path | None = None, clip_lists: Path | None = None, previous_table: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """Regenerates the table between the markers of the zoo's README.md, table.json and the two figures;
+    ``previous_table``: a previous zoo's table.json, whose figures go beside each snippet's."""
     root = experts_folder(path).parent
     rows = table_rows(path, clip_lists)
+    if previous_table is not None:
+        rows = with_previous(rows, previous_table)
     readme = root / README_FILE
     table = f"{TABLE_START}\n{markdown_table(rows)}{TABLE_END}"
     text = readme.read_text() if readme.is_file() else f"# Expert zoo\n\n{TABLE_START}\n{TABLE_END}\n"
