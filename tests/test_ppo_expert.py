@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -708,6 +709,36 @@ def test_upright_shaping_charges_tilt_and_not_heading():
     # The reference's root is itself a few degrees off vertical, so a lean about a world axis is 60 degrees of tilt
     # to within about 2.
     assert shaped[0] == pytest.approx(0.0, abs=1e-6) and shaped[1] == pytest.approx(-1.0, abs=0.03)
+
+
+def test_annealed_action_std_follows_its_schedule_and_resumes_on_it(tmp_path):
+    """``--log-std-final``: the frozen std moves from --log-std-init toward it, set before each rollout from the env
+    steps so far; the update's log shows it, the saved expert holds the last one, and a resume to a larger budget goes
+    on along the longer schedule."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    start, final = math.log(0.2), math.log(0.05)
+    flags = [*TINY, "--log-root", tmp_path, "--log-std-init", str(start), "--log-std-final", str(final)]
+    run_dir = tmp_path / "CMU_016_22-0-82" / "3"
+    run(TRAIN, *flags, "--total-timesteps", "1024")  # updates of 2 x 128 steps (autoreset steps do not count)
+    first_budget_end = checkpoint(run_dir)["global_step"]
+    run(TRAIN, *flags, "--total-timesteps", "2048")  # resumed along the schedule over 2048
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("charts/action_std")]
+    # Each update's std comes from the steps before its rollout: the previous update's logged step.
+    before = [0] + [step for step, _ in logged[:-1]]
+    budgets = [1024 if step <= first_budget_end else 2048 for step, _ in logged]
+    expected = [start + (final - start) * min(b / total, 1.0) for b, total in zip(before, budgets, strict=True)]
+    np.testing.assert_allclose(np.log([value for _, value in logged]), expected, rtol=1e-5)
+    resumed = budgets.index(2048)
+    assert resumed >= 3 and len(logged) - resumed >= 3
+    assert np.all(np.diff(expected[:resumed]) < 0)
+    assert expected[resumed] > expected[resumed - 1]  # the longer budget moves the schedule back
+    np.testing.assert_allclose(np.log(mocapact_envs.load_expert(run_dir).action_std), expected[-1], rtol=1e-5)
+
+    both = run(TRAIN, *flags, "--learn-log-std", "True", "--log-root", tmp_path / "other", check=False)
+    assert both.returncode == 2 and "--log-std-final -2.99" in both.stderr and "--learn-log-std True" in both.stderr
 
 
 def test_cpu_wide_preset_trains_with_its_wider_std_and_larger_updates(tmp_path):

@@ -248,6 +248,9 @@ class Args:
     """initial log std of the Gaussian policy (MoCapAct: log 0.1)"""
     learn_log_std: bool | None = None
     """train the log std (MoCapAct: frozen)"""
+    log_std_final: float | None = None
+    """anneal the frozen log std linearly from --log-std-init to this value over --total-timesteps, set before each
+    rollout so that an update's old and new probabilities share it (unset: constant)"""
     action_likelihood: Literal["gaussian", "clipped"] | None = None
     """the probability PPO's ratio takes of a sampled action: the Gaussian's density (MoCapAct, SB3), or that of the
     clipped action the env executes, a point mass at each bound (clipped action policy gradient)"""
@@ -347,6 +350,12 @@ def resolve_preset(args: Args) -> Args:
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")
     return apply_preset(args, PRESETS[args.preset])
+
+
+def log_std_at(args: Args, global_step: int) -> float:
+    """The frozen log std at ``global_step`` of ``--log-std-final``'s linear schedule."""
+    progress = min(global_step / max(args.total_timesteps, 1), 1.0)
+    return args.log_std_init + (args.log_std_final - args.log_std_init) * progress
 
 
 def learning_rate_at(args: Args, global_step: int) -> float:
@@ -513,6 +522,7 @@ ARG_RULES: dict[str, FlagRule] = {
     "max_grad_norm": (positive, "a positive, finite norm"),
     "target_kl": (unset_or_positive, "unset or a positive KL"),
     "log_std_init": (lambda v: is_number(v) and math.isfinite(v), "a finite log std"),
+    "log_std_final": (lambda v: v is None or (is_number(v) and math.isfinite(v)), "a finite log std, or unset"),
     "act_noise": (non_negative, "0 or more, finite"),
     "termination_error_threshold": (positive, "a positive, finite error"),
     "time_features": (non_negative, "0 or more sin/cos pairs"),
@@ -574,6 +584,8 @@ def check_args(args: Args) -> None:
         errors.append(f"{start_setters[0]}: needs the fast backend's native vector env (--backend {args.backend!r})")
     if len(start_setters) > 1:
         errors.append(f"{' and '.join(start_setters)}: each sets the start states; give one")
+    if args.log_std_final is not None and args.learn_log_std:
+        errors.append(f"--log-std-final {args.log_std_final}: anneals a frozen std; not with --learn-log-std True")
     if args.warm_start is not None:
         warm_checkpoint = checkpoint_path(Path(args.warm_start))
         if args.relay_window_steps:
@@ -1252,15 +1264,18 @@ def log_update(
     rollout: Rollout,
     returns: torch.Tensor,
     learning_rate: float,
+    action_std: float,
     elapsed: float,
     finished: list[EpisodeMetrics],
 ) -> None:
-    """Expert ``run``'s TensorBoard scalars of one update (cleanrl's tags)."""
+    """Expert ``run``'s TensorBoard scalars of one update (cleanrl's tags; ``action_std``: the mean over the actions
+    of the std its rollout sampled with)."""
     k, step, writer = run.k, run.global_step, run.writer
     valid = rollout.valid[k].reshape(-1)
     y_pred, y_true = rollout.values[k].reshape(-1)[valid].numpy(), returns[k].reshape(-1)[valid].numpy()
     var_y = np.var(y_true)
     writer.add_scalar("charts/learning_rate", learning_rate, step)
+    writer.add_scalar("charts/action_std", action_std, step)
     writer.add_scalar("charts/SPS", (run.global_step - run.start_step) / elapsed, step)
     for name, values in losses.items():
         writer.add_scalar(f"losses/{name}", values[k].item(), step)
@@ -1384,15 +1399,19 @@ def ppo_iteration(
     learning_rate = learning_rate_at(args, max(run.global_step for run in trained))
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
+    if args.log_std_final is not None:
+        with torch.no_grad():
+            policy.log_std[[run.k for run in trained]] = log_std_at(args, max(run.global_step for run in trained))
     finished = collect_rollout(runs, trained, policy, rollout, layout)
     for run in trained:
         if run.own_starts is not None and len(run.own_starts) >= MIN_OWN_START_STATES:
             run.envs.unwrapped.set_start_states(*run.own_starts.starts(), args.own_start_probability)
+    action_std = policy.log_std.detach().exp().mean(dim=1)  # before the update: what the rollout sampled with
     advantages, returns = advantages_and_returns(policy, rollout, args)
     losses = ppo_update(policy, optimizer, rollout, advantages, returns, args, [run.k for run in trained])
     seconds = elapsed()
     for run in trained:
-        log_update(run, losses, rollout, returns, learning_rate, seconds, finished[run.k])
+        log_update(run, losses, rollout, returns, learning_rate, action_std[run.k].item(), seconds, finished[run.k])
 
 
 def evaluate_due(
