@@ -449,7 +449,8 @@ def _export_command(args: argparse.Namespace) -> int:
     if args.only_better and args.include_unevaluated:
         raise ValueError("--only-better compares final evaluations: not with --include-unevaluated.")
     total, exported, kept = 0, 0, 0
-    current = {expert.listed_id: expert for expert in reversed(zoo_experts(args.zoo))} if args.only_better else {}
+    has_zoo = experts_folder_for_writing(args.zoo).is_dir()
+    current = {e.listed_id: e for e in reversed(zoo_experts(args.zoo))} if args.only_better and has_zoo else {}
     for run in runs:
         if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
@@ -470,7 +471,9 @@ def _export_command(args: argparse.Namespace) -> int:
             args.action_tolerance,
         )
         if replaced is not None and replaced.run_dir != result.expert.run_dir:
-            shutil.rmtree(replaced.run_dir)  # one expert a snippet: the other seed's folder would shadow it
+            shutil.rmtree(replaced.run_dir, ignore_errors=True)  # one expert a snippet: another seed would shadow it
+        if args.only_better:
+            current[listed_id] = result.expert  # a later run of the same snippet must beat this one
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""
@@ -479,8 +482,8 @@ def _export_command(args: argparse.Namespace) -> int:
             f" (actions within {result.max_action_deviation:.1e}), critic {result.storage['critic']} "
             f"(values within {result.max_value_deviation:.1e})"
         )
-    for kept, other in search.duplicates:
-        print(f"note: {other.run_dir} also tracks {kept.snippet.id}; exported {kept.run_dir}.", file=sys.stderr)
+    for chosen, other in search.duplicates:
+        print(f"note: {other.run_dir} also tracks {chosen.snippet.id}; exported {chosen.run_dir}.", file=sys.stderr)
     folder = experts_folder_for_writing(args.zoo)
     zoo_size = folder_size(folder) if folder.is_dir() else 0
     print(
