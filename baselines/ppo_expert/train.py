@@ -1401,7 +1401,9 @@ def ppo_iteration(
         group["lr"] = learning_rate
     if args.log_std_final is not None:
         with torch.no_grad():
-            policy.log_std[[run.k for run in trained]] = log_std_at(args, max(run.global_step for run in trained))
+            # Per expert: each counts its own env steps (autoreset steps do not count), so they drift apart.
+            for run in trained:
+                policy.log_std[run.k] = log_std_at(args, run.global_step)
     finished = collect_rollout(runs, trained, policy, rollout, layout)
     for run in trained:
         if run.own_starts is not None and len(run.own_starts) >= MIN_OWN_START_STATES:

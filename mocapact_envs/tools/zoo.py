@@ -263,12 +263,14 @@ def training_settings(run_dir: Path) -> dict[str, Any]:
 def evaluation_score(run_dir: Path) -> tuple[float, float] | None:
     """What :func:`beats` compares: the mean of the normalized episode lengths from random starts and from the
     snippet start (MoCapAct's two figures, weighed alike), then the mean of the normalized returns; ``None``
-    without a final evaluation."""
+    without a final evaluation of both kinds."""
     path = run_dir / FINAL_EVALUATION_FILE
     if not path.is_file():
         return None
     final = read_json(path)
-    kinds = [final[kind] for kind in ("eval_rsi", "eval_start") if kind in final]
+    if not all(kind in final for kind in ("eval_rsi", "eval_start")):
+        return None  # one kind alone would be weighed against two
+    kinds = [final[kind] for kind in ("eval_rsi", "eval_start")]
     lengths = [float(k["mean_norm_episode_length"]) for k in kinds]
     returns = [float(k["mean_norm_episode_return"]) for k in kinds]
     return float(np.mean(lengths)), float(np.mean(returns))
