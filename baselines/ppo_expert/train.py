@@ -352,14 +352,18 @@ def resolve_preset(args: Args) -> Args:
     return apply_preset(args, PRESETS[args.preset])
 
 
+def budget_progress(args: Args, global_step: int) -> float:
+    """The share of ``--total-timesteps`` done at ``global_step``, in [0, 1]: where the schedules stand."""
+    return min(global_step / max(args.total_timesteps, 1), 1.0)
+
+
 def log_std_at(args: Args, global_step: int) -> float:
     """The frozen log std at ``global_step`` of ``--log-std-final``'s linear schedule."""
-    progress = min(global_step / max(args.total_timesteps, 1), 1.0)
-    return args.log_std_init + (args.log_std_final - args.log_std_init) * progress
+    return args.log_std_init + (args.log_std_final - args.log_std_init) * budget_progress(args, global_step)
 
 
 def learning_rate_at(args: Args, global_step: int) -> float:
-    progress = min(global_step / max(args.total_timesteps, 1), 1.0)
+    progress = budget_progress(args, global_step)
     if args.lr_schedule == "thirds":
         return args.learning_rate / 1.73 ** min(int(3 * progress), 2)
     if args.lr_schedule == "linear":

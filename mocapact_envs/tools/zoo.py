@@ -267,10 +267,9 @@ def evaluation_score(run_dir: Path) -> tuple[float, float] | None:
     path = run_dir / FINAL_EVALUATION_FILE
     if not path.is_file():
         return None
-    final = read_json(path)
-    if not all(kind in final for kind in ("eval_rsi", "eval_start")):
+    kinds = [read_json(path).get(kind) for kind in ("eval_rsi", "eval_start")]
+    if None in kinds:
         return None  # one kind alone would be weighed against two
-    kinds = [final[kind] for kind in ("eval_rsi", "eval_start")]
     lengths = [float(k["mean_norm_episode_length"]) for k in kinds]
     returns = [float(k["mean_norm_episode_return"]) for k in kinds]
     return float(np.mean(lengths)), float(np.mean(returns))
@@ -451,8 +450,8 @@ def _export_command(args: argparse.Namespace) -> int:
     if args.only_better and args.include_unevaluated:
         raise ValueError("--only-better compares final evaluations: not with --include-unevaluated.")
     total, exported, kept = 0, 0, 0
-    has_zoo = experts_folder_for_writing(args.zoo).is_dir()
-    current = {e.listed_id: e for e in reversed(zoo_experts(args.zoo))} if args.only_better and has_zoo else {}
+    folder = experts_folder_for_writing(args.zoo)
+    current = {e.listed_id: e for e in reversed(zoo_experts(args.zoo))} if args.only_better and folder.is_dir() else {}
     for run in runs:
         if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
@@ -486,7 +485,6 @@ def _export_command(args: argparse.Namespace) -> int:
         )
     for chosen, other in search.duplicates:
         print(f"note: {other.run_dir} also tracks {chosen.snippet.id}; exported {chosen.run_dir}.", file=sys.stderr)
-    folder = experts_folder_for_writing(args.zoo)
     zoo_size = folder_size(folder) if folder.is_dir() else 0
     print(
         f"{exported} experts exported ({total / 1e6:.2f} MB, {total / max(exported, 1) / 1e3:.0f} kB each)"
