@@ -222,6 +222,10 @@ def test_bad_clip_and_preset_are_named():
             ["--relay-window-steps", "40", "--relay-handover-probability", "0.5", "--backend", "dm_control"],
             ["--relay-handover-probability 0.5: needs the fast backend", "(--backend 'dm_control')"],
         ),
+        (
+            ["--own-start-probability", "0.5", "--vectorization-mode", "sync"],
+            ["--own-start-probability 0.5: needs the fast backend's native vector env", "(--vectorization-mode 'sync'"],
+        ),
     ],
 )
 def test_bad_trainer_flags_are_named_before_any_work(tmp_path, flags, named):
@@ -508,13 +512,17 @@ def test_drift_splits_the_shipped_experts_tracking_error_into_root_drift_and_joi
 
 def test_warm_started_expert_begins_from_the_given_run_and_rolls_out(first_run, tmp_path):
     """``--warm-start``: another snippet of the same clip starts from a trained expert's network and observation
-    statistics, with its own step count; an expert of other networks or a folder without a checkpoint is refused."""
+    statistics, with its own step count and its own frozen std; an expert of other networks or a folder without a
+    checkpoint is refused."""
     warm = ["--warm-start", first_run, "--total-timesteps", "256"]
-    run(TRAIN, *TINY, "--clips", "CMU_016_22-0-60", "--log-root", tmp_path, *warm)
+    run(TRAIN, *TINY, "--clips", "CMU_016_22-0-60", "--log-root", tmp_path, *warm, "--log-std-init", str(math.log(0.2)))
     run_dir = tmp_path / "CMU_016_22-0-60" / "3"
     before, after = checkpoint(first_run), checkpoint(run_dir)
     assert after["obs_rms"]["count"].item() > 1.9 * before["obs_rms"]["count"].item() > 0  # its statistics went on
     assert 256 <= after["global_step"] < 2 * 256  # its own budget, not the warm start's steps added
+    # The source's std was 0.1 (the preset's); this run asked for 0.2, and a frozen std is the run's setting.
+    torch.testing.assert_close(before["policy"]["log_std"].exp(), torch.full((56,), 0.1))
+    torch.testing.assert_close(after["policy"]["log_std"].exp(), torch.full((56,), 0.2))
     expert = mocapact_envs.load_expert(run_dir)
     observation = make_tracking_env("CMU_016_22-0-60").reset(seed=0)[0]
     assert expert.snippet_id == "CMU_016_22-0-60" and expert.predict(observation)[0].shape == (56,)
@@ -735,10 +743,23 @@ def test_annealed_action_std_follows_its_schedule_and_resumes_on_it(tmp_path):
     assert resumed >= 3 and len(logged) - resumed >= 3
     assert np.all(np.diff(expected[:resumed]) < 0)
     assert expected[resumed] > expected[resumed - 1]  # the longer budget moves the schedule back
-    np.testing.assert_allclose(np.log(mocapact_envs.load_expert(run_dir).action_std), expected[-1], rtol=1e-5)
+    state = checkpoint(run_dir)
+    np.testing.assert_allclose(state["policy"]["log_std"].numpy(), expected[-1], rtol=1e-5)
+    # The saved expert is the best evaluation's, so its std is the schedule's at one of the updates.
+    saved_std = np.log(mocapact_envs.load_expert(run_dir).action_std)
+    assert np.ptp(saved_std) < 1e-6 and np.isclose(saved_std[0], expected, rtol=1e-5).any()
 
     both = run(TRAIN, *flags, "--learn-log-std", "True", "--log-root", tmp_path / "other", check=False)
     assert both.returncode == 2 and "--log-std-final -2.99" in both.stderr and "--learn-log-std True" in both.stderr
+    # A checkpoint older than the flag trained at a constant std: resuming it on a schedule is refused by name.
+    old = tmp_path / "old" / run_dir.relative_to(tmp_path)
+    shutil.copytree(run_dir, old)
+    older_args = json.loads(state["args"])
+    del older_args["log_std_final"]
+    torch.save({**state, "args": json.dumps(older_args)}, old / "checkpoint" / "state.pt")
+    refused = run(TRAIN, *flags, "--log-root", tmp_path / "old", "--total-timesteps", "4096", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert f"--log-std-final {final!r} (the checkpoint's: None)" in refused.stderr, refused.stderr
 
 
 def test_cpu_wide_preset_trains_with_its_wider_std_and_larger_updates(tmp_path):

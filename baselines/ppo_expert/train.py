@@ -250,7 +250,8 @@ class Args:
     """train the log std (MoCapAct: frozen)"""
     log_std_final: float | None = None
     """anneal the frozen log std linearly from --log-std-init to this value over --total-timesteps, set before each
-    rollout so that an update's old and new probabilities share it (unset: constant)"""
+    rollout so that an update's old and new probabilities share it (unset: constant); a resume with a larger
+    --total-timesteps stretches the schedule, as it does the learning rate's"""
     action_likelihood: Literal["gaussian", "clipped"] | None = None
     """the probability PPO's ratio takes of a sampled action: the Gaussian's density (MoCapAct, SB3), or that of the
     clipped action the env executes, a point mass at each bound (clipped action policy gradient)"""
@@ -586,6 +587,11 @@ def check_args(args: Args) -> None:
     ]
     if start_setters and args.backend not in (None, "fast"):
         errors.append(f"{start_setters[0]}: needs the fast backend's native vector env (--backend {args.backend!r})")
+    elif start_setters and args.vectorization_mode not in (None, "vector_entry_point"):
+        errors.append(
+            f"{start_setters[0]}: needs the fast backend's native vector env (--vectorization-mode "
+            f"{args.vectorization_mode!r}; leave it unset or give 'vector_entry_point')"
+        )
     if len(start_setters) > 1:
         errors.append(f"{' and '.join(start_setters)}: each sets the start states; give one")
     if args.log_std_final is not None and args.learn_log_std:
@@ -628,8 +634,12 @@ RESUME_MAY_CHANGE = frozenset(
 
 def check_resumed_args(saved_args: str, args: Args, run_dir: Path) -> None:
     """Raises ``ValueError`` naming each flag whose value differs from the one ``run_dir``'s checkpoint was trained
-    with (``saved_args``, its JSON), outside :data:`RESUME_MAY_CHANGE`."""
+    with (``saved_args``, its JSON), outside :data:`RESUME_MAY_CHANGE`. A flag newer than the checkpoint counts as
+    trained at its default (under the checkpoint's preset): what the trainer did before the flag existed."""
     saved, current = json.loads(saved_args), json.loads(args_json(args))
+    preset = saved.get("preset") if saved.get("preset") in PRESETS else args.preset
+    defaults = json.loads(args_json(resolve_preset(Args(preset=preset))))
+    saved = {**defaults, **saved}
     changed = [
         f"{flag(name)} {current[name]!r} (the checkpoint's: {saved[name]!r})"
         for name in current
@@ -1061,9 +1071,11 @@ def start_from_states(
     initial_states: list[dict[str, Any] | None] | None,
     checkpoints: list[dict[str, Any] | None],
     policy: ExpertEnsemble,
+    args: Args,
 ) -> None:
     """Each expert without a checkpoint of its own takes ``initial_states[k]``'s network and observation statistics
-    (a warm start); ``ValueError`` when they do not fit its networks or observations."""
+    (a warm start); ``ValueError`` when they do not fit its networks or observations. A frozen std stays this run's
+    own (``--log-std-init``): it is a training setting, not something the source expert learnt."""
     for run, state in zip(runs, initial_states or [None] * len(runs), strict=True):
         if state is None or checkpoints[run.k] is not None:
             continue
@@ -1072,6 +1084,9 @@ def start_from_states(
             run.obs_normalizer.rms.load_state_dict(state["obs_rms"])
         except (ValueError, RuntimeError) as error:  # other networks or observations
             raise ValueError(f"{run.snippet.id}: the warm start's expert does not fit this one: {error}") from None
+        if not args.learn_log_std:
+            with torch.no_grad():
+                policy.log_std[run.k] = args.log_std_init  # where --log-std-final's schedule also begins
 
 
 def resume_runs(
@@ -1463,7 +1478,7 @@ def train_experts(
     policy = make_policy(args, runs, layout)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate, eps=1e-5)
     try:
-        start_from_states(runs, initial_states, checkpoints, policy)
+        start_from_states(runs, initial_states, checkpoints, policy, args)
         resume_runs(runs, checkpoints, policy, optimizer)
         left_to_train: bool | None = start_runs(runs, args)
     except ValueError as error:
