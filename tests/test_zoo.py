@@ -18,7 +18,7 @@ import mocapact_envs
 from mocapact_envs.datasets.rollouts import read_rollout_file
 from mocapact_envs.mocap import splits
 from mocapact_envs.mocap.ids import parse_snippet, read_id_file
-from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, zoo_root
+from mocapact_envs.policies.run_layout import SHIPPED_EXPERTS, find_zoo_expert, zoo_root
 from mocapact_envs.tools import zoo
 
 #: Listed snippet -> what its tiny expert trains on: CMU_016_22-0-82 stands for a snippet cropped to its covered part.
@@ -195,14 +195,56 @@ def test_a_retrain_replaces_only_the_experts_it_beats_and_the_table_keeps_the_pr
     assert "previous_rsi_norm_length" not in rows["CMU_016_22-0-82"]  # its previous expert had no evaluation
     readme = (zoo_v2 / "README.md").read_text()
     assert "previous zoo: norm. length, random starts" in readme
-    assert "The previous zoo on the same 1 snippets: From random starts: normalized length median " in readme
+    on_same = re.search(r"On the 1 snippets the previous zoo also evaluated, this zoo: From random starts: "
+                        r"normalized length median ([0-9.]+) .* The previous zoo: From random starts: normalized "
+                        r"length median ([0-9.]+) ", readme)  # fmt: skip
+    assert on_same, readme
+    assert float(on_same[1]) == round(rows[EVALUATED]["rsi_norm_length"], 3)
+    assert float(on_same[2]) == round(old_rows[EVALUATED]["rsi_norm_length"], 3)
 
     missing = run(
         "-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_v2, "--previous", tmp_path / "no.json", check=False
     )
     assert missing.returncode == 2 and f"previous table {tmp_path / 'no.json'} does not exist" in missing.stderr
+    malformed = tmp_path / "malformed.json"
+    for content, why in (
+        ({"snippet": EVALUATED}, "not a list of rows"),
+        ([{"rsi": 1}], "row 0 has no snippet"),
+        ([{"snippet": EVALUATED, "rsi_norm_length": "0.9"}], f"{EVALUATED}'s rsi_norm_length is '0.9', not a number"),
+    ):
+        malformed.write_text(json.dumps(content))
+        table = ["-m", "mocapact_envs.tools.zoo", "table", "--zoo", zoo_v2, "--clip-lists", clip_lists]
+        result = run(*table, "--previous", malformed, check=False)
+        assert result.returncode == 2 and f"is not a zoo's table.json: {why}." in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
     both = run(*export, "--runs", runs, "--include-unevaluated", check=False)
     assert both.returncode == 2 and "--only-better compares final evaluations" in both.stderr
+
+
+def test_a_retrain_is_weighed_against_the_seed_the_zoo_loads_and_replaces_every_seed_of_its_snippet(
+    zoo_folder, tmp_path
+):
+    # The zoo holds seeds 2 and 10 of a snippet: it loads 2 (the smallest number; "10" sorts first as text). Seed 2
+    # is made worse than the run to export, seed 10 as good: weighed against seed 2, the run replaces both.
+    zoo_copy = tmp_path / "zoo"
+    shutil.copytree(zoo_folder, zoo_copy)
+    seeds = zoo_copy / "experts" / EVALUATED
+    (seeds / "0").rename(seeds / "2")
+    shutil.copytree(seeds / "2", seeds / "10")
+    final = json.loads((seeds / "2" / "final_evaluation.json").read_text())
+    for kind in ("eval_rsi", "eval_start"):
+        final[kind] |= {"mean_norm_episode_length": 0.0, "mean_norm_episode_return": 0.0}
+    (seeds / "2" / "final_evaluation.json").write_text(json.dumps(final))
+    assert find_zoo_expert(zoo_copy, EVALUATED).seed == "2"
+
+    listed = zoo_folder.parent / "listed.txt"
+    result = run(
+        "-m", "mocapact_envs.tools.zoo", "export", "--zoo", zoo_copy, "--snippet-list", listed, "--only-better",
+        "--runs", zoo_folder.parent / "runs",
+    )  # fmt: skip
+    assert f"{EVALUATED}: replaces {seeds / '2'} " in result.stdout, result.stdout
+    assert sorted(p.name for p in seeds.iterdir()) == ["0"]
+    assert find_zoo_expert(zoo_copy, EVALUATED).seed == "0"
 
 
 def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts, mocap_folder, tmp_path, monkeypatch):

@@ -242,4 +242,9 @@ def find_zoo_expert(path: str | Path | None, snippet_id: str, seed: int | str | 
             f"the zoo {experts_folder(path)} has no expert for {what}.{suggest(snippet_id, listed)} "
             f"It holds {len(listed)} snippets: {shown or 'none'} (mocapact-zoo list shows them all)."
         )
-    return min(matches, key=lambda e: (int(e.seed) if e.seed.isdigit() else 0, e.seed))
+    return min(matches, key=seed_order)
+
+
+def seed_order(expert: ZooExpert) -> tuple[int, str]:
+    """The order in which :func:`find_zoo_expert` prefers one seed of a snippet to another: the smallest first."""
+    return (int(expert.seed) if expert.seed.isdigit() else 0, expert.seed)

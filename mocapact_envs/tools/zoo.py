@@ -86,9 +86,11 @@ from mocapact_envs.policies.run_layout import (
     ZOO_ENV_VAR,
     ZOO_INFO_KEY,
     ZooExpert,
+    expert_folder_argument,
     experts_folder,
     find_experts,
     read_clip_info,
+    seed_order,
     zoo_experts,
     zoo_root,
 )
@@ -291,7 +293,9 @@ def beats(new_run: Path, current_run: Path) -> tuple[bool, str]:
 
 
 def experts_folder_for_writing(zoo: str | Path | None) -> Path:
-    folder = zoo_root(zoo)
+    """The ``experts`` folder an export writes to: the one a read of ``zoo`` finds (``"zoo"`` where no such folder
+    exists is the project's zoo), even before the folder exists."""
+    folder = expert_folder_argument(zoo_root(zoo))
     return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
 
 
@@ -451,7 +455,12 @@ def _export_command(args: argparse.Namespace) -> int:
         raise ValueError("--only-better compares final evaluations: not with --include-unevaluated.")
     total, exported, kept = 0, 0, 0
     folder = experts_folder_for_writing(args.zoo)
-    current = {e.listed_id: e for e in reversed(zoo_experts(args.zoo))} if args.only_better and folder.is_dir() else {}
+    seeds: dict[str, list[ZooExpert]] = {}  # every seed of each listed snippet, the one the zoo loads first
+    for expert in sorted(zoo_experts(folder), key=seed_order) if args.only_better and folder.is_dir() else []:
+        seeds.setdefault(expert.listed_id, []).append(expert)
+    current = {listed_id: experts[0] for listed_id, experts in seeds.items()}
+    # A cropped run is listed under the zoo's snippet that its trained part belongs to, snippet list or not.
+    listed = {**{e.snippet.id: e.listed_id for e in current.values()}, **listed}
     for run in runs:
         if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
@@ -471,10 +480,12 @@ def _export_command(args: argparse.Namespace) -> int:
             {"actor_mean": args.actor_storage, "critic": args.critic_storage},
             args.action_tolerance,
         )
-        if replaced is not None and replaced.run_dir != result.expert.run_dir:
-            shutil.rmtree(replaced.run_dir, ignore_errors=True)  # one expert a snippet: another seed would shadow it
+        for other in seeds.pop(listed_id, []):  # one expert a snippet: a smaller seed would shadow the new one
+            if other.run_dir != result.expert.run_dir:
+                shutil.rmtree(other.run_dir, ignore_errors=True)
         if args.only_better:
             current[listed_id] = result.expert  # a later run of the same snippet must beat this one
+            seeds[listed_id] = [result.expert]
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""

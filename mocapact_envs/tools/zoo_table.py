@@ -129,7 +129,17 @@ def with_previous(rows: list[dict[str, Any]], previous_table: str | Path) -> lis
     previous_table = Path(previous_table)
     if not previous_table.is_file():
         raise FileNotFoundError(f"previous table {previous_table} does not exist (a zoo's table.json).")
-    previous = {row["snippet"]: row for row in read_json(previous_table)}
+    table = read_json(previous_table)
+    bad = (
+        "not a list of rows" if not isinstance(table, list)
+        else next((f"row {i} has no snippet" for i, r in enumerate(table)
+                   if not isinstance(r, dict) or not isinstance(r.get("snippet"), str)), None)
+        or next((f"{r['snippet']}'s {k} is {r[k]!r}, not a number" for r in table for k in PREVIOUS_KEYS
+                 if k in r and not isinstance(r[k], int | float)), None)
+    )  # fmt: skip
+    if bad:
+        raise ValueError(f"previous table {previous_table} is not a zoo's table.json: {bad}.")
+    previous = {row["snippet"]: row for row in table}
     return [row | {f"previous_{key}": previous[row["snippet"]][key]
                    for key in PREVIOUS_KEYS if key in previous.get(row["snippet"], {})}
             for row in rows]  # fmt: skip
@@ -178,7 +188,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         previous = [r for r in evaluated if "previous_rsi_norm_length" in r]
         if previous:
             summary.append(
-                f"The previous zoo on the same {len(previous)} snippets: {median_summary(previous, 'previous_')}"
+                f"On the {len(previous)} snippets the previous zoo also evaluated, this zoo: {median_summary(previous)} "
+                f"The previous zoo: {median_summary(previous, 'previous_')}"
             )
         bands, lower = [], 0
         for upper, label in LENGTH_BANDS:
