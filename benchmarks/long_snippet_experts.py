@@ -13,7 +13,7 @@ nearest those steps (20 + 5 episodes each: a rough curve, not the protocol).
     python benchmarks/long_snippet_experts.py --method relay --report-only   # the table of what finished
     python benchmarks/long_snippet_experts.py --method relay --window-steps 50 -- --num-envs 8
 
-Methods: ``single`` (today's ``cpu`` preset, one expert per snippet, the budget as its
+Methods: ``single`` (the trainer's default preset, ``cpu-wide``, one expert per snippet, the budget as its
 ``--total-timesteps``) and ``relay`` (``--relay-window-steps``/``--relay-overlap-steps``: short-window
 experts composed in time, the budget split over the windows). Budget: ``--budget-steps`` env steps,
 1.75M by default: about 35 minutes of one core of this machine at the ``cpu`` preset's measured

@@ -79,7 +79,7 @@ def test_train_writes_mocapact_layout(first_run):
         assert offset["digest"] == ReferenceActions.for_snippet("CMU_016_22-0-82").digest()
         assert config["observation_keys"] == sorted(config["observation_keys"])
         assert sum(config["observation_sizes"]) == 206
-        assert np.allclose(config["action_std"], 0.1)
+        assert np.allclose(config["action_std"], 0.2)  # the default preset's, cpu-wide
     assert list((first_run / "tb").glob("events.out.tfevents.*"))
     state = checkpoint(first_run)  # loads with weights_only=True: no pickled objects
     # Steps that only autoreset are not counted, so 256 real steps take more than one update of 256.
@@ -207,7 +207,7 @@ def test_bad_clip_and_preset_are_named():
             ["--learning-rate", "nan", "--num-steps", "0", "--eval-rsi-episodes", "0", "--eval-start-episodes", "0"],
             ["--learning-rate nan", "--num-steps 0", "--eval-rsi-episodes 0", "--eval-start-episodes 0"],
         ),
-        (["--minibatch-size", "5000"], ["--minibatch-size 5000", "--num-envs * --num-steps = 1024"]),
+        (["--minibatch-size", "5000"], ["--minibatch-size 5000", "--num-envs * --num-steps = 2048"]),
         (["--relay-window-steps", "30", "--relay-overlap-steps", "30"], ["--relay-overlap-steps 30", "fewer than"]),
         (
             ["--own-start-probability", "0.5", "--backend", "dm_control", "--own-start-min-age", "0"],
@@ -515,14 +515,14 @@ def test_warm_started_expert_begins_from_the_given_run_and_rolls_out(first_run, 
     statistics, with its own step count and its own frozen std; an expert of other networks or a folder without a
     checkpoint is refused."""
     warm = ["--warm-start", first_run, "--total-timesteps", "256"]
-    run(TRAIN, *TINY, "--clips", "CMU_016_22-0-60", "--log-root", tmp_path, *warm, "--log-std-init", str(math.log(0.2)))
+    run(TRAIN, *TINY, "--clips", "CMU_016_22-0-60", "--log-root", tmp_path, *warm, "--log-std-init", str(math.log(0.3)))
     run_dir = tmp_path / "CMU_016_22-0-60" / "3"
     before, after = checkpoint(first_run), checkpoint(run_dir)
     assert after["obs_rms"]["count"].item() > 1.9 * before["obs_rms"]["count"].item() > 0  # its statistics went on
     assert 256 <= after["global_step"] < 2 * 256  # its own budget, not the warm start's steps added
-    # The source's std was 0.1 (the preset's); this run asked for 0.2, and a frozen std is the run's setting.
-    torch.testing.assert_close(before["policy"]["log_std"].exp(), torch.full((56,), 0.1))
-    torch.testing.assert_close(after["policy"]["log_std"].exp(), torch.full((56,), 0.2))
+    # The source's std was 0.2 (the preset's); this run asked for 0.3, and a frozen std is the run's setting.
+    torch.testing.assert_close(before["policy"]["log_std"].exp(), torch.full((56,), 0.2))
+    torch.testing.assert_close(after["policy"]["log_std"].exp(), torch.full((56,), 0.3))
     expert = mocapact_envs.load_expert(run_dir)
     observation = make_tracking_env("CMU_016_22-0-60").reset(seed=0)[0]
     assert expert.snippet_id == "CMU_016_22-0-60" and expert.predict(observation)[0].shape == (56,)
@@ -760,6 +760,22 @@ def test_annealed_action_std_follows_its_schedule_and_resumes_on_it(tmp_path):
     refused = run(TRAIN, *flags, "--log-root", tmp_path / "old", "--total-timesteps", "4096", check=False)
     assert refused.returncode == 2, refused.stderr
     assert f"--log-std-final {final!r} (the checkpoint's: None)" in refused.stderr, refused.stderr
+
+
+def test_a_presets_snippet_start_worlds_are_a_share_of_the_worlds_asked_for():
+    from test_trainer_conventions import load_script
+
+    train = load_script(TRAIN)
+
+    def worlds(**flags) -> tuple[int, int]:
+        resolved = train.resolve_preset(train.Args(**flags))
+        return resolved.num_envs, resolved.snippet_start_envs
+
+    assert train.Args().preset == "cpu-wide" and worlds() == (8, 2)
+    assert [worlds(num_envs=n) for n in (1, 2, 4, 16)] == [(1, 1), (2, 1), (4, 1), (16, 4)]
+    assert worlds(num_envs=2, snippet_start_envs=0) == (2, 0)  # an explicit flag wins
+    assert worlds(preset="cpu") == (4, 1) and worlds(preset="cpu", num_envs=8) == (8, 2)
+    assert worlds(preset="mocapact", num_envs=4) == (4, 0)  # MoCapAct has none
 
 
 def test_cpu_wide_preset_trains_with_its_wider_std_and_larger_updates(tmp_path):

@@ -159,10 +159,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "early_stop_full_length_evals": 3,
     },
 }
-# cpu with a frozen action std of 0.2 instead of 0.1 and larger, gentler updates (8 worlds x 256 steps, 2 of them at
-# the snippet start, minibatch 512, learning rate 1e-4): the update's approximate KL falls from over 100 to about 0.1,
-# and the training episodes meet the perturbations the feedback has to learn (baselines/ppo_expert/README.md, "wider
-# exploration"). Measured on CMU_009_12-0-198 and CMU_016_22-0-82; the candidate for the next default.
+# The default: cpu with a frozen action std of 0.2 instead of 0.1 and larger, gentler updates (8 worlds x 256 steps,
+# 2 of them at the snippet start, minibatch 512, learning rate 1e-4): the update's approximate KL falls from over 100
+# to about 0.1, and the training episodes meet the perturbations the feedback has to learn. Above cpu from random
+# starts on every snippet measured, the six long benchmark snippets and CMU_016_22 (baselines/ppo_expert/README.md).
 PRESETS["cpu-wide"] = {
     **PRESETS["cpu"],
     "log_std_init": math.log(0.2),
@@ -188,10 +188,10 @@ class Args:
     """clip ids (CMU_016_22) or snippet ids (CMU_016_22-0-82): one expert each, trained together"""
     seed: int = 0
     """seed of torch, numpy, random and the environments; also names each run folder"""
-    preset: PresetName = "cpu"
-    """hyperparameters for every field left unset (PRESETS in this file): `cpu` (reference-residual actions, fastest
-    measured on a 2-core CPU), `cpu-wide` (cpu with action std 0.2 and 8-world updates at learning rate 1e-4: better
-    on the long and the short snippet measured, the candidate default), `cpu-absolute` (the previous default: absolute actions, 5.5M steps) or `mocapact`
+    preset: PresetName = "cpu-wide"
+    """hyperparameters for every field left unset (PRESETS in this file): `cpu-wide` (reference-residual actions,
+    action std 0.2, 8-world updates at learning rate 1e-4: the best measured on long and short snippets), `cpu` (the
+    previous default: std 0.1, 4-world updates at 3e-4), `cpu-absolute` (absolute actions, 5.5M steps) or `mocapact`
     (MoCapAct's published settings); explicit flags override it"""
     log_root: str = "runs/experts"
     """root of the MoCapAct layout <log-root>/<clip>-<start>-<end>/<seed>/"""
@@ -223,7 +223,8 @@ class Args:
     """fewest steps a random start leaves before the snippet end (training episodes)"""
     snippet_start_envs: int | None = None
     """how many of each expert's num_envs training environments always start at the snippet's start (the rest start
-    anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets"""
+    anywhere, MoCapAct: 0): whole-snippet episodes train the drifted late-snippet states a start evaluation meets;
+    unset with another --num-envs than the preset's, the preset's share of them (at least 1 where it has any)"""
     termination_error_threshold: float = TERMINATION_ERROR_THRESHOLD
     """tracking error that ends a training episode (MoCapAct: 0.3); evaluations always use MoCapAct's 0.3"""
     reference_observables: tuple[str, ...] = ()
@@ -347,10 +348,17 @@ class Args:
 
 
 def resolve_preset(args: Args) -> Args:
-    """Fills every field left at None from the chosen preset; explicit flags win."""
+    """Fills every field left at None from the chosen preset; explicit flags win. The preset's snippet-start worlds
+    are a share of its worlds: with another --num-envs (and no --snippet-start-envs) the share is kept, at least one
+    world where the preset has any (``cpu-wide``'s 2 of 8 is 1 of 2 with --num-envs 2, not every world)."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")
-    return apply_preset(args, PRESETS[args.preset])
+    preset = PRESETS[args.preset]
+    if args.snippet_start_envs is None and args.num_envs is not None and args.num_envs != preset["num_envs"]:
+        share = preset["snippet_start_envs"] / preset["num_envs"]
+        worlds = max(1, math.floor(args.num_envs * share + 0.5)) if share > 0 else 0
+        args = dataclasses.replace(args, snippet_start_envs=worlds)
+    return apply_preset(args, preset)
 
 
 def budget_progress(args: Args, global_step: int) -> float:
