@@ -721,8 +721,8 @@ def test_upright_shaping_charges_tilt_and_not_heading():
 
 def test_annealed_action_std_follows_its_schedule_and_resumes_on_it(tmp_path):
     """``--log-std-final``: the frozen std moves from --log-std-init toward it, set before each rollout from the env
-    steps so far; the update's log shows it, the saved expert holds the last one, and a resume to a larger budget goes
-    on along the longer schedule."""
+    steps so far; the update's log and the checkpoint show it, the saved expert holds the std of its evaluation, and a
+    resume to a larger budget goes on along the longer schedule; an older checkpoint is not resumed onto a schedule."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     start, final = math.log(0.2), math.log(0.05)
@@ -745,9 +745,11 @@ def test_annealed_action_std_follows_its_schedule_and_resumes_on_it(tmp_path):
     assert expected[resumed] > expected[resumed - 1]  # the longer budget moves the schedule back
     state = checkpoint(run_dir)
     np.testing.assert_allclose(state["policy"]["log_std"].numpy(), expected[-1], rtol=1e-5)
-    # The saved expert is the best evaluation's, so its std is the schedule's at one of the updates.
+    # The saved expert is the better of the two evaluations (each at the end of an invocation's budget): the std of
+    # the last update before it.
     saved_std = np.log(mocapact_envs.load_expert(run_dir).action_std)
-    assert np.ptp(saved_std) < 1e-6 and np.isclose(saved_std[0], expected, rtol=1e-5).any()
+    assert [e["global_step"] for e in state["evaluations"]] == [first_budget_end, state["global_step"]]
+    assert np.ptp(saved_std) < 1e-6 and np.isclose(saved_std[0], [expected[resumed - 1], expected[-1]], rtol=1e-5).any()
 
     both = run(TRAIN, *flags, "--learn-log-std", "True", "--log-root", tmp_path / "other", check=False)
     assert both.returncode == 2 and "--log-std-final -2.99" in both.stderr and "--learn-log-std True" in both.stderr
@@ -773,6 +775,7 @@ def test_a_presets_snippet_start_worlds_are_a_share_of_the_worlds_asked_for():
 
     assert train.Args().preset == "cpu-wide" and worlds() == (8, 2)
     assert [worlds(num_envs=n) for n in (1, 2, 4, 16)] == [(1, 1), (2, 1), (4, 1), (16, 4)]
+    assert worlds(preset="cpu", num_envs=2, snippet_start_envs=None) == (2, 1)
     assert worlds(num_envs=2, snippet_start_envs=0) == (2, 0)  # an explicit flag wins
     assert worlds(preset="cpu") == (4, 1) and worlds(preset="cpu", num_envs=8) == (8, 2)
     assert worlds(preset="mocapact", num_envs=4) == (4, 0)  # MoCapAct has none

@@ -62,6 +62,28 @@ def reported_steps(trial: Path) -> list[int]:
         return [int(row["env_steps"]) for row in csv.DictReader(f) if row.get("env_steps")]
 
 
+def trials_running_on(cluster: LocalCluster, node, storage: Path) -> set[Path]:
+    """The trial folders (under ``storage``) whose log a process the node's raylet started holds open: its trials.
+    (Ray's worker processes lead their own process groups; their parent is the node's.)"""
+    found = set()
+    for pid in cluster.pids():
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if os.getpgid(parent) != node.pgid:
+                continue
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except (OSError, ValueError):  # gone
+            continue
+        for fd in fds:
+            try:
+                target = Path(os.readlink(fd))
+            except OSError:  # closed meanwhile
+                continue
+            if target.is_relative_to(storage) and target.name == "trial_stderr.log":
+                found.add(target.parent)
+    return found
+
+
 def test_cluster_listens_on_loopback_only(cluster):
     addresses = listening_addresses(cluster.pids())
     assert addresses and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), addresses
@@ -182,17 +204,21 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
         driver = subprocess.Popen(command, cwd=REPO_ROOT, env=cluster.client_env(), stdout=log, stderr=log)
     try:
         # Both trials checkpointed (one on each 1-CPU node; a trial writes its checkpoint to the storage itself, the
-        # driver's progress.csv lags): then the worker node is lost, raylet, agents and trial.
-        deadline = time.time() + 240
+        # driver's progress.csv lags) and the worker's still training (its run folder open there): then the worker
+        # node is lost, raylet, agents and trial. The head's trial may have finished by then.
+        deadline, on_worker = time.time() + 240, set()
         while time.time() < deadline and driver.poll() is None:
             trials = trial_folders(tmp_path)
             if len(trials) == 2 and all(list(t.glob("checkpoint_*")) for t in trials):
-                break
+                on_worker = trials_running_on(cluster, worker, tmp_path / "sweeps")
+                if on_worker:
+                    break
             time.sleep(0.1)
         assert driver.poll() is None, "the sweep ended before both trials reported:\n" + output.read_text()[-3000:]
-        training = [s for s in SNIPPETS if not final_evaluation(tmp_path, s).is_file()]
+        assert len(on_worker) == 1, f"the worker node's trials once both had a checkpoint: {on_worker}"
+        lost_snippets = json.loads((next(iter(on_worker)) / "params.json").read_text())["snippets"]
         cluster.kill(worker)
-        assert training, "both trials had finished before the node was lost:\n" + output.read_text()[-3000:]
+        assert not any(final_evaluation(tmp_path, s).is_file() for s in lost_snippets)  # lost mid-training
         code = driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
@@ -202,7 +228,7 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
     assert not cluster.pids(worker)
     # One trial lost its node and was retried; it went on from its last checkpoint (its steps never go back).
     failed = [t for t in trial_folders(tmp_path) if (t / "error.txt").exists()]
-    assert len(failed) == 1, text[-4000:]
+    assert failed == list(on_worker), text[-4000:]
     error = (failed[0] / "error.txt").read_text()
     # Ray says the node died, or (seen first, on an idle machine) that the actor's socket closed.
     assert any(cause in error for cause in ("ActorDiedError", "ActorUnavailableError", "node has died")), error

@@ -221,7 +221,7 @@ def test_a_retrain_replaces_only_the_experts_it_beats_and_the_table_keeps_the_pr
     assert both.returncode == 2 and "--only-better compares final evaluations" in both.stderr
 
 
-def test_a_retrain_is_weighed_against_the_seed_the_zoo_loads_and_replaces_every_seed_of_its_snippet(
+def test_a_retrain_is_weighed_against_the_seed_the_zoo_loads_and_a_cropped_run_finds_its_zoo_snippet(
     zoo_folder, tmp_path
 ):
     # The zoo holds seeds 2 and 10 of a snippet: it loads 2 (the smallest number; "10" sorts first as text). Seed 2
@@ -245,6 +245,23 @@ def test_a_retrain_is_weighed_against_the_seed_the_zoo_loads_and_replaces_every_
     assert f"{EVALUATED}: replaces {seeds / '2'} " in result.stdout, result.stdout
     assert sorted(p.name for p in seeds.iterdir()) == ["0"]
     assert find_zoo_expert(zoo_copy, EVALUATED).seed == "0"
+
+    # A cropped run that the snippet list does not name goes under the zoo's snippet that holds its trained part.
+    runs, cropped = tmp_path / "runs", TRAINED_ON["CMU_016_22-0-82"]
+    shutil.copytree(zoo_folder.parent / "runs" / cropped, runs / cropped)
+    sys.path.insert(0, str(REPO_ROOT / "baselines" / "ppo_expert"))
+    import sweep
+
+    args = sweep.Args(log_root=str(runs), final_rsi_episodes=3, final_start_episodes=2, final_num_envs=1)
+    sweep.final_evaluation(args, [cropped])
+    (tmp_path / "only_one.txt").write_text(EVALUATED + "\n")
+    result = run(
+        "-m", "mocapact_envs.tools.zoo", "export", "--zoo", zoo_copy, "--snippet-list", tmp_path / "only_one.txt",
+        "--only-better", "--runs", runs,
+    )  # fmt: skip
+    assert "CMU_016_22-0-82: replaces " in result.stdout and "(cropped: trained on CMU_016_22-0-60)" in result.stdout
+    assert not (zoo_copy / "experts" / cropped).exists()
+    assert (zoo_copy / "experts" / "CMU_016_22-0-82" / "0" / "final_evaluation.json").is_file()
 
 
 def test_minari_export_of_two_zoo_snippets_loads_and_its_env_steps(zoo_rollouts, mocap_folder, tmp_path, monkeypatch):

@@ -356,7 +356,8 @@ def resolve_preset(args: Args) -> Args:
     preset = PRESETS[args.preset]
     if args.snippet_start_envs is None and args.num_envs is not None and args.num_envs != preset["num_envs"]:
         share = preset["snippet_start_envs"] / preset["num_envs"]
-        worlds = max(1, math.floor(args.num_envs * share + 0.5)) if share > 0 else 0
+        # At least one world at the start, and one for random starts where there are two or more.
+        worlds = min(max(1, math.floor(args.num_envs * share + 0.5)), max(args.num_envs - 1, 1)) if share > 0 else 0
         args = dataclasses.replace(args, snippet_start_envs=worlds)
     return apply_preset(args, preset)
 
@@ -640,14 +641,27 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
+#: What the trainer did before these preset-filled flags existed (each one's "off"), for resuming older checkpoints.
+BEFORE_THE_FLAG: dict[str, Any] = {
+    "snippet_start_envs": 0,
+    "early_stop_full_length_evals": 0,
+    "action_parameterization": "absolute",
+    "action_likelihood": "gaussian",
+    "time_features": 0,
+}
+
+
 def check_resumed_args(saved_args: str, args: Args, run_dir: Path) -> None:
     """Raises ``ValueError`` naming each flag whose value differs from the one ``run_dir``'s checkpoint was trained
     with (``saved_args``, its JSON), outside :data:`RESUME_MAY_CHANGE`. A flag newer than the checkpoint counts as
-    trained at its default (under the checkpoint's preset): what the trainer did before the flag existed."""
+    what the trainer did before the flag existed: its default where no preset fills it, else
+    :data:`BEFORE_THE_FLAG`'s value; a newer flag in neither is not compared."""
     saved, current = json.loads(saved_args), json.loads(args_json(args))
-    preset = saved.get("preset") if saved.get("preset") in PRESETS else args.preset
-    defaults = json.loads(args_json(resolve_preset(Args(preset=preset))))
-    saved = {**defaults, **saved}
+    preset_filled = {name for preset in PRESETS.values() for name in preset}
+    defaults = json.loads(args_json(Args()))
+    # (--preset's own default has changed since: never taken for a checkpoint's.)
+    before = {name: defaults[name] for name in defaults if name not in preset_filled | {"preset"}} | BEFORE_THE_FLAG
+    saved = {**before, **saved}
     changed = [
         f"{flag(name)} {current[name]!r} (the checkpoint's: {saved[name]!r})"
         for name in current

@@ -296,7 +296,10 @@ def experts_folder_for_writing(zoo: str | Path | None) -> Path:
     """The ``experts`` folder an export writes to: the one a read of ``zoo`` finds (``"zoo"`` where no such folder
     exists is the project's zoo), even before the folder exists."""
     folder = expert_folder_argument(zoo_root(zoo))
-    return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
+    try:
+        return experts_folder(folder)  # a zoo that holds experts already: where a read finds them
+    except FileNotFoundError:
+        return folder if folder.name == EXPERTS_FOLDER else folder / EXPERTS_FOLDER
 
 
 def is_part_of(part: Snippet, whole: Snippet) -> bool:
@@ -456,11 +459,13 @@ def _export_command(args: argparse.Namespace) -> int:
     total, exported, kept = 0, 0, 0
     folder = experts_folder_for_writing(args.zoo)
     seeds: dict[str, list[ZooExpert]] = {}  # every seed of each listed snippet, the one the zoo loads first
-    for expert in sorted(zoo_experts(folder), key=seed_order) if args.only_better and folder.is_dir() else []:
+    for expert in sorted(zoo_experts(folder), key=seed_order) if folder.is_dir() else []:
         seeds.setdefault(expert.listed_id, []).append(expert)
-    current = {listed_id: experts[0] for listed_id, experts in seeds.items()}
-    # A cropped run is listed under the zoo's snippet that its trained part belongs to, snippet list or not.
-    listed = {**{e.snippet.id: e.listed_id for e in current.values()}, **listed}
+    current = {listed_id: experts[0] for listed_id, experts in seeds.items()} if args.only_better else {}
+    # A cropped run goes under the zoo's snippet that holds its trained part where the list does not say otherwise.
+    for expert in (e for experts in seeds.values() for e in experts):
+        if listed.get(expert.snippet.id, expert.snippet.id) == expert.snippet.id:
+            listed[expert.snippet.id] = expert.listed_id
     for run in runs:
         if not (run.run_dir / FINAL_EVALUATION_FILE).is_file() and not args.include_unevaluated:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
@@ -480,12 +485,17 @@ def _export_command(args: argparse.Namespace) -> int:
             {"actor_mean": args.actor_storage, "critic": args.critic_storage},
             args.action_tolerance,
         )
-        for other in seeds.pop(listed_id, []):  # one expert a snippet: a smaller seed would shadow the new one
-            if other.run_dir != result.expert.run_dir:
+        others = [e for e in seeds.pop(listed_id, []) if e.run_dir != result.expert.run_dir]
+        if args.only_better:  # the run beat the seed the zoo loaded: one expert a snippet, none to shadow it
+            for other in others:
                 shutil.rmtree(other.run_dir, ignore_errors=True)
-        if args.only_better:
             current[listed_id] = result.expert  # a later run of the same snippet must beat this one
-            seeds[listed_id] = [result.expert]
+        elif others and seed_order(others[0]) < seed_order(result.expert):
+            print(
+                f"note: {others[0].run_dir} is the expert the zoo loads for {listed_id} (a smaller seed).",
+                file=sys.stderr,
+            )
+        seeds[listed_id] = [result.expert] if args.only_better else sorted([*others, result.expert], key=seed_order)
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""
