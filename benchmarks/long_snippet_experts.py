@@ -143,10 +143,10 @@ def is_trained(run_dir: Path, args: argparse.Namespace) -> bool:
 
 
 def evaluate(args: argparse.Namespace, snippet_id: str, seed: int) -> dict[str, Any]:
-    """MoCapAct's evaluation of the finished expert (cached in ``final_evaluation.json``)."""
-    from mocapact_envs.evaluation.protocol import final_evaluation
+    """MoCapAct's evaluation of the finished expert, cached in ``final_evaluation.json`` (the sweep's record, which
+    the zoo's export and table read; one written before it held the training's steps and minutes gets them)."""
     from mocapact_envs.files import read_json, write_json
-    from mocapact_envs.policies.expert_files import load_expert
+    from mocapact_envs.training.run_folder import final_evaluation_record, write_final_evaluation
 
     run_dir = args.log_root / snippet_id / str(seed)
     path = run_dir / "final_evaluation.json"
@@ -154,10 +154,11 @@ def evaluate(args: argparse.Namespace, snippet_id: str, seed: int) -> dict[str, 
     if path.is_file():
         cached = read_json(path)
         if all(cached.get(kind, {}).get("episodes") == n for kind, n in wanted.items()):
+            if "env_steps" not in cached:
+                cached = final_evaluation_record(run_dir, snippet_id, {kind: cached[kind] for kind in wanted})
+                write_json(path, cached)
             return cached
-    summaries = final_evaluation(load_expert(run_dir), snippet_id, wanted, seed=seed)
-    write_json(path, {"snippet_id": snippet_id, **summaries})
-    return read_json(path)
+    return write_final_evaluation(run_dir, snippet_id, wanted, seed=seed)
 
 
 def curve(

@@ -303,27 +303,12 @@ def dry_run(args: Args, snippet_ids: list[str], on_evaluation) -> None:
 
 def final_evaluation(args: Args, snippet_ids: list[str]) -> None:
     """MoCapAct's evaluation of each expert's eval_rsi model, written to its run folder's final_evaluation.json."""
-    from mocapact_envs.evaluation.protocol import final_evaluation as evaluate
-    from mocapact_envs.policies.expert_files import load_expert
+    from mocapact_envs.training.run_folder import write_final_evaluation
 
+    episodes = {"eval_rsi": args.final_rsi_episodes, "eval_start": args.final_start_episodes}
     for snippet_id in snippet_ids:
-        run = run_dir(args, snippet_id)
-        summaries = evaluate(
-            load_expert(run / "eval_rsi" / "model"),
-            snippet_id,
-            {"eval_rsi": args.final_rsi_episodes, "eval_start": args.final_start_episodes},
-            num_envs=args.final_num_envs,
-            seed=args.seed,
-        )
-        evaluations = json.loads((run / "evaluations.json").read_text())
-        write_json(
-            run / FINAL_EVALUATION_FILE,
-            {
-                "snippet_id": snippet_id,
-                "env_steps": evaluations[-1]["global_step"],
-                "training_minutes": evaluations[-1]["training_minutes"],
-                **summaries,
-            },
+        write_final_evaluation(
+            run_dir(args, snippet_id), snippet_id, episodes, seed=args.seed, num_envs=args.final_num_envs
         )
 
 

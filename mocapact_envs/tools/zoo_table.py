@@ -77,8 +77,9 @@ def table_rows(path: str | Path | None = None, clip_lists: Path | None = None) -
         final_path = expert.run_dir / FINAL_EVALUATION_FILE
         if final_path.is_file():
             final = read_json(final_path)
-            row["training_minutes"] = round(float(final["training_minutes"]), 1)
-            row["env_steps"] = int(final["env_steps"])
+            if "env_steps" in final:  # a run without evaluations during training has neither
+                row["training_minutes"] = round(float(final["training_minutes"]), 1)
+                row["env_steps"] = int(final["env_steps"])
             for kind, label in (("eval_rsi", "rsi"), ("eval_start", "start")):
                 if kind in final:
                     row[f"{label}_norm_length"] = round(float(final[kind]["mean_norm_episode_length"]), 3)

@@ -191,3 +191,34 @@ class StopOnSignal:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def final_evaluation_record(run_dir: str | Path, snippet_id: str, summaries: Mapping[str, Any]) -> dict[str, Any]:
+    """What an expert run's ``final_evaluation.json`` holds: MoCapAct's evaluation (``summaries``, per kind) with the
+    env steps and minutes the run had trained at its last evaluation, which the zoo's export and table read."""
+    from mocapact_envs.files import read_json
+    from mocapact_envs.policies.run_layout import EVALUATIONS_FILE
+
+    record: dict[str, Any] = {"snippet_id": snippet_id}
+    evaluations_path = Path(run_dir) / EVALUATIONS_FILE
+    if evaluations_path.is_file() and (evaluations := read_json(evaluations_path)):
+        record.update(env_steps=evaluations[-1]["global_step"], training_minutes=evaluations[-1]["training_minutes"])
+    return record | dict(summaries)
+
+
+def write_final_evaluation(
+    run_dir: str | Path, snippet_id: str, num_episodes: Mapping[str, int], *, seed: int, num_envs: int = 4
+) -> dict[str, Any]:
+    """MoCapAct's evaluation of a run's ``eval_rsi`` model on fresh episodes, written (atomically) to its
+    ``final_evaluation.json`` as :func:`final_evaluation_record` says; the record."""
+    from mocapact_envs.evaluation.protocol import final_evaluation
+    from mocapact_envs.files import write_json
+    from mocapact_envs.policies.expert_files import load_expert
+    from mocapact_envs.policies.run_layout import FINAL_EVALUATION_FILE
+
+    run_dir = Path(run_dir)
+    expert = load_expert(run_dir / "eval_rsi" / "model")
+    summaries = final_evaluation(expert, snippet_id, num_episodes, num_envs=num_envs, seed=seed)
+    record = final_evaluation_record(run_dir, snippet_id, summaries)
+    write_json(run_dir / FINAL_EVALUATION_FILE, record)
+    return record
