@@ -253,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{snippet_id} seed {seed}: not finished; rerun to resume.", file=sys.stderr)
                     continue
             final = evaluate(args, snippet_id, seed)
-            evaluations = json.loads((run_dir / "evaluations.json").read_text())
-            env_steps = int(evaluations[-1]["global_step"])
+            env_steps = int(final["env_steps"])
             cpu_minutes = record["cpu_seconds"] / 60
             rows.append(
                 {

@@ -204,7 +204,7 @@ def test_a_lost_worker_node_mid_sweep_its_trial_resumes_on_the_head_from_its_che
         driver = subprocess.Popen(command, cwd=REPO_ROOT, env=cluster.client_env(), stdout=log, stderr=log)
     try:
         # Both trials checkpointed (one on each 1-CPU node; a trial writes its checkpoint to the storage itself, the
-        # driver's progress.csv lags) and the worker's still training (its run folder open there): then the worker
+        # driver's progress.csv lags) and the worker's still training (its trial's log open there): then the worker
         # node is lost, raylet, agents and trial. The head's trial may have finished by then.
         deadline, on_worker = time.time() + 240, set()
         while time.time() < deadline and driver.poll() is None:

@@ -461,7 +461,6 @@ def _export_command(args: argparse.Namespace) -> int:
     seeds: dict[str, list[ZooExpert]] = {}  # every seed of each listed snippet, the one the zoo loads first
     for expert in sorted(zoo_experts(folder), key=seed_order) if folder.is_dir() else []:
         seeds.setdefault(expert.listed_id, []).append(expert)
-    current = {listed_id: experts[0] for listed_id, experts in seeds.items()} if args.only_better else {}
     # A cropped run goes under the zoo's snippet that holds its trained part where the list does not say otherwise.
     for expert in (e for experts in seeds.values() for e in experts):
         if listed.get(expert.snippet.id, expert.snippet.id) == expert.snippet.id:
@@ -471,7 +470,7 @@ def _export_command(args: argparse.Namespace) -> int:
             print(f"note: {run.run_dir} has no {FINAL_EVALUATION_FILE} (not finished); skipped.", file=sys.stderr)
             continue
         listed_id = listed.get(run.snippet.id, run.snippet.id)
-        replaced = current.get(listed_id)
+        replaced = seeds[listed_id][0] if args.only_better and listed_id in seeds else None
         if replaced is not None:
             better, why = beats(run.run_dir, replaced.run_dir)
             print(f"{listed_id}: {'replaces' if better else 'keeps'} {replaced.run_dir} ({why})")
@@ -485,17 +484,15 @@ def _export_command(args: argparse.Namespace) -> int:
             {"actor_mean": args.actor_storage, "critic": args.critic_storage},
             args.action_tolerance,
         )
-        others = [e for e in seeds.pop(listed_id, []) if e.run_dir != result.expert.run_dir]
+        others = [e for e in seeds.get(listed_id, []) if e.run_dir != result.expert.run_dir]
         if args.only_better:  # the run beat the seed the zoo loaded: one expert a snippet, none to shadow it
             for other in others:
                 shutil.rmtree(other.run_dir, ignore_errors=True)
-            current[listed_id] = result.expert  # a later run of the same snippet must beat this one
-        elif others and seed_order(others[0]) < seed_order(result.expert):
-            print(
-                f"note: {others[0].run_dir} is the expert the zoo loads for {listed_id} (a smaller seed).",
-                file=sys.stderr,
-            )
-        seeds[listed_id] = [result.expert] if args.only_better else sorted([*others, result.expert], key=seed_order)
+            others = []
+        seeds[listed_id] = sorted([*others, result.expert], key=seed_order)  # a later run must beat the first
+        if seeds[listed_id][0] is not result.expert:
+            print(f"note: {seeds[listed_id][0].run_dir} is the expert the zoo loads for {listed_id} (a smaller seed).",
+                  file=sys.stderr)  # fmt: skip
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""

@@ -125,19 +125,26 @@ PREVIOUS_COLUMNS = (
 )
 
 
+def table_fault(table: Any) -> str | None:
+    """What keeps ``table`` from being a zoo's table.json that :func:`with_previous` can read; None when nothing."""
+    if not isinstance(table, list):
+        return "not a list of rows"
+    for i, row in enumerate(table):
+        if not isinstance(row, dict) or not isinstance(row.get("snippet"), str):
+            return f"row {i} has no snippet"
+        for key in PREVIOUS_KEYS:
+            if key in row and not isinstance(row[key], int | float):
+                return f"{row['snippet']}'s {key} is {row[key]!r}, not a number"
+    return None
+
+
 def with_previous(rows: list[dict[str, Any]], previous_table: str | Path) -> list[dict[str, Any]]:
     """``rows`` with the previous zoo's figures of each snippet (``previous_<key>``, from its table.json) beside."""
     previous_table = Path(previous_table)
     if not previous_table.is_file():
         raise FileNotFoundError(f"previous table {previous_table} does not exist (a zoo's table.json).")
     table = read_json(previous_table)
-    bad = (
-        "not a list of rows" if not isinstance(table, list)
-        else next((f"row {i} has no snippet" for i, r in enumerate(table)
-                   if not isinstance(r, dict) or not isinstance(r.get("snippet"), str)), None)
-        or next((f"{r['snippet']}'s {k} is {r[k]!r}, not a number" for r in table for k in PREVIOUS_KEYS
-                 if k in r and not isinstance(r[k], int | float)), None)
-    )  # fmt: skip
+    bad = table_fault(table)
     if bad:
         raise ValueError(f"previous table {previous_table} is not a zoo's table.json: {bad}.")
     previous = {row["snippet"]: row for row in table}
