@@ -218,3 +218,51 @@ def test_bad_arguments_name_the_choices() -> None:
         )
     with pytest.raises(ValueError, match=r"random_start must be a bool or a sequence of bools .*got 'yes'"):
         MocapTrackingEnv("CMU_016_22", random_start="yes")
+
+
+def test_pushes_give_the_walker_the_impulse_of_their_force_and_repeat_with_the_seed() -> None:
+    """``set_pushes``: a pushed world's whole-body momentum changes by about force x time in the force's direction
+    against an unpushed twin; the same seed pushes the same way; force 0 stops them; bad values are named."""
+    from mocapact_envs.envs.factory import make_tracking_vec_env
+    from mocapact_envs.tasks.reference_actions import ReferenceActions
+
+    snippet, steps = "CMU_016_22-0-82", 4
+    reference = ReferenceActions.for_snippet(snippet)
+
+    def momentum_after(max_force: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        envs = make_tracking_vec_env(snippet, 2, "fast", random_start=False, observables="time_index")
+        worlds = envs.unwrapped._worlds
+        if max_force:
+            envs.unwrapped.set_pushes(max_force, 1.0, steps)
+        observation, _ = envs.reset(seed=seed)
+        for _ in range(steps):
+            observation, *_ = envs.step(reference.at(observation["walker/time_in_clip"]))
+        forces = worlds._push_force.copy()
+        root, momenta = worlds.layout.root_body, []
+        for data in worlds.datas:
+            mujoco.mj_subtreeVel(worlds.model, data)  # the root's subtree is the whole walker
+            momenta.append(worlds.model.body_subtreemass[root] * data.subtree_linvel[root].copy())
+        envs.close()
+        return np.array(momenta), forces
+
+    unpushed, no_force = momentum_after(0.0, seed=0)
+    pushed, forces = momentum_after(400.0, seed=0)
+    assert not no_force.any() and np.all(np.linalg.norm(forces[:, :2], axis=1) > 0) and not forces[:, 2].any()
+    impulse = forces * steps * 0.03
+    for world in range(2):
+        change = pushed[world] - unpushed[world]
+        horizontal = change[:2] @ impulse[world, :2] / np.linalg.norm(impulse[world, :2]) ** 2
+        assert 0.9 < horizontal < 1.1, (change, impulse[world])  # ground friction takes or gives a little
+    again, same_forces = momentum_after(400.0, seed=0)
+    np.testing.assert_array_equal(again, pushed)
+    np.testing.assert_array_equal(same_forces, forces)
+    other_seed = momentum_after(400.0, seed=5)[1]
+    assert not np.allclose(other_seed, forces)
+
+    envs = make_tracking_vec_env(snippet, 1, "fast", observables="time_index")
+    for arguments, named in (((-1.0, 0.1, 5), "max_force must be >= 0"), ((10.0, 1.5, 5), "probability must be")):
+        with pytest.raises(ValueError, match=named):
+            envs.unwrapped.set_pushes(*arguments)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        envs.unwrapped.set_pushes(10.0, 0.1, 0)
+    envs.close()

@@ -223,6 +223,14 @@ def test_bad_clip_and_preset_are_named():
             ["--relay-handover-probability 0.5: needs the fast backend", "(--backend 'dm_control')"],
         ),
         (
+            ["--push-force", "-5", "--push-probability", "2", "--push-steps", "0"],
+            ["--push-force -5", "--push-probability 2", "--push-steps 0"],
+        ),
+        (
+            ["--push-force", "100", "--vectorization-mode", "sync"],
+            ["--push-force 100.0: needs the fast backend's native vector env", "--vectorization-mode 'sync'"],
+        ),
+        (
             ["--own-start-probability", "0.5", "--vectorization-mode", "sync"],
             ["--own-start-probability 0.5: needs the fast backend's native vector env", "(--vectorization-mode 'sync'"],
         ),
@@ -599,14 +607,17 @@ def test_own_start_states_are_the_late_states_of_episodes_and_start_new_ones_the
     envs.close()
 
 
-def test_expert_trains_from_its_own_late_states_with_the_clipped_likelihood(tmp_path):
+def test_expert_trains_pushed_from_its_own_late_states_with_the_clipped_likelihood(tmp_path):
     """The long-snippet options end to end as a user runs them: a tiny run on a long snippet that starts episodes
-    from its own drifted states and takes the clipped actions' likelihood, then loads and rolls out."""
+    from its own drifted states, pushes its worlds and takes the clipped actions' likelihood, then loads and rolls
+    out."""
     flags = ["--own-start-probability", "0.5", "--own-start-min-age", "2", "--action-likelihood", "clipped"]
+    flags += ["--push-force", "200", "--push-probability", "0.1"]
     run(TRAIN, *TINY, "--clips", "CMU_009_12-0-198", "--log-root", tmp_path, "--total-timesteps", "768", *flags)
     run_dir = tmp_path / "CMU_009_12-0-198" / "3"
     saved = json.loads((run_dir / "args.json").read_text())
     assert saved["own_start_probability"] == 0.5 and saved["action_likelihood"] == "clipped"
+    assert saved["push_force"] == 200 and saved["push_probability"] == 0.1
     assert checkpoint(run_dir)["global_step"] >= 768
     expert = mocapact_envs.load_expert(run_dir)
     env = make_tracking_env("CMU_009_12-0-198")

@@ -323,6 +323,14 @@ class Args:
     upright_reward_weight: float = 0.0
     """adds this times (cos(tilt error) - 1) to each training step's reward, the tilt error the angle between the
     walker's and the reference's root up axes, heading aside (training only: evaluations keep MoCapAct's comic)"""
+    push_force: float = 0.0
+    """pushes the training worlds' root body now and then with a horizontal force of up to this many newtons (uniform
+    magnitude and direction), so the episodes meet larger departures than action noise gives and the expert learns to
+    recover from them (training only; the fast backend); 0: no pushes (MoCapAct)"""
+    push_probability: float = 0.02
+    """with --push-force: the chance, before each step of a world not being pushed, that a push starts"""
+    push_steps: int = 5
+    """with --push-force: how many control steps (0.03 s each) a push lasts"""
 
     # -- relay: long snippets as short-window experts handing over in time (mocapact_envs/policies/relay.py) ------
     relay_window_steps: int = 0
@@ -557,6 +565,9 @@ ARG_RULES: dict[str, FlagRule] = {
     "own_start_probability": (unit_interval, "in [0, 1]"),
     "own_start_min_age": (positive, "a positive number of steps"),
     "upright_reward_weight": (non_negative, "0 (off) or more"),
+    "push_force": (non_negative, "0 (off) or more newtons"),
+    "push_probability": (unit_interval, "in [0, 1]"),
+    "push_steps": (positive, "a positive number of control steps"),
 }
 
 
@@ -600,6 +611,13 @@ def check_args(args: Args) -> None:
         errors.append(
             f"{start_setters[0]}: needs the fast backend's native vector env (--vectorization-mode "
             f"{args.vectorization_mode!r}; leave it unset or give 'vector_entry_point')"
+        )
+    if args.push_force > 0 and (
+        args.backend not in (None, "fast") or args.vectorization_mode not in (None, "vector_entry_point")
+    ):
+        errors.append(
+            f"--push-force {args.push_force}: needs the fast backend's native vector env (--backend {args.backend!r}, "
+            f"--vectorization-mode {args.vectorization_mode!r}; leave both unset)"
         )
     if len(start_setters) > 1:
         errors.append(f"{' and '.join(start_setters)}: each sets the start states; give one")
@@ -1030,6 +1048,8 @@ def make_expert_runs(
             reference = get_source().clip_set(snippet.id).reference_features(0)
         if args.start_activations == "reference":
             envs.unwrapped.set_start_states(*driven_reference_states(reference), 1.0)
+        if args.push_force > 0:
+            envs.unwrapped.set_pushes(args.push_force, args.push_probability, args.push_steps)
         starts = (start_states or [None] * len(snippets))[k]
         if starts is not None:
             envs.unwrapped.set_start_states(*starts, args.relay_handover_probability)

@@ -249,5 +249,11 @@ class MocapTrackingVectorEnv(SerializableEnv, gym.vector.VectorEnv):
         :meth:`~mocapact_envs.tasks.fast_tracking.worlds.TrackingWorlds.set_start_states`."""
         self._worlds.set_start_states(time_steps, physics_states, probability)
 
+    def set_pushes(self, max_force: float, probability: float, steps: int) -> None:
+        """Training pushes on the root body (a horizontal force up to ``max_force`` newtons held for ``steps``
+        control steps, started with ``probability`` before a step); see
+        :meth:`~mocapact_envs.tasks.fast_tracking.worlds.TrackingWorlds.set_pushes`."""
+        self._worlds.set_pushes(max_force, probability, steps)
+
     def close_extras(self, **kwargs: Any) -> None:
         self._worlds.close()

@@ -11,6 +11,7 @@ import mujoco
 import numpy as np
 
 from mocapact_envs.mocap.source import ClipSet
+from mocapact_envs.tasks.checks import check_integer, check_number
 from mocapact_envs.tasks.composer_tracking import build_tracking_environment, episode_starts
 from mocapact_envs.tasks.fast_tracking.features import (
     DATA_FIELDS,
@@ -147,6 +148,10 @@ class TrackingWorlds:
         self._start_steps: np.ndarray | None = None
         self._start_states: np.ndarray | None = None
         self._start_probability = 0.0
+        # Pushes (set_pushes): the force each world's root body feels now and the control steps it has left.
+        self._push_settings: tuple[float, float, int] | None = None
+        self._push_force = np.zeros((num_worlds, 3))
+        self._push_steps_left = np.zeros(num_worlds, np.int64)
         # The walker pose (free joint, mocap joints) the control observables compare with: the one
         # before the last step, and the latest one.
         self.previous_pose = np.zeros((num_worlds, len(self.layout.qpos)))
@@ -222,7 +227,8 @@ class TrackingWorlds:
             self.last_time_in_clip[world] = snippet.last_step * snippet.dt / snippet.duration
             row = snippet.table[time_step]
             data, fields = self.datas[world], self.data_fields[world]
-            mujoco.mj_resetData(model, data)
+            mujoco.mj_resetData(model, data)  # Also ends a push: xfrc_applied is zeroed.
+            self._push_steps_left[world] = 0
             handover = self._start_states is not None and self._random_start[world] and not chosen
             if handover and self.random_states[world].random_sample() < self._start_probability:
                 # A state another policy reached at this step (a relay's previous window), instead of the reference.
@@ -252,12 +258,45 @@ class TrackingWorlds:
             worlds = np.asarray(worlds, np.int64)
             self.previous_pose[worlds] = self._latest_pose[worlds]
             self.time_step[worlds] += 1
+        if self._push_settings is not None:
+            self._draw_pushes(worlds)
         if self._pool is None or len(worlds) < 2:
             self._step_physics(actions, worlds)
         else:
             chunks = [worlds[i :: self._num_threads] for i in range(self._num_threads)]
             for _ in self._pool.map(lambda chunk: self._step_physics(actions, chunk), chunks):
                 pass
+
+    def set_pushes(self, max_force: float, probability: float, steps: int) -> None:
+        """From now on each world's root body is pushed now and then: before a step, a world not being pushed
+        starts a push with ``probability``, a horizontal force of a uniform direction and a magnitude uniform in
+        ``[0, max_force]`` newtons, held for ``steps`` control steps. A training perturbation (MoCapAct's task has
+        none): episodes meet larger departures from the reference than action noise gives. ``max_force`` 0 stops.
+        The draws come from each world's own random state, so a seed gives the same pushes."""
+        check_number("max_force", max_force, ">= 0 newtons", lambda v: v >= 0)
+        check_number("probability", probability, "in [0, 1]", lambda v: 0 <= v <= 1)
+        check_integer("steps", steps, 1)
+        self._push_settings = (float(max_force), float(probability), int(steps)) if max_force > 0 else None
+        self._push_force[:] = 0.0
+        self._push_steps_left[:] = 0
+        for data in self.datas:
+            data.xfrc_applied[:] = 0.0
+
+    def _draw_pushes(self, worlds: Sequence[int]) -> None:
+        max_force, probability, steps = self._push_settings
+        root = self.layout.root_body
+        for world in worlds:
+            if self._push_steps_left[world] > 0:
+                self._push_steps_left[world] -= 1
+            else:
+                self._push_force[world] = 0.0
+                random_state = self.random_states[world]
+                if random_state.random_sample() < probability:
+                    angle = random_state.uniform(0.0, 2.0 * np.pi)
+                    magnitude = random_state.uniform(0.0, max_force)
+                    self._push_force[world, :2] = magnitude * np.cos(angle), magnitude * np.sin(angle)
+                    self._push_steps_left[world] = steps - 1
+            self.datas[world].xfrc_applied[root, :3] = self._push_force[world]
 
     def _step_physics(self, actions: np.ndarray, worlds: Sequence[int]) -> None:
         model, substep_model = self.model, self._substep_model
