@@ -595,7 +595,7 @@ def check_args(args: Args) -> None:
     if not all(positive(m) for m in args.relay_curve_steps):
         errors.append(f"--relay-curve-steps {list(args.relay_curve_steps)}: must all be positive")
     # Each of these sets the training episodes' start states in the fast backend's native vector env, so it needs
-    # that env and excludes the others.
+    # that env and excludes the others; pushes need that env too.
     start_setters = [
         flag
         for flag, on in (
@@ -605,19 +605,13 @@ def check_args(args: Args) -> None:
         )
         if on
     ]
-    if start_setters and args.backend not in (None, "fast"):
-        errors.append(f"{start_setters[0]}: needs the fast backend's native vector env (--backend {args.backend!r})")
-    elif start_setters and args.vectorization_mode not in (None, "vector_entry_point"):
+    native_env_flags = start_setters + ([f"--push-force {args.push_force}"] if args.push_force > 0 else [])
+    if native_env_flags and args.backend not in (None, "fast"):
+        errors.append(f"{native_env_flags[0]}: needs the fast backend's native vector env (--backend {args.backend!r})")
+    elif native_env_flags and args.vectorization_mode not in (None, "vector_entry_point"):
         errors.append(
-            f"{start_setters[0]}: needs the fast backend's native vector env (--vectorization-mode "
+            f"{native_env_flags[0]}: needs the fast backend's native vector env (--vectorization-mode "
             f"{args.vectorization_mode!r}; leave it unset or give 'vector_entry_point')"
-        )
-    if args.push_force > 0 and (
-        args.backend not in (None, "fast") or args.vectorization_mode not in (None, "vector_entry_point")
-    ):
-        errors.append(
-            f"--push-force {args.push_force}: needs the fast backend's native vector env (--backend {args.backend!r}, "
-            f"--vectorization-mode {args.vectorization_mode!r}; leave both unset)"
         )
     if len(start_setters) > 1:
         errors.append(f"{' and '.join(start_setters)}: each sets the start states; give one")

@@ -491,8 +491,8 @@ def _export_command(args: argparse.Namespace) -> int:
             others = []
         seeds[listed_id] = sorted([*others, result.expert], key=seed_order)  # a later run must beat the first
         if seeds[listed_id][0] is not result.expert:
-            print(f"note: {seeds[listed_id][0].run_dir} is the expert the zoo loads for {listed_id} (a smaller seed).",
-                  file=sys.stderr)  # fmt: skip
+            loaded = seeds[listed_id][0].run_dir
+            print(f"note: {loaded} is the expert the zoo loads for {listed_id} (a smaller seed).", file=sys.stderr)
         total += result.size_bytes
         exported += 1
         cropped = f" (cropped: trained on {result.expert.snippet.id})" if result.expert.cropped else ""
